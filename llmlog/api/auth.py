@@ -1,0 +1,88 @@
+"""Who is calling: an API key (`Authorization: Bearer <key>` or `ApiKey: <key>`) or a staff session."""
+
+from dataclasses import dataclass
+
+from rest_framework import authentication, exceptions, permissions
+
+from llmlog.keys import api_key_lookup
+from llmlog.models import ApiKey
+
+
+@dataclass(frozen=True)
+class KeyPrincipal:
+    """The caller behind an API key, as request.user."""
+
+    key: ApiKey
+    is_authenticated: bool = True
+    is_staff: bool = False
+
+    def __str__(self) -> str:
+        return f"api key {self.key.key_prefix}…"
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    def authenticate(self, request):
+        raw = self._raw_key(request)
+        if raw is None:
+            return None
+        key = api_key_lookup(raw)
+        if key is None:
+            raise exceptions.AuthenticationFailed("Unknown API key.")
+        if key.is_revoked:
+            raise exceptions.AuthenticationFailed("This API key was revoked.")
+        return KeyPrincipal(key=key), key
+
+    def authenticate_header(self, request) -> str:
+        return 'Bearer realm="api"'
+
+    @staticmethod
+    def _raw_key(request) -> str | None:
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if header:
+            scheme, _, value = header.partition(" ")
+            if scheme.lower() == "bearer" and value.strip():
+                return value.strip()
+        value = request.META.get("HTTP_APIKEY", "").strip()
+        return value or None
+
+
+@dataclass(frozen=True)
+class Caller:
+    """What a request may see and do, whatever authenticated it."""
+
+    userorgid: str  # "" = every org
+    scopes: frozenset[str]
+    role: str
+
+    @property
+    def is_platform(self) -> bool:
+        return not self.userorgid
+
+
+def caller_of(request) -> Caller:
+    if isinstance(request.auth, ApiKey):
+        key = request.auth
+        return Caller(userorgid=key.userorgid, scopes=frozenset(key.scopes), role=key.role)
+    # A staff session sees everything, as a platform admin.
+    return Caller(userorgid="", scopes=frozenset(ApiKey.Scope.values), role=ApiKey.Role.ADMIN)
+
+
+class HasScope(permissions.BasePermission):
+    """The view's `required_scopes` maps a DRF action (or HTTP method) to the scope it needs."""
+
+    message = "This API key lacks the scope this endpoint needs."
+
+    def has_permission(self, request, view) -> bool:
+        user = request.user
+        if user is None or not user.is_authenticated:
+            return False
+        if not isinstance(request.auth, ApiKey) and not user.is_staff:
+            self.message = "Only staff users may use the API from a browser session; use an API key."
+            return False
+        needed = view.required_scopes.get(getattr(view, "action", None) or request.method.lower())
+        if needed is None:
+            return True
+        if needed not in caller_of(request).scopes:
+            self.message = f"This API key lacks the {needed!r} scope."
+            return False
+        return True

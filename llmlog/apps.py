@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class LlmlogConfig(AppConfig):
+    name = "llmlog"
+    verbose_name = "LLM usage"

@@ -1,0 +1,515 @@
+"""Ingest: the gateway's records in, validated, priced, stored once.
+
+The hot path stays out of DRF's serializers (an order of magnitude too slow for 1000-record batches,
+see ECOSYSTEM.md): msgspec decodes and type-checks each item, plain functions apply the design's rules,
+and on PostgreSQL the rows go in with COPY. Idempotency is the unique constraint on `transno`: a resend
+whose payload hash matches is a duplicate, anything else under a known transno is a conflict.
+"""
+
+import hashlib
+import ipaddress
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal
+
+import msgspec
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+from psycopg.types.json import Jsonb
+from uuid_utils.compat import uuid7
+
+from llmlog.models import MONEY_DIGITS, MONEY_PLACES, AccountingStatus, LLMUsage, LLMUsageHistory
+from llmlog.pricing import PriceBook, TokenCounts, charge, price_snapshot, quantize_money
+
+BIG = 2**63 - 1
+Tokens = Annotated[int, msgspec.Meta(ge=0, le=BIG)] | None
+
+
+def Text(max_length: int) -> Any:  # noqa: N802 - reads as a type in the struct below
+    return Annotated[str, msgspec.Meta(max_length=max_length)]
+
+
+class IoInfoIn(msgspec.Struct, forbid_unknown_fields=True):
+    request: Any = None
+    response: Any = None
+
+
+class UsageIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """One record as a gateway sends it. Server-owned fields (id, use_date, accounting) are not accepted."""
+
+    model_name: Annotated[str, msgspec.Meta(min_length=1, max_length=150)]
+    transno: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
+    taskid: Text(256) = ""
+    use_time: datetime | int | float | None = None
+    responsed_seconds: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    finish_seconds: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    userid: Text(64) = ""
+    username: Text(150) = ""
+    userorgid: Text(64) = ""
+    token_id: Text(64) = ""
+    token_name: Text(150) = ""
+    token_key: Text(512) | None = None
+    token_key_hash: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")] | None = None
+    group: Text(64) = ""
+    request_ip: Text(64) | None = None
+    feature: Text(64) = ""
+    llmid: Text(64) = ""
+    ownerid: Text(64) = ""
+    provider: Text(64) = ""
+    provider_type: Text(32) = ""
+    channel_id: Text(64) = ""
+    is_local: bool = False
+    is_global_provider: bool = False
+    endpoint: Text(255) = ""
+    is_stream: bool = False
+    input_tokens: Tokens = None
+    output_tokens: Tokens = None
+    cached_tokens: Tokens = None
+    cache_creation_tokens: Tokens = None
+    reasoning_tokens: Tokens = None
+    image_input_tokens: Tokens = None
+    web_search_count: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] | None = None
+    total_tokens: Tokens = None
+    usages: dict[str, Any] | None = None
+    amount: Decimal | None = None
+    cost: Decimal | None = None
+    currency: Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")] = "USD"
+    status: Literal["success", "failed"] = "success"
+    code: Annotated[int, msgspec.Meta(ge=100, le=599)] | None = None
+    error_message: Text(65536) = ""
+    retry_times: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] = 0
+    ioinfo: IoInfoIn | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class RecordError(Exception):
+    """A record that breaks a rule; `errors` maps each field to what is wrong with it."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{name}: {message}" for name, message in errors.items()))
+        self.errors = errors
+
+
+class BodyError(Exception):
+    """The request as a whole cannot be read (malformed JSON, too many records)."""
+
+
+@dataclass
+class ItemResult:
+    index: int
+    status: Literal["created", "duplicate", "conflict", "error"]
+    transno: str | None = None
+    id: str | None = None
+    errors: dict[str, str] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {key: value for key, value in self.__dict__.items() if value is not None}
+
+
+@dataclass
+class IngestResult:
+    is_bulk: bool
+    items: list[ItemResult] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(1 for item in self.items if item.status == status)
+
+
+# --- parsing --------------------------------------------------------------------------------------
+
+
+def parse_body(body: bytes) -> tuple[list[msgspec.Raw], bool]:
+    """Split a request body into raw items: one JSON object, or a list of at most LLMLOG_BULK_MAX."""
+    stripped = body.lstrip()
+    if not stripped:
+        raise BodyError("The request body is empty: send a JSON object or a list of objects.")
+    is_bulk = stripped[:1] == b"["
+    try:
+        items = msgspec.json.decode(body, type=list[msgspec.Raw] if is_bulk else msgspec.Raw)
+    except msgspec.DecodeError as exc:
+        raise BodyError(f"Malformed JSON: {exc}") from None
+    if not is_bulk:
+        return [items], False
+    limit = settings.LLMLOG_BULK_MAX
+    if len(items) > limit:
+        raise BodyError(f"At most {limit} records per request, got {len(items)}.")
+    if not items:
+        raise BodyError("The list of records is empty.")
+    return items, True
+
+
+def decode_record(raw: bytes) -> UsageIn:
+    try:
+        return msgspec.json.decode(raw, type=UsageIn)
+    except msgspec.ValidationError as exc:
+        raise RecordError(_validation_errors(str(exc))) from None
+
+
+def _validation_errors(message: str) -> dict[str, str]:
+    """msgspec says 'Expected `int` >= 0 - at `$.input_tokens`': key the message by the field."""
+    text, _, where = message.partition(" - at `$")
+    if where:
+        name = where.rstrip("`").lstrip(".") or "non_field_errors"
+        return {name: text}
+    if text.startswith("Object contains unknown field"):
+        name = text.split("`")[1]
+        return {name: "Unknown field."}
+    if text.startswith("Object missing required field"):
+        name = text.split("`")[1]
+        return {name: "This field is required."}
+    return {"non_field_errors": text}
+
+
+# --- the rules ------------------------------------------------------------------------------------
+
+
+@dataclass
+class PreparedRecord:
+    row: dict[str, Any]
+    payload_hash: str
+
+
+def payload_hash(record: UsageIn) -> str:
+    """A stable digest of the record as sent (key order ignored, the raw gateway key never included)."""
+    return hashlib.sha256(msgspec.json.encode(record, order="sorted")).hexdigest()
+
+
+def prepare_record(record: UsageIn, *, now: datetime, org: str = "") -> PreparedRecord:
+    """Apply the design's rules to a decoded record; raise RecordError naming every bad field."""
+    errors: dict[str, str] = {}
+    if record.token_key is not None:
+        record.token_key_hash = hashlib.sha256(record.token_key.encode()).hexdigest()
+        record.token_key = None
+    if org:
+        if record.userorgid and record.userorgid != org:
+            errors["userorgid"] = f"This key may only ingest records of org {org!r}."
+        record.userorgid = org
+
+    use_time = _use_time(record.use_time, errors)
+    tokens = _token_counts(record, errors)
+    amount = _money(record.amount, "amount", errors)
+    cost = _money(record.cost, "cost", errors)
+    request_ip = _ip(record.request_ip, errors)
+    metadata = record.metadata or {}
+    if len(msgspec.json.encode(metadata)) > settings.LLMLOG_METADATA_MAX_BYTES:
+        errors["metadata"] = f"At most {settings.LLMLOG_METADATA_MAX_BYTES} bytes of JSON."
+    if errors:
+        raise RecordError(errors)
+
+    digest = payload_hash(record)
+    row = {
+        "id": uuid7(),
+        "transno": record.transno or uuid7().hex,
+        "taskid": record.taskid,
+        "use_date": timezone.localtime(use_time).date(),
+        "use_time": use_time,
+        "responsed_seconds": record.responsed_seconds,
+        "finish_seconds": record.finish_seconds,
+        "created_at": now,
+        "userid": record.userid,
+        "username": record.username,
+        "userorgid": record.userorgid,
+        "token_id": record.token_id,
+        "token_name": record.token_name,
+        "token_key_hash": record.token_key_hash or "",
+        "group": record.group,
+        "request_ip": request_ip,
+        "feature": record.feature,
+        "llmid": record.llmid,
+        "model_name": record.model_name,
+        "ownerid": record.ownerid,
+        "provider": record.provider,
+        "provider_type": record.provider_type,
+        "channel_id": record.channel_id,
+        "is_local": record.is_local,
+        "is_global_provider": record.is_global_provider,
+        "endpoint": record.endpoint,
+        "is_stream": record.is_stream,
+        **tokens.__dict__,
+        "total_tokens": tokens.input_tokens + tokens.output_tokens,
+        "usages": record.usages,
+        "amount": amount,
+        "cost": cost,
+        "currency": record.currency,
+        "price": None,
+        "status": record.status,
+        "code": record.code,
+        "error_message": record.error_message,
+        "retry_times": record.retry_times,
+        "ioinfo": truncate_ioinfo(record.ioinfo, settings.LLMLOG_IO_LIMIT),
+        "accounting_status": AccountingStatus.PENDING,
+        "accounted_at": None,
+        "metadata": metadata,
+        "payload_hash": digest,
+    }
+    return PreparedRecord(row=row, payload_hash=digest)
+
+
+def _use_time(value: datetime | int | float | None, errors: dict[str, str]) -> datetime:
+    if value is None:
+        return timezone.now()
+    if isinstance(value, datetime):
+        # A time without an offset is read in TIME_ZONE, the gateway's and the operator's day.
+        return timezone.make_aware(value) if timezone.is_naive(value) else value
+    if not math.isfinite(value) or value < 0:
+        errors["use_time"] = "Expected an ISO 8601 time or unix seconds/milliseconds."
+        return timezone.now()
+    seconds = value / 1000 if value >= 100_000_000_000 else value  # past 5138 AD in seconds: milliseconds
+    try:
+        return datetime.fromtimestamp(seconds, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        errors["use_time"] = "Out of range."
+        return timezone.now()
+
+
+def _money(value: Decimal | None, name: str, errors: dict[str, str]) -> Decimal | None:
+    if value is None:
+        return None
+    if not value.is_finite() or value < 0:
+        errors[name] = "Expected a finite, non-negative amount."
+        return None
+    try:
+        rounded = quantize_money(value)
+    except InvalidOperation:
+        rounded = None
+    if rounded is None or rounded.adjusted() >= MONEY_DIGITS - MONEY_PLACES:
+        errors[name] = f"At most {MONEY_DIGITS - MONEY_PLACES} digits before the decimal point."
+        return None
+    return rounded
+
+
+def _ip(value: str | None, errors: dict[str, str]) -> str | None:
+    if not value:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        errors["request_ip"] = f"{value!r} is not an IPv4 or IPv6 address."
+        return None
+
+
+TOKEN_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "cache_creation_tokens",
+    "reasoning_tokens",
+    "image_input_tokens",
+    "web_search_count",
+)
+
+
+def _token_counts(record: UsageIn, errors: dict[str, str]) -> TokenCounts:
+    """The record's counts, filling what it left out from its raw `usages`, checked against the convention."""
+    derived = usage_counts_from_raw(record.usages, errors) if record.usages else {}
+    counts = {}
+    for name in TOKEN_FIELDS:
+        sent = getattr(record, name)
+        counts[name] = sent if sent is not None else derived.get(name, 0)
+    tokens = TokenCounts(**counts)
+    prompt_parts = tokens.cached_tokens + tokens.cache_creation_tokens + tokens.image_input_tokens
+    if prompt_parts > tokens.input_tokens:
+        errors["cached_tokens"] = (
+            f"cached_tokens + cache_creation_tokens + image_input_tokens ({prompt_parts}) "
+            f"exceed input_tokens ({tokens.input_tokens}): they are parts of it."
+        )
+    if tokens.reasoning_tokens > tokens.output_tokens:
+        errors["reasoning_tokens"] = (
+            f"reasoning_tokens ({tokens.reasoning_tokens}) exceed output_tokens ({tokens.output_tokens}): "
+            "they are part of it."
+        )
+    expected_total = tokens.input_tokens + tokens.output_tokens
+    if record.total_tokens is not None and record.total_tokens != expected_total:
+        errors["total_tokens"] = (
+            f"total_tokens ({record.total_tokens}) must equal input_tokens + output_tokens ({expected_total})."
+        )
+    return tokens
+
+
+def usage_counts_from_raw(usages: dict[str, Any], errors: dict[str, str]) -> dict[str, int]:
+    """Token counts from a provider's raw usage object, OpenAI's or Anthropic's shape."""
+
+    def number(path: str) -> int:
+        value: Any = usages
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None:
+            return 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            errors[f"usages.{path}"] = "Expected a non-negative integer."
+            return 0
+        return value
+
+    if "prompt_tokens" in usages or "completion_tokens" in usages:  # OpenAI chat completions
+        return {
+            "input_tokens": number("prompt_tokens"),
+            "output_tokens": number("completion_tokens"),
+            "cached_tokens": number("prompt_tokens_details.cached_tokens"),
+            "image_input_tokens": number("prompt_tokens_details.image_tokens"),
+            "reasoning_tokens": number("completion_tokens_details.reasoning_tokens"),
+        }
+    if "cache_read_input_tokens" in usages or "cache_creation_input_tokens" in usages or "server_tool_use" in usages:
+        # Anthropic: input_tokens excludes the cache reads and writes.
+        cached = number("cache_read_input_tokens")
+        creation = number("cache_creation_input_tokens")
+        return {
+            "input_tokens": number("input_tokens") + cached + creation,
+            "output_tokens": number("output_tokens"),
+            "cached_tokens": cached,
+            "cache_creation_tokens": creation,
+            "web_search_count": number("server_tool_use.web_search_requests"),
+        }
+    # OpenAI responses API (input_tokens includes the cached ones), or a plain {input, output} pair.
+    return {
+        "input_tokens": number("input_tokens"),
+        "output_tokens": number("output_tokens"),
+        "cached_tokens": number("input_tokens_details.cached_tokens"),
+        "reasoning_tokens": number("output_tokens_details.reasoning_tokens"),
+    }
+
+
+def truncate_ioinfo(ioinfo: IoInfoIn | None, limit: int) -> dict[str, Any] | None:
+    """Keep at most `limit` characters of each side; a side that is not text is kept as JSON text."""
+    if ioinfo is None:
+        return None
+    result: dict[str, Any] = {"truncated": False}
+    for side in ("request", "response"):
+        value = getattr(ioinfo, side)
+        if value is None:
+            result[side] = None
+            continue
+        text = value if isinstance(value, str) else msgspec.json.encode(value).decode()
+        if len(text) > limit:
+            result[side] = text[:limit]
+            result["truncated"] = True
+        else:
+            result[side] = value
+    return result
+
+
+def apply_prices(rows: list[dict[str, Any]]) -> None:
+    """Fill amount and cost from ModelPrice where the gateway sent none, and decide what is billable."""
+    to_price = [row for row in rows if row["amount"] is None or row["cost"] is None]
+    book = PriceBook.for_models(row["model_name"] for row in to_price)
+    for row in to_price:
+        if row["status"] == "failed":
+            # A failed call is billed only when the gateway says so.
+            row["amount"] = Decimal(0) if row["amount"] is None else row["amount"]
+            row["cost"] = Decimal(0) if row["cost"] is None else row["cost"]
+            continue
+        counts = TokenCounts(**{name: row[name] for name in TOKEN_FIELDS})
+        snapshot: dict[str, Any] = {}
+        if row["amount"] is None:
+            sale = book.find(row["model_name"], "sale", row["use_time"])
+            if sale is not None:
+                row["amount"] = charge(sale, counts)
+                snapshot["sale"] = price_snapshot(sale)
+        if row["cost"] is None:
+            cost = book.find(row["model_name"], "cost", row["use_time"])
+            # No cost price: the model costs nothing to serve (the platform's own model).
+            row["cost"] = charge(cost, counts) if cost is not None else Decimal(0)
+            snapshot["cost"] = price_snapshot(cost) if cost is not None else None
+        row["price"] = snapshot
+    for row in rows:
+        if row["amount"] == 0 and row["cost"] == 0:
+            row["accounting_status"] = AccountingStatus.SKIPPED
+
+
+# --- storage --------------------------------------------------------------------------------------
+
+USAGE_FIELDS = LLMUsage._meta.concrete_fields
+JSON_COLUMNS = frozenset(f.attname for f in USAGE_FIELDS if f.get_internal_type() == "JSONField")
+
+
+def write_usage_rows(rows: list[dict[str, Any]]) -> None:
+    """Insert prepared rows into llmusage: COPY on PostgreSQL, bulk_create elsewhere.
+
+    Raises IntegrityError (and writes nothing) when a transno is already taken.
+    """
+    if not rows:
+        return
+    if connection.vendor != "postgresql":
+        LLMUsage.objects.bulk_create([LLMUsage(**row) for row in rows], batch_size=500)
+        return
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in USAGE_FIELDS)
+    names = [f.attname for f in USAGE_FIELDS]
+    json_at = [i for i, name in enumerate(names) if name in JSON_COLUMNS]
+    connection.ensure_connection()
+    with connection.connection.cursor() as cursor:
+        with cursor.copy(f"COPY {LLMUsage._meta.db_table} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                values = [row[name] for name in names]
+                for i in json_at:
+                    if values[i] is not None:
+                        values[i] = Jsonb(values[i])
+                copy.write_row(values)
+
+
+def _known_transnos(transnos: list[str]) -> dict[str, tuple[str, str]]:
+    """transno -> (id, payload_hash) for records already stored, hot or history."""
+    known: dict[str, tuple[str, str]] = {}
+    for model in (LLMUsage, LLMUsageHistory):
+        for transno, pk, digest in model.objects.filter(transno__in=transnos).values_list(
+            "transno", "id", "payload_hash"
+        ):
+            known[transno] = (str(pk), digest)
+    return known
+
+
+def usage_ingest(*, body: bytes, org: str = "") -> IngestResult:
+    """Store the records of one request: created, duplicate (same payload), conflict, or field errors.
+
+    `org` is the ingesting key's org ("" for a platform key): records are pinned to it.
+    """
+    raw_items, is_bulk = parse_body(body)
+    result = IngestResult(is_bulk=is_bulk, items=[ItemResult(index=i, status="error") for i in range(len(raw_items))])
+    now = timezone.now()
+    prepared: dict[int, PreparedRecord] = {}
+    for index, raw in enumerate(raw_items):
+        try:
+            prepared[index] = prepare_record(decode_record(raw), now=now, org=org)
+        except RecordError as exc:
+            result.items[index].errors = exc.errors
+    apply_prices([record.row for record in prepared.values()])
+
+    # Three tries: a transno taken by a concurrent request between our look-up and our insert makes
+    # the COPY fail whole; the next look-up sees it and sorts it into duplicate or conflict.
+    for attempt in range(3):
+        to_insert = _classify(prepared, result)
+        try:
+            with transaction.atomic():
+                write_usage_rows([record.row for _, record in to_insert])
+        except IntegrityError:
+            if attempt == 2:
+                raise
+            continue
+        for index, record in to_insert:
+            result.items[index].status = "created"
+            result.items[index].id = str(record.row["id"])
+        return result
+    raise AssertionError("unreachable")
+
+
+def _classify(prepared: dict[int, PreparedRecord], result: IngestResult) -> list[tuple[int, PreparedRecord]]:
+    """Mark duplicates and conflicts (against the tables and within the batch); return what to insert."""
+    known = _known_transnos([record.row["transno"] for record in prepared.values()])
+    to_insert: list[tuple[int, PreparedRecord]] = []
+    for index, record in prepared.items():
+        item = result.items[index]
+        transno = record.row["transno"]
+        item.transno, item.errors = transno, None
+        if transno in known:
+            existing_id, existing_hash = known[transno]
+            item.id = existing_id
+            if existing_hash == record.payload_hash:
+                item.status = "duplicate"
+            else:
+                item.status = "conflict"
+                item.errors = {"transno": f"{transno!r} was already recorded with a different payload."}
+            continue
+        known[transno] = (str(record.row["id"]), record.payload_hash)
+        to_insert.append((index, record))
+    return to_insert

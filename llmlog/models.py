@@ -1,0 +1,260 @@
+"""The usage tables (llmage's names), model prices and API keys."""
+
+import hashlib
+import secrets
+
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+from uuid_utils.compat import uuid7
+
+# Money everywhere: Decimal(18, 5), as llmage's amount and cost.
+MONEY_DIGITS = 18
+MONEY_PLACES = 5
+
+
+def money_field(**kwargs) -> models.DecimalField:
+    return models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, **kwargs)
+
+
+class UsageStatus(models.TextChoices):
+    SUCCESS = "success"
+    FAILED = "failed"
+
+
+class AccountingStatus(models.TextChoices):
+    PENDING = "pending"
+    ACCOUNTED = "accounted"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class UsageRecord(models.Model):
+    """One LLM call as the gateway reported it. `llmusage` and `llmusage_history` share these fields."""
+
+    # identity
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)  # v7: time-ordered
+    transno = models.CharField(max_length=128, help_text="The gateway's request id; the idempotency key.")
+    taskid = models.CharField(max_length=256, blank=True, default="")
+    # time
+    use_date = models.DateField(help_text="Day of use_time in TIME_ZONE.")
+    use_time = models.DateTimeField(help_text="Request start.")
+    responsed_seconds = models.FloatField(null=True, blank=True, help_text="Time to first byte.")
+    finish_seconds = models.FloatField(null=True, blank=True, help_text="Total duration.")
+    created_at = models.DateTimeField(default=timezone.now, help_text="Ingest time.")
+    # who
+    userid = models.CharField(max_length=64, blank=True, default="")
+    username = models.CharField(max_length=150, blank=True, default="")
+    userorgid = models.CharField(max_length=64, blank=True, default="")
+    token_id = models.CharField(max_length=64, blank=True, default="")
+    token_name = models.CharField(max_length=150, blank=True, default="")
+    token_key_hash = models.CharField(
+        max_length=64, blank=True, default="", help_text="sha256 of the gateway key; never the key."
+    )
+    group = models.CharField(max_length=64, blank=True, default="")
+    request_ip = models.GenericIPAddressField(null=True, blank=True)
+    feature = models.CharField(max_length=64, blank=True, default="")
+    # what
+    llmid = models.CharField(max_length=64, blank=True, default="")
+    model_name = models.CharField(max_length=150)
+    ownerid = models.CharField(max_length=64, blank=True, default="", help_text="Org that owns the model.")
+    provider = models.CharField(max_length=64, blank=True, default="")
+    provider_type = models.CharField(max_length=32, blank=True, default="")
+    channel_id = models.CharField(max_length=64, blank=True, default="")
+    is_local = models.BooleanField(default=False)
+    is_global_provider = models.BooleanField(default=False)
+    endpoint = models.CharField(max_length=255, blank=True, default="")
+    is_stream = models.BooleanField(default=False)
+    # usage: input_tokens includes cached and cache-creation tokens; output_tokens includes reasoning.
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cached_tokens = models.PositiveBigIntegerField(default=0)
+    cache_creation_tokens = models.PositiveBigIntegerField(default=0)
+    reasoning_tokens = models.PositiveBigIntegerField(default=0)
+    image_input_tokens = models.PositiveBigIntegerField(default=0)
+    web_search_count = models.PositiveIntegerField(default=0)
+    total_tokens = models.PositiveBigIntegerField(default=0)
+    usages = models.JSONField(null=True, blank=True, help_text="The provider's raw usage object.")
+    # money: null means "not priced yet" (no amount sent and no price found)
+    amount = money_field(null=True, blank=True, help_text="Charged to the user's org.")
+    cost = money_field(null=True, blank=True, help_text="Paid to the model owner.")
+    currency = models.CharField(max_length=3, default="USD")
+    price = models.JSONField(null=True, blank=True, help_text="Snapshot of the unit prices applied.")
+    # outcome
+    status = models.CharField(max_length=16, choices=UsageStatus.choices, default=UsageStatus.SUCCESS)
+    code = models.IntegerField(null=True, blank=True, help_text="HTTP status.")
+    error_message = models.TextField(blank=True, default="")
+    retry_times = models.PositiveIntegerField(default=0)
+    # content
+    ioinfo = models.JSONField(null=True, blank=True, help_text="{request, response, truncated}")
+    # accounting
+    accounting_status = models.CharField(
+        max_length=16, choices=AccountingStatus.choices, default=AccountingStatus.PENDING
+    )
+    accounted_at = models.DateTimeField(null=True, blank=True)
+    # tags
+    metadata = models.JSONField(default=dict, blank=True)
+    # sha256 of the record as the gateway sent it: a resend with the same transno is a duplicate
+    # only when this matches, otherwise it is a conflict (409).
+    payload_hash = models.CharField(max_length=64, blank=True, default="", editable=False)
+
+    class Meta:
+        abstract = True
+        constraints = [
+            models.UniqueConstraint(fields=["transno"], name="%(class)s_transno_unique"),
+            models.CheckConstraint(
+                # cache reads, cache writes and image tokens are disjoint parts of the prompt
+                condition=Q(
+                    cached_tokens__lte=F("input_tokens") - F("cache_creation_tokens") - F("image_input_tokens")
+                ),
+                name="%(class)s_prompt_parts_within_input",
+            ),
+            models.CheckConstraint(
+                condition=Q(reasoning_tokens__lte=F("output_tokens")), name="%(class)s_reasoning_within_output"
+            ),
+            models.CheckConstraint(
+                condition=Q(total_tokens=F("input_tokens") + F("output_tokens")),
+                name="%(class)s_total_is_input_plus_output",
+            ),
+            models.CheckConstraint(
+                condition=Q(amount__isnull=True) | Q(amount__gte=0), name="%(class)s_amount_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(cost__isnull=True) | Q(cost__gte=0), name="%(class)s_cost_not_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.transno} {self.model_name} {self.use_time:%Y-%m-%d %H:%M:%S}"
+
+
+class LLMUsage(UsageRecord):
+    """The hot table: today's records and every record not yet accounted."""
+
+    class Meta(UsageRecord.Meta):
+        db_table = "llmusage"
+        verbose_name = "LLM usage"
+        verbose_name_plural = "LLM usage"
+        indexes = [
+            # An org's newest records first: the list page and the org's time-range stats.
+            models.Index(fields=["userorgid", "-use_time"], name="llmusage_org_time_idx"),
+            # Time-range queries across all orgs; the admin's default ordering.
+            models.Index(fields=["-use_time"], name="llmusage_time_idx"),
+            # The nightly backup selects accounted records by use_date.
+            models.Index(fields=["use_date"], name="llmusage_use_date_idx"),
+            models.Index(fields=["llmid"], name="llmusage_llmid_idx"),
+            # The posting queue: only pending rows, oldest (time-ordered uuid) first.
+            models.Index(fields=["id"], condition=Q(accounting_status="pending"), name="llmusage_pending_idx"),
+        ]
+
+
+class LLMUsageHistory(UsageRecord):
+    """Accounted records of past days, moved here nightly with their id."""
+
+    backup_time = models.DateTimeField(db_index=False)
+
+    class Meta(UsageRecord.Meta):
+        db_table = "llmusage_history"
+        verbose_name = "LLM usage history"
+        verbose_name_plural = "LLM usage history"
+        indexes = [
+            models.Index(fields=["use_date"], name="llmusage_hist_use_date_idx"),
+            models.Index(fields=["userorgid", "-use_time"], name="llmusage_hist_org_time_idx"),
+            models.Index(fields=["-use_time"], name="llmusage_hist_time_idx"),
+            models.Index(fields=["llmid"], name="llmusage_hist_llmid_idx"),
+            # Retention purges by backup_time.
+            models.Index(fields=["backup_time"], name="llmusage_hist_backup_idx"),
+        ]
+
+
+class ModelPrice(models.Model):
+    """Unit prices of one model from a moment on. `sale` prices make `amount`, `cost` prices make `cost`."""
+
+    class Kind(models.TextChoices):
+        SALE = "sale", "sale (charged to the customer org)"
+        COST = "cost", "cost (paid to the model owner)"
+
+    model_name = models.CharField(max_length=150)
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.SALE)
+    effective_from = models.DateTimeField(default=timezone.now)
+    currency = models.CharField(max_length=3, default="USD")
+    # per 1M tokens
+    input_price = money_field(default=0, help_text="Per 1M uncached input tokens.")
+    output_price = money_field(default=0, help_text="Per 1M output tokens.")
+    cached_input_price = money_field(null=True, blank=True, help_text="Per 1M cache reads; empty: input.")
+    cache_creation_price = money_field(
+        null=True, blank=True, help_text="Per 1M cache writes; empty: input price."
+    )
+    reasoning_price = money_field(null=True, blank=True, help_text="Per 1M reasoning tokens; empty: output.")
+    image_input_price = money_field(null=True, blank=True, help_text="Per 1M image tokens; empty: input.")
+    # per unit
+    request_price = money_field(default=0, help_text="Per request.")
+    web_search_price = money_field(default=0, help_text="Per web search.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "llmlog_model_price"
+        ordering = ["model_name", "kind", "-effective_from"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model_name", "kind", "effective_from"], name="model_price_unique_effective"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_name} ({self.kind}) from {self.effective_from:%Y-%m-%d}"
+
+
+def hash_api_key(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class ApiKey(models.Model):
+    """A key for the REST API. Only its sha256 is stored; the key itself is shown once."""
+
+    PREFIX = "llk_"
+
+    class Role(models.TextChoices):
+        OWNER = "owner"
+        ADMIN = "admin"
+        MEMBER = "member"
+        READER = "reader"
+
+    class Scope(models.TextChoices):
+        INGEST = "ingest"
+        READ = "read"
+
+    name = models.CharField(max_length=100, blank=True, default="")
+    # What an operator sees to tell keys apart: the first characters of the key.
+    key_prefix = models.CharField(max_length=16, editable=False)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    userorgid = models.CharField(
+        max_length=64, blank=True, default="", help_text="The org this key belongs to; empty: platform-wide."
+    )
+    role = models.CharField(max_length=8, choices=Role.choices, default=Role.MEMBER)
+    scopes = models.JSONField(default=list, help_text='A list of "ingest" and "read".')
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "llmlog_api_key"
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        owner = self.userorgid or "platform"
+        return f"{self.key_prefix}… ({owner}, {self.role})"
+
+    @property
+    def is_platform(self) -> bool:
+        return not self.userorgid
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def assign_new_secret(self) -> str:
+        """Give this key a new secret; returns the raw key, which is not kept anywhere."""
+        raw = self.PREFIX + secrets.token_urlsafe(32)
+        self.key_hash = hash_api_key(raw)
+        self.key_prefix = raw[:12]
+        return raw

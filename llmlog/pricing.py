@@ -1,0 +1,101 @@
+"""Prices a usage record from ModelPrice when the gateway sent no amount or cost.
+
+Each disjoint part of the call is charged once at its own unit price: uncached input, cache reads,
+cache writes, image input, output (reasoning at its own price when one is set), per request and per
+web search. Unit prices are per 1M tokens.
+"""
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+
+from llmlog.models import MONEY_PLACES, ModelPrice
+
+PER_MILLION = Decimal(1_000_000)
+MONEY_QUANTUM = Decimal(1).scaleb(-MONEY_PLACES)
+
+
+def quantize_money(value: Decimal) -> Decimal:
+    return value.quantize(MONEY_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+@dataclass(frozen=True)
+class TokenCounts:
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int = 0
+    cache_creation_tokens: int = 0
+    reasoning_tokens: int = 0
+    image_input_tokens: int = 0
+    web_search_count: int = 0
+
+
+def charge(price: ModelPrice, usage: TokenCounts) -> Decimal:
+    """What `usage` comes to at `price`, rounded to the money column's places."""
+    uncached_input = (
+        usage.input_tokens - usage.cached_tokens - usage.cache_creation_tokens - usage.image_input_tokens
+    )
+    plain_output = usage.output_tokens - usage.reasoning_tokens
+    token_parts = (
+        (uncached_input, price.input_price),
+        (usage.cached_tokens, _or(price.cached_input_price, price.input_price)),
+        (usage.cache_creation_tokens, _or(price.cache_creation_price, price.input_price)),
+        (usage.image_input_tokens, _or(price.image_input_price, price.input_price)),
+        (plain_output, price.output_price),
+        (usage.reasoning_tokens, _or(price.reasoning_price, price.output_price)),
+    )
+    per_tokens = sum((Decimal(count) * unit for count, unit in token_parts if count), Decimal(0))
+    total = per_tokens / PER_MILLION + price.request_price + usage.web_search_count * price.web_search_price
+    return quantize_money(total)
+
+
+def _or(value: Decimal | None, fallback: Decimal) -> Decimal:
+    return fallback if value is None else value
+
+
+def price_snapshot(price: ModelPrice) -> dict:
+    """The unit prices applied, kept on the record so a later price change never rewrites history."""
+    fields = (
+        "input_price",
+        "output_price",
+        "cached_input_price",
+        "cache_creation_price",
+        "reasoning_price",
+        "image_input_price",
+        "request_price",
+        "web_search_price",
+    )
+    snapshot = {name: _decimal_text(getattr(price, name)) for name in fields}
+    snapshot.update(
+        id=price.pk, currency=price.currency, effective_from=price.effective_from.isoformat(), unit="per 1M tokens"
+    )
+    return snapshot
+
+
+def _decimal_text(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+class PriceBook:
+    """The prices of a set of models, loaded in one query, looked up by (model, kind, moment)."""
+
+    def __init__(self, prices: Iterable[ModelPrice]) -> None:
+        self._by_key: dict[tuple[str, str], list[ModelPrice]] = defaultdict(list)
+        for price in sorted(prices, key=lambda p: p.effective_from, reverse=True):
+            self._by_key[(price.model_name, price.kind)].append(price)
+
+    @classmethod
+    def for_models(cls, model_names: Iterable[str]) -> "PriceBook":
+        names = set(model_names)
+        if not names:
+            return cls([])
+        return cls(ModelPrice.objects.filter(model_name__in=names))
+
+    def find(self, model_name: str, kind: str, at: datetime) -> ModelPrice | None:
+        """The price in effect at `at`: the newest one that started at or before it."""
+        for price in self._by_key.get((model_name, kind), ()):
+            if price.effective_from <= at:
+                return price
+        return None
