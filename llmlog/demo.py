@@ -123,7 +123,9 @@ def demo_rows(*, rows: int, days: int = 30, seed: int = 7, orgs: int = 20) -> It
             "error_message": error,
             "retry_times": 0,
             "ioinfo": None,
-            "accounting_status": AccountingStatus.PENDING if amount or cost_amount else AccountingStatus.SKIPPED,
+            "accounting_status": AccountingStatus.PENDING
+            if amount or cost_amount
+            else AccountingStatus.SKIPPED,
             "accounted_at": None,
             "metadata": {},
             "payload_hash": "",

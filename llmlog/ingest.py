@@ -324,7 +324,8 @@ def _token_counts(record: UsageIn, errors: dict[str, str]) -> TokenCounts:
     expected_total = tokens.input_tokens + tokens.output_tokens
     if record.total_tokens is not None and record.total_tokens != expected_total:
         errors["total_tokens"] = (
-            f"total_tokens ({record.total_tokens}) must equal input_tokens + output_tokens ({expected_total})."
+            f"total_tokens ({record.total_tokens}) must equal "
+            f"input_tokens + output_tokens ({expected_total})."
         )
     return tokens
 
@@ -351,7 +352,11 @@ def usage_counts_from_raw(usages: dict[str, Any], errors: dict[str, str]) -> dic
             "image_input_tokens": number("prompt_tokens_details.image_tokens"),
             "reasoning_tokens": number("completion_tokens_details.reasoning_tokens"),
         }
-    if "cache_read_input_tokens" in usages or "cache_creation_input_tokens" in usages or "server_tool_use" in usages:
+    if (
+        "cache_read_input_tokens" in usages
+        or "cache_creation_input_tokens" in usages
+        or "server_tool_use" in usages
+    ):
         # Anthropic: input_tokens excludes the cache reads and writes.
         cached = number("cache_read_input_tokens")
         creation = number("cache_creation_input_tokens")
@@ -438,14 +443,14 @@ def write_usage_rows(rows: list[dict[str, Any]]) -> None:
     names = [f.attname for f in USAGE_FIELDS]
     json_at = [i for i, name in enumerate(names) if name in JSON_COLUMNS]
     connection.ensure_connection()
-    with connection.connection.cursor() as cursor:
-        with cursor.copy(f"COPY {LLMUsage._meta.db_table} ({columns}) FROM STDIN") as copy:
-            for row in rows:
-                values = [row[name] for name in names]
-                for i in json_at:
-                    if values[i] is not None:
-                        values[i] = Jsonb(values[i])
-                copy.write_row(values)
+    copy_sql = f"COPY {LLMUsage._meta.db_table} ({columns}) FROM STDIN"
+    with connection.connection.cursor() as cursor, cursor.copy(copy_sql) as copy:
+        for row in rows:
+            values = [row[name] for name in names]
+            for i in json_at:
+                if values[i] is not None:
+                    values[i] = Jsonb(values[i])
+            copy.write_row(values)
 
 
 def _known_transnos(transnos: list[str]) -> dict[str, tuple[str, str]]:
@@ -465,7 +470,9 @@ def usage_ingest(*, body: bytes, org: str = "") -> IngestResult:
     `org` is the ingesting key's org ("" for a platform key): records are pinned to it.
     """
     raw_items, is_bulk = parse_body(body)
-    result = IngestResult(is_bulk=is_bulk, items=[ItemResult(index=i, status="error") for i in range(len(raw_items))])
+    result = IngestResult(
+        is_bulk=is_bulk, items=[ItemResult(index=i, status="error") for i in range(len(raw_items))]
+    )
     now = timezone.now()
     prepared: dict[int, PreparedRecord] = {}
     for index, raw in enumerate(raw_items):

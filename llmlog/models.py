@@ -105,12 +105,15 @@ class UsageRecord(models.Model):
             models.CheckConstraint(
                 # cache reads, cache writes and image tokens are disjoint parts of the prompt
                 condition=Q(
-                    cached_tokens__lte=F("input_tokens") - F("cache_creation_tokens") - F("image_input_tokens")
+                    cached_tokens__lte=F("input_tokens")
+                    - F("cache_creation_tokens")
+                    - F("image_input_tokens")
                 ),
                 name="%(class)s_prompt_parts_within_input",
             ),
             models.CheckConstraint(
-                condition=Q(reasoning_tokens__lte=F("output_tokens")), name="%(class)s_reasoning_within_output"
+                condition=Q(reasoning_tokens__lte=F("output_tokens")),
+                name="%(class)s_reasoning_within_output",
             ),
             models.CheckConstraint(
                 condition=Q(total_tokens=F("input_tokens") + F("output_tokens")),
@@ -144,7 +147,9 @@ class LLMUsage(UsageRecord):
             models.Index(fields=["use_date"], name="llmusage_use_date_idx"),
             models.Index(fields=["llmid"], name="llmusage_llmid_idx"),
             # The posting queue: only pending rows, oldest (time-ordered uuid) first.
-            models.Index(fields=["id"], condition=Q(accounting_status="pending"), name="llmusage_pending_idx"),
+            models.Index(
+                fields=["id"], condition=Q(accounting_status="pending"), name="llmusage_pending_idx"
+            ),
         ]
 
 

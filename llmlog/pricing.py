@@ -69,7 +69,10 @@ def price_snapshot(price: ModelPrice) -> dict:
     )
     snapshot = {name: _decimal_text(getattr(price, name)) for name in fields}
     snapshot.update(
-        id=price.pk, currency=price.currency, effective_from=price.effective_from.isoformat(), unit="per 1M tokens"
+        id=price.pk,
+        currency=price.currency,
+        effective_from=price.effective_from.isoformat(),
+        unit="per 1M tokens",
     )
     return snapshot
 

@@ -53,7 +53,9 @@ class OrgScopedMixin:
     list=extend_schema(summary="List usage records (hot table)"),
     retrieve=extend_schema(summary="One usage record"),
 )
-class LLMUsageViewSet(OrgScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class LLMUsageViewSet(
+    OrgScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
     serializer_class = LLMUsageSerializer
     permission_classes = [IsAuthenticated, HasScope]
     required_scopes = {"list": "read", "retrieve": "read", "create": "ingest"}

@@ -261,14 +261,20 @@ def gpt4o_prices():
 
 def test_record_without_amount_is_priced_per_disjoint_part(gpt4o_prices):
     payload = usage_payload(
-        transno="p-1", input_tokens=1_000_000, cached_tokens=400_000, output_tokens=100_000, reasoning_tokens=20_000
+        transno="p-1",
+        input_tokens=1_000_000,
+        cached_tokens=400_000,
+        output_tokens=100_000,
+        reasoning_tokens=20_000,
     )
     del payload["amount"], payload["cost"]
     ingest(payload)
 
     record = LLMUsage.objects.get(transno="p-1")
     # 600k uncached x 2.50 + 400k cached x 1.25 + 80k output x 10 + 20k reasoning x 20, per 1M, + 0.001
-    assert record.amount == Decimal("1.50") + Decimal("0.50") + Decimal("0.80") + Decimal("0.40") + Decimal("0.001")
+    assert record.amount == Decimal("1.50") + Decimal("0.50") + Decimal("0.80") + Decimal("0.40") + Decimal(
+        "0.001"
+    )
     # cost: no cached price, so cache reads at the input price; no reasoning price, so at output
     assert record.cost == Decimal("2.00") + Decimal("0.80")
     assert record.price["sale"]["input_price"] == "2.50000"

@@ -34,6 +34,8 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         owner = "platform-wide" if key.is_platform else f"org {key.userorgid}"
-        self.stderr.write(f"Created API key {key.key_prefix}… ({owner}, role {key.role}, scopes {key.scopes}).")
+        self.stderr.write(
+            f"Created API key {key.key_prefix}… ({owner}, role {key.role}, scopes {key.scopes})."
+        )
         self.stderr.write("Store it now: it is not kept and cannot be shown again.")
         self.stdout.write(raw)

@@ -1,0 +1,216 @@
+import json
+
+import pytest
+from django.test import override_settings
+
+from llmlog.keys import api_key_revoke
+from llmlog.models import ApiKey, LLMUsage
+from tests.conftest import bearer, usage_payload
+
+pytestmark = pytest.mark.django_db
+URL = "/api/llmusage/"
+
+
+def post(api, key: str | None, payload, **headers):
+    if key:
+        headers.update(bearer(key))
+    body = payload if isinstance(payload, bytes) else json.dumps(payload)
+    return api.post(URL, data=body, content_type="application/json", **headers)
+
+
+def test_post_then_get_back_the_record(api, acme_key):
+    created = post(api, acme_key, usage_payload(transno="api-1"))
+    assert created.status_code == 201, created.content
+    record_id = created.json()["id"]
+
+    fetched = api.get(f"{URL}{record_id}/", **bearer(acme_key))
+
+    assert fetched.status_code == 200
+    body = fetched.json()
+    assert body["transno"] == "api-1"
+    assert body["amount"] == "0.00600"  # money is a string, never a float
+    assert "payload_hash" not in body
+
+
+def test_same_post_again_returns_the_record_and_writes_nothing(api, acme_key):
+    first = post(api, acme_key, usage_payload(transno="api-2"))
+    again = post(api, acme_key, usage_payload(transno="api-2"))
+
+    assert again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    assert LLMUsage.objects.count() == 1
+
+
+def test_different_payload_under_known_transno_is_409(api, acme_key):
+    post(api, acme_key, usage_payload(transno="api-3"))
+    response = post(api, acme_key, usage_payload(transno="api-3", output_tokens=1))
+
+    assert response.status_code == 409
+    assert "api-3" in response.json()["detail"]
+
+
+def test_invalid_single_record_is_400_naming_the_field(api, acme_key):
+    response = post(api, acme_key, usage_payload(input_tokens=-1))
+
+    assert response.status_code == 400
+    assert "input_tokens" in response.json()["errors"]
+
+
+def test_bulk_reports_every_item_and_keeps_the_good_ones(api, acme_key):
+    items = [
+        usage_payload(transno="b-1"),
+        usage_payload(transno="b-2", reasoning_tokens=10**6),
+        usage_payload(),
+    ]
+    response = post(api, acme_key, items)
+
+    assert response.status_code == 207
+    body = response.json()
+    assert (body["created"], body["errors"]) == (2, 1)
+    assert [item["status"] for item in body["items"]] == ["created", "error", "created"]
+    assert "reasoning_tokens" in body["items"][1]["errors"]
+    assert LLMUsage.objects.count() == 2
+
+
+def test_bulk_all_new_is_201_and_all_known_is_200(api, acme_key):
+    items = [usage_payload(transno=f"c-{i}") for i in range(5)]
+
+    assert post(api, acme_key, items).status_code == 201
+    again = post(api, acme_key, items)
+    assert again.status_code == 200
+    assert again.json()["duplicates"] == 5
+    assert LLMUsage.objects.count() == 5
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (b'{"transno": ', "Malformed JSON"),
+        (b"", "empty"),
+        (b"[]", "empty"),
+        (json.dumps([{"model_name": "m"}] * 1001).encode(), "At most 1000"),
+    ],
+)
+def test_unreadable_bodies_are_400(api, acme_key, body, fragment):
+    response = post(api, acme_key, body)
+
+    assert response.status_code == 400
+    assert fragment in response.json()["detail"]
+
+
+@override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=1024 * 1024)
+def test_oversized_body_is_413(api, acme_key):
+    response = post(api, acme_key, b"[" + b" " * (2 * 1024 * 1024) + b"]")
+
+    assert response.status_code == 413
+    assert "exceeded" in response.json()["detail"]
+
+
+def test_ten_megabyte_body_is_refused_with_the_default_limit(api, acme_key):
+    payload = [usage_payload(ioinfo={"request": "x" * 10_000}) for _ in range(1000)]
+
+    response = post(api, acme_key, payload)
+
+    assert response.status_code == 413
+    assert not LLMUsage.objects.exists()
+
+
+# --- the auth matrix ----------------------------------------------------------------------------
+
+
+def test_no_key_is_401(api):
+    assert post(api, None, usage_payload()).status_code == 401
+    assert api.get(URL).status_code == 401
+
+
+def test_unknown_key_is_401(api, db):
+    response = post(api, "llk_not-a-key", usage_payload())
+
+    assert response.status_code == 401
+    assert response.json()["detail"] == "Unknown API key."
+
+
+def test_revoked_key_is_401(api, acme_key):
+    api_key_revoke(key=ApiKey.objects.get(userorgid="acme"))
+
+    response = post(api, acme_key, usage_payload())
+
+    assert response.status_code == 401
+    assert "revoked" in response.json()["detail"]
+
+
+def test_key_without_ingest_scope_cannot_post(api, acme_reader_key):
+    response = post(api, acme_reader_key, usage_payload())
+
+    assert response.status_code == 403
+    assert "ingest" in response.json()["detail"]
+
+
+def test_key_without_read_scope_cannot_list(api, make_key):
+    ingest_only = make_key(org="acme", scopes=("ingest",))
+
+    assert api.get(URL, **bearer(ingest_only)).status_code == 403
+
+
+def test_apikey_header_works_like_bearer(api, acme_key):
+    response = api.post(
+        URL, data=json.dumps(usage_payload()), content_type="application/json", HTTP_APIKEY=acme_key
+    )
+
+    assert response.status_code == 201
+
+
+def test_org_key_reads_only_its_org(api, acme_key, globex_key, platform_key):
+    acme_id = post(api, acme_key, usage_payload(transno="iso-1")).json()["id"]
+    post(api, platform_key, usage_payload(transno="iso-2", userorgid="globex"))
+
+    assert api.get(f"{URL}{acme_id}/", **bearer(globex_key)).status_code == 404
+    globex_list = api.get(URL, **bearer(globex_key)).json()
+    assert [r["transno"] for r in globex_list["results"]] == ["iso-2"]
+    everything = api.get(URL, **bearer(platform_key)).json()
+    assert {r["transno"] for r in everything["results"]} == {"iso-1", "iso-2"}
+
+
+def test_org_key_cannot_ingest_for_another_org(api, acme_key):
+    response = post(api, acme_key, usage_payload(userorgid="globex"))
+
+    assert response.status_code == 400
+    assert "userorgid" in response.json()["errors"]
+
+
+def test_non_uuid_id_is_400(api, acme_key):
+    response = api.get(f"{URL}not-a-uuid/", **bearer(acme_key))
+
+    assert response.status_code == 400
+    assert "id" in response.json()
+
+
+def test_list_is_paginated_with_a_bounded_page_size(api, acme_key, django_assert_max_num_queries):
+    post(api, acme_key, [usage_payload() for _ in range(120)])
+
+    with django_assert_max_num_queries(3):
+        response = api.get(URL, {"page_size": 500}, **bearer(acme_key))
+
+    assert response.status_code == 200
+    assert len(response.json()["results"]) == 100
+
+
+def test_staff_session_reads_everything_but_plain_user_does_not(api, platform_key, django_user_model):
+    post(api, platform_key, usage_payload(userorgid="globex"))
+    staff = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
+    plain = django_user_model.objects.create_user("plain", password="pw")
+
+    api.force_login(plain)
+    assert api.get(URL).status_code == 403
+    api.force_login(staff)
+    assert api.get(URL).json()["count"] == 1
+
+
+def test_openapi_schema_and_docs_are_served_without_a_cdn(client, db):
+    schema = client.get("/api/schema/")
+    docs = client.get("/api/docs/")
+
+    assert schema.status_code == 200
+    assert b"/api/llmusage/" in schema.content
+    assert docs.status_code == 200
+    assert b"cdn" not in docs.content.lower()
