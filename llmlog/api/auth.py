@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
 from llmlog.keys import api_key_lookup
@@ -86,3 +87,17 @@ class HasScope(permissions.BasePermission):
             self.message = f"This API key lacks the {needed!r} scope."
             return False
         return True
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    """Describes the API key to drf-spectacular (both headers work; Bearer is the documented one)."""
+
+    target_class = ApiKeyAuthentication
+    name = "ApiKeyAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "`Authorization: Bearer <key>` or `ApiKey: <key>`",
+        }
