@@ -62,12 +62,10 @@ class Figure:
 
     @property
     def ratio(self) -> float | None:
-        if not self.app or not self.ceiling:
+        """app / ceiling: for rows/s the share of the ceiling reached, for ms how many times slower."""
+        if not self.app or not self.ceiling or not statistics.median(self.ceiling):
             return None
-        app, ceiling = statistics.median(self.app), statistics.median(self.ceiling)
-        if self.unit == "ms":  # time: how many times slower than the ceiling
-            return app / ceiling if ceiling else None
-        return app / ceiling if ceiling else None
+        return statistics.median(self.app) / statistics.median(self.ceiling)
 
     def row(self) -> list[str]:
         def spread(values: list[float]) -> str:
