@@ -4,7 +4,7 @@ from django.core.paginator import Paginator
 from django.utils.functional import cached_property
 
 from llmlog.keys import api_key_revoke
-from llmlog.models import ApiKey, LLMUsage, LLMUsageHistory, ModelPrice
+from llmlog.models import ApiKey, JobRun, LLMUsage, LLMUsageHistory, ModelPrice
 
 
 class EstimatedCountPaginator(Paginator):
@@ -93,3 +93,21 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for key in queryset:
             api_key_revoke(key=key)
         self.message_user(request, f"Revoked {queryset.count()} key(s).")
+
+
+@admin.register(JobRun)
+class JobRunAdmin(admin.ModelAdmin):
+    list_display = ("job", "started_at", "duration", "status", "counts", "error")
+    list_filter = ("job", "status")
+    ordering = ("-started_at",)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="duration (s)")
+    def duration(self, run: JobRun) -> str:
+        seconds = run.duration_seconds
+        return "running" if seconds is None else f"{seconds:.1f}"

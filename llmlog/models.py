@@ -263,3 +263,36 @@ class ApiKey(models.Model):
         self.key_hash = hash_api_key(raw)
         self.key_prefix = raw[:12]
         return raw
+
+
+class JobRun(models.Model):
+    """One run of a periodic job (backup, posting, retries, rollups): what the admin shows on-call."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    job = models.CharField(max_length=64)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    counts = models.JSONField(default=dict, blank=True, help_text="What the run did, e.g. {moved: 1000}.")
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        db_table = "llmlog_job_run"
+        ordering = ["-started_at"]
+        indexes = [
+            # The admin's "last runs of each job".
+            models.Index(fields=["job", "-started_at"], name="job_run_job_started_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job} at {self.started_at:%Y-%m-%d %H:%M:%S} ({self.status})"
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
