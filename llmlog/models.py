@@ -296,3 +296,20 @@ class JobRun(models.Model):
         if self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
+
+
+class UsageAll(UsageRecord):
+    """The read model: every usage record, hot or history (the `llmusage_all` view, UNION ALL).
+
+    Every query about a time range reads this, so a record answers the same before and after the
+    nightly move. Read-only: writes go to LLMUsage; the backup moves rows to LLMUsageHistory.
+    """
+
+    backup_time = models.DateTimeField(null=True, blank=True)
+    source = models.CharField(max_length=8, help_text="hot | history")
+
+    class Meta:
+        managed = False
+        db_table = "llmusage_all"
+        verbose_name = "LLM usage (hot and history)"
+        verbose_name_plural = "LLM usage (hot and history)"

@@ -3,7 +3,7 @@ from datetime import UTC, date, datetime
 import pytest
 from django.db import IntegrityError, transaction
 
-from llmlog.models import LLMUsage, LLMUsageHistory
+from llmlog.models import LLMUsage, LLMUsageHistory, UsageAll
 
 pytestmark = pytest.mark.django_db
 
@@ -65,3 +65,16 @@ def test_history_transno_is_unique_too():
     values["id"] = usage().id
     with pytest.raises(IntegrityError), transaction.atomic():
         LLMUsageHistory.objects.create(**values, backup_time=datetime.now(UTC))
+
+
+def test_usage_all_reads_hot_and_history_alike():
+    usage(transno="hot-1").save()
+    moved = usage(transno="hist-1")
+    values = {f.attname: getattr(moved, f.attname) for f in LLMUsage._meta.concrete_fields}
+    LLMUsageHistory.objects.create(**values, backup_time=datetime.now(UTC))
+
+    rows = dict(UsageAll.objects.values_list("transno", "source"))
+
+    assert rows == {"hot-1": "hot", "hist-1": "history"}
+    assert UsageAll.objects.get(transno="hist-1").id == moved.id
+    assert UsageAll.objects.get(transno="hot-1").backup_time is None
