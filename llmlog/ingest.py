@@ -9,6 +9,7 @@ whose payload hash matches is a duplicate, anything else under a known transno i
 import hashlib
 import ipaddress
 import math
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from decimal import Decimal, InvalidOperation
@@ -104,9 +105,10 @@ class ItemResult:
     transno: str | None = None
     id: str | None = None
     errors: dict[str, str] | None = None
+    row: dict[str, Any] | None = field(default=None, repr=False)  # the stored columns, when created
 
     def as_dict(self) -> dict[str, Any]:
-        return {key: value for key, value in self.__dict__.items() if value is not None}
+        return {key: value for key, value in self.__dict__.items() if value is not None and key != "row"}
 
 
 @dataclass
@@ -444,18 +446,31 @@ def write_usage_rows(rows: list[dict[str, Any]]) -> None:
     if connection.vendor != "postgresql":
         LLMUsage.objects.bulk_create([LLMUsage(**row) for row in rows], batch_size=500)
         return
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in USAGE_FIELDS)
     names = [f.attname for f in USAGE_FIELDS]
     json_at = [i for i, name in enumerate(names) if name in JSON_COLUMNS]
+
+    def values(row: dict[str, Any]) -> list[Any]:
+        out = [row[name] for name in names]
+        for i in json_at:
+            if out[i] is not None:
+                out[i] = Jsonb(out[i])
+        return out
+
+    table = LLMUsage._meta.db_table
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in USAGE_FIELDS)
     connection.ensure_connection()
-    copy_sql = f"COPY {LLMUsage._meta.db_table} ({columns}) FROM STDIN"
-    with connection.connection.cursor() as cursor, cursor.copy(copy_sql) as copy:
-        for row in rows:
-            values = [row[name] for name in names]
-            for i in json_at:
-                if values[i] is not None:
-                    values[i] = Jsonb(values[i])
-            copy.write_row(values)
+    with connection.connection.cursor() as cursor:
+        if len(rows) <= SMALL_WRITE:
+            placeholders = ", ".join(["%s"] * len(names))
+            cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({placeholders})", map(values, rows))
+            return
+        with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(values(row))
+
+
+# Below this many rows a plain INSERT beats COPY, whose set-up costs extra round trips.
+SMALL_WRITE = 10
 
 
 def _known_transnos(transnos: list[str]) -> dict[str, tuple[str, str]]:
@@ -494,7 +509,7 @@ def usage_ingest(*, body: bytes, org: str = "") -> IngestResult:
     for attempt in range(3):
         to_insert = _classify(prepared, result)
         try:
-            with transaction.atomic():
+            with _write_transaction(len(to_insert)):
                 write_usage_rows([record.row for _, record in to_insert])
         except IntegrityError:
             if attempt == 2:
@@ -503,8 +518,17 @@ def usage_ingest(*, body: bytes, org: str = "") -> IngestResult:
         for index, record in to_insert:
             result.items[index].status = "created"
             result.items[index].id = str(record.row["id"])
+            result.items[index].row = record.row
         return result
     raise AssertionError("unreachable")
+
+
+def _write_transaction(count: int) -> AbstractContextManager:
+    """One transaction for the batch; a single row outside any transaction needs none (its INSERT is
+    atomic by itself, and BEGIN/COMMIT would double the round trips of the one-record hot path)."""
+    if count <= 1 and not connection.in_atomic_block:
+        return nullcontext()
+    return transaction.atomic()
 
 
 def _classify(prepared: dict[int, PreparedRecord], result: IngestResult) -> list[tuple[int, PreparedRecord]]:

@@ -9,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from llmlog.api.auth import HasScope, caller_of
-from llmlog.api.serializers import BulkIngestResponseSerializer, LLMUsageSerializer
+from llmlog.api.serializers import BulkIngestResponseSerializer, LLMUsageSerializer, usage_representation
 from llmlog.ingest import BodyError, UsageIn, usage_ingest
 from llmlog.models import LLMUsage, LLMUsageHistory
 
@@ -93,9 +93,9 @@ class LLMUsageViewSet(
                 {"detail": item.errors["transno"], "transno": item.transno, "id": item.id},
                 status=status.HTTP_409_CONFLICT,
             )
-        record = _find_usage(item.id)
-        code = status.HTTP_201_CREATED if item.status == "created" else status.HTTP_200_OK
-        return Response(self.get_serializer(record).data, status=code)
+        if item.status == "created":
+            return Response(usage_representation(item.row), status=status.HTTP_201_CREATED)
+        return Response(usage_representation(_find_usage(item.id)), status=status.HTTP_200_OK)
 
     def _bulk_response(self, result) -> Response:
         counts = {

@@ -1,0 +1,258 @@
+"""Ingest over HTTP (bulk and single records) beside the raw-SQL ceilings, on a table of --rows rows.
+
+    python benchmarks/bench_ingest.py --rows 1000000
+
+The app runs under gunicorn (gthread workers, keep-alive) on PostgreSQL; clients are threads with one
+persistent connection each. Ceilings, measured in the same run on the same table: psycopg COPY,
+executemany in batches of 1000, and one INSERT per commit.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import ROOT, Figure, markdown_table, setup_django, timed  # noqa: E402
+
+PORT = 8765
+
+
+def record(tag: str, i: int) -> dict:
+    """A gateway record of the usual size: who, what, tokens, money, outcome."""
+    return {
+        "transno": f"bench-{tag}-{i}",
+        "use_time": 1_763_600_000 + i % 86_400,
+        "userid": f"user-{i % 500}",
+        "username": f"User {i % 500}",
+        "userorgid": f"org-{i % 20:02d}",
+        "token_name": "default",
+        "model_name": "gpt-4o",
+        "llmid": "gpt-4o",
+        "ownerid": "openai",
+        "provider_type": "openai",
+        "endpoint": "/v1/chat/completions",
+        "is_stream": True,
+        "input_tokens": 1000 + i % 700,
+        "output_tokens": 200 + i % 300,
+        "cached_tokens": 100,
+        "amount": "0.01234",
+        "cost": "0.01000",
+        "responsed_seconds": 0.4,
+        "finish_seconds": 2.1,
+        "status": "success",
+        "code": 200,
+    }
+
+
+# --- raw-SQL ceilings ------------------------------------------------------------------------------
+
+
+def raw_rows(tag: str, count: int) -> tuple[str, list[tuple]]:
+    """Fully prepared tuples for every column of llmusage, as the ceiling gets them for free."""
+    from django.utils import timezone
+
+    from llmlog.demo import demo_rows
+    from llmlog.ingest import JSON_COLUMNS, USAGE_FIELDS
+
+    names = [f.attname for f in USAGE_FIELDS]
+    columns = ", ".join(f'"{f.column}"' for f in USAGE_FIELDS)
+    rows = []
+    for i, row in enumerate(demo_rows(rows=count, seed=hash(tag) % 1000)):
+        row["transno"] = f"raw-{tag}-{i}"
+        row["created_at"] = timezone.now()
+        rows.append(tuple(json.dumps(row[n]) if n in JSON_COLUMNS else row[n] for n in names))
+    return columns, rows
+
+
+def copy_ceiling(conn, tag: str, count: int) -> float:
+    columns, rows = raw_rows(tag, count)
+
+    def run() -> None:
+        with conn.cursor() as cursor, cursor.copy(f"COPY llmusage ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        conn.commit()
+
+    return count / timed(run)
+
+
+def executemany_ceiling(conn, tag: str, count: int) -> float:
+    columns, rows = raw_rows(tag, count)
+    placeholders = ", ".join(["%s"] * len(rows[0]))
+    sql = f"INSERT INTO llmusage ({columns}) VALUES ({placeholders}) ON CONFLICT (transno) DO NOTHING"
+
+    def run() -> None:
+        for start in range(0, len(rows), 1000):
+            with conn.cursor() as cursor:
+                cursor.executemany(sql, rows[start : start + 1000])
+            conn.commit()
+
+    return count / timed(run)
+
+
+def single_insert_ceiling(conn, tag: str, count: int) -> float:
+    columns, rows = raw_rows(tag, count)
+    placeholders = ", ".join(["%s"] * len(rows[0]))
+    sql = f"INSERT INTO llmusage ({columns}) VALUES ({placeholders}) ON CONFLICT (transno) DO NOTHING"
+
+    def run() -> None:
+        for row in rows:
+            with conn.cursor() as cursor:
+                cursor.execute(sql, row)
+            conn.commit()
+
+    return count / timed(run)
+
+
+# --- the app over HTTP -----------------------------------------------------------------------------
+
+
+def start_server(database_url: str, workers: int) -> subprocess.Popen:
+    env = dict(
+        os.environ,
+        DATABASE_URL=database_url,
+        DJANGO_SECRET_KEY="benchmark-only",
+        DJANGO_DEBUG="false",
+        LOG_LEVEL="WARNING",
+        DJANGO_ALLOWED_HOSTS="127.0.0.1",
+    )
+    command = [
+        str(ROOT / ".venv/bin/gunicorn"),
+        "config.wsgi",
+        "--bind",
+        f"127.0.0.1:{PORT}",
+        "--workers",
+        str(workers),
+        "--worker-class",
+        "gthread",
+        "--threads",
+        "4",
+        "--keep-alive",
+        "30",
+        "--log-level",
+        "warning",
+    ]
+    server = subprocess.Popen(command, cwd=ROOT, env=env)
+    for _ in range(100):
+        try:
+            http.client.HTTPConnection("127.0.0.1", PORT, timeout=1).request("GET", "/api/schema/")
+            return server
+        except OSError:
+            time.sleep(0.1)
+    server.kill()
+    raise RuntimeError("gunicorn did not start")
+
+
+def post_all(bodies: list[bytes], key: str, clients: int) -> tuple[float, list[float]]:
+    """POST every body, `clients` persistent connections in parallel; (elapsed s, latencies ms)."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+
+    def client(share: list[bytes]) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=60)
+        mine = []
+        for body in share:
+            started = time.perf_counter()
+            conn.request("POST", "/api/llmusage/", body=body, headers=headers)
+            response = conn.getresponse()
+            payload = response.read()
+            mine.append((time.perf_counter() - started) * 1000)
+            if response.status not in (200, 201):
+                errors.append(f"{response.status}: {payload[:200]!r}")
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=client, args=(bodies[i::clients],)) for i in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"{len(errors)} requests failed, e.g. {errors[0]}")
+    return elapsed, latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows in llmusage before measuring")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--batches", type=int, default=30, help="1000-record batches per bulk measurement")
+    parser.add_argument("--singles", type=int, default=4000, help="single-record requests per measurement")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients for single records")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    args = parser.parse_args()
+
+    setup_django()
+    import psycopg
+    from django.conf import settings
+    from django.db import connection
+
+    from llmlog.demo import load_demo_data
+    from llmlog.keys import api_key_create
+    from llmlog.models import LLMUsage
+
+    existing = LLMUsage.objects.count()
+    if existing < args.rows:
+        print(f"loading {args.rows - existing:,} demo rows ...", flush=True)
+        load_demo_data(rows=args.rows - existing)
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM llmusage WHERE transno LIKE 'bench-%%' OR transno LIKE 'raw-%%'")
+        cursor.execute("VACUUM ANALYZE llmusage")
+    _, key = api_key_create(name="bench", role="admin", scopes=["ingest", "read"])
+    db = settings.DATABASES["default"]
+    database_url = os.environ["DATABASE_URL"]
+    raw = psycopg.connect(
+        host=db["HOST"], port=db["PORT"] or 5432, user=db["USER"], password=db["PASSWORD"], dbname=db["NAME"]
+    )
+
+    bulk = Figure("bulk ingest, 1000-record batches over HTTP", "rows/s", target=">= 0.60 of COPY")
+    many = Figure("executemany ceiling, batches of 1000", "rows/s", note="raw SQL only")
+    single = Figure("single-record ingest over HTTP", "req/s", target=">= 0.50 of one INSERT per commit")
+    p50 = Figure(f"single-record latency p50, {args.clients} clients", "ms")
+    p99 = Figure(f"single-record latency p99, {args.clients} clients", "ms", target="< 20 ms")
+    batch_size = 1000
+    server = start_server(database_url, args.workers)
+    try:
+        for rep in range(args.repeat):
+            tag = f"{int(time.time())}-{rep}"
+            bulk.ceiling.append(copy_ceiling(raw, f"copy-{tag}", args.batches * batch_size))
+            many.app.append(executemany_ceiling(raw, f"many-{tag}", args.batches * batch_size))
+            bodies = [
+                json.dumps([record(f"b-{tag}-{b}", i) for i in range(batch_size)]).encode()
+                for b in range(args.batches)
+            ]
+            elapsed, _ = post_all(bodies, key, clients=args.workers)
+            bulk.app.append(args.batches * batch_size / elapsed)
+
+            single.ceiling.append(single_insert_ceiling(raw, f"one-{tag}", args.singles // 2))
+            bodies = [json.dumps(record(f"s-{tag}", i)).encode() for i in range(args.singles)]
+            elapsed, latencies = post_all(bodies, key, clients=args.clients)
+            single.app.append(args.singles / elapsed)
+            cuts = statistics.quantiles(latencies, n=100)
+            p50.app.append(cuts[49])
+            p99.app.append(cuts[98])
+            print(f"run {rep + 1}/{args.repeat} done", flush=True)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        raw.close()
+    print()
+    print(markdown_table([bulk, many, single, p50, p99]))
+
+
+if __name__ == "__main__":
+    main()
