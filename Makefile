@@ -24,5 +24,10 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
+# The benchmarks need PostgreSQL (BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/llmlog_bench).
+ROWS ?= 1000000
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py --rows $(ROWS)
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,0 +1,96 @@
+"""`make bench`: run every benchmark script against PostgreSQL and write BENCHMARKS.md.
+
+    python benchmarks/run.py --rows 1000000 [--only ingest,query]
+
+Each benchmarks/bench_*.py prints a markdown table (figure, llmlog, raw-SQL ceiling, ratio); this
+collects them with the date, the machine and the command that made them.
+"""
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import DEFAULT_DATABASE_URL  # noqa: E402
+
+ORDER = ["ingest", "posting", "backup", "query", "adapters"]
+
+
+def machine() -> str:
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    mem_kib = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal"))
+    url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
+    try:
+        import psycopg
+
+        with psycopg.connect(url) as conn:
+            pg = conn.execute("SHOW server_version").fetchone()[0]
+    except Exception as exc:  # the report still says what went wrong
+        pg = f"unknown ({exc})"
+    cpu = platform.processor() or platform.machine()
+    memory = f"{mem_kib / 1024 / 1024:.0f} GiB memory"
+    return f"{os.cpu_count()} cores ({cpu}), {memory}, PostgreSQL {pg}, Python {platform.python_version()}"
+
+
+def scripts(only: set[str] | None) -> list[tuple[str, Path]]:
+    found = {path.stem.removeprefix("bench_"): path for path in HERE.glob("bench_*.py")}
+    names = [name for name in ORDER if name in found] + sorted(set(found) - set(ORDER))
+    return [(name, found[name]) for name in names if not only or name in only]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--only", default="", help="comma-separated: " + ", ".join(ORDER))
+    parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
+    args = parser.parse_args()
+    only = {name.strip() for name in args.only.split(",") if name.strip()} or None
+
+    command = " ".join(
+        ["python benchmarks/run.py", f"--rows {args.rows}"] + ([f"--only {args.only}"] if only else [])
+    )
+    sections = []
+    for name, path in scripts(only):
+        print(f"== {name}: {path.name} --rows {args.rows}", flush=True)
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, str(path), "--rows", str(args.rows)], cwd=ROOT, capture_output=True, text=True
+        )
+        elapsed = time.monotonic() - started
+        sys.stdout.write(done.stdout)
+        sys.stderr.write(done.stderr[-5000:])
+        table = "\n".join(line for line in done.stdout.splitlines() if line.startswith("|"))
+        if done.returncode != 0:
+            table += (
+                f"\n\n**{path.name} failed (exit {done.returncode}):**\n\n```\n{done.stderr[-2000:]}\n```"
+            )
+        sections.append(f"## {name}\n\n`benchmarks/{path.name}`, {elapsed:.0f} s.\n\n{table}\n")
+
+    report = "\n".join(
+        [
+            "# Benchmarks",
+            "",
+            f"Made {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}.",
+            f"Command: `{command}` (`make bench`). Each figure: median of at least 3 runs (min–max),",
+            "beside its raw-SQL ceiling measured in the same run; ratio = llmlog / ceiling",
+            "(for times: how many times slower).",
+            "",
+            *sections,
+        ]
+    )
+    Path(args.output).write_text(report)
+    print(f"\nwrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
