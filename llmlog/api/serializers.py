@@ -10,7 +10,7 @@ from django.db.models import Model
 from django.utils import timezone
 from rest_framework import serializers
 
-from llmlog.models import LLMUsage, LLMUsageHistory, UsageAll
+from llmlog.models import MONEY_DIGITS, MONEY_PLACES, LLMUsage, LLMUsageHistory, UsageAll, UsageStatus
 
 HIDDEN_FIELDS = ("payload_hash",)
 # Every usage column a client sees, in table order; history and the read model add theirs at the end.
@@ -85,3 +85,81 @@ class BulkIngestResponseSerializer(serializers.Serializer):
     conflicts = serializers.IntegerField()
     errors = serializers.IntegerField()
     items = IngestItemSerializer(many=True)
+
+
+class UsageAllSerializer(UsageRepresentationMixin, serializers.ModelSerializer):
+    """A usage record wherever it lives: `source` is hot or history, `backup_time` when it moved."""
+
+    class Meta:
+        model = UsageAll
+        exclude = HIDDEN_FIELDS
+        read_only_fields = [f.name for f in UsageAll._meta.concrete_fields]
+
+
+class UsagePatchSerializer(serializers.Serializer):
+    """What an operator may correct on a record not yet accounted. Token counts are not editable: they
+    are what the provider reported, and amount/cost were derived from them."""
+
+    amount = serializers.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, min_value=0)
+    cost = serializers.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, min_value=0)
+    model_name = serializers.CharField(max_length=150, min_length=1)
+    llmid = serializers.CharField(max_length=64, allow_blank=True)
+    ownerid = serializers.CharField(max_length=64, allow_blank=True)
+    userid = serializers.CharField(max_length=64, allow_blank=True)
+    username = serializers.CharField(max_length=150, allow_blank=True)
+    token_name = serializers.CharField(max_length=150, allow_blank=True)
+    group = serializers.CharField(max_length=64, allow_blank=True)
+    feature = serializers.CharField(max_length=64, allow_blank=True)
+    status = serializers.ChoiceField(UsageStatus.choices)
+    code = serializers.IntegerField(allow_null=True, min_value=0, max_value=999)
+    error_message = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    metadata = serializers.DictField()
+
+    def validate(self, attrs: dict) -> dict:
+        unknown = sorted(set(self.initial_data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError(
+                {name: ["Not a field that can be changed."] for name in unknown}
+            )
+        if not attrs:
+            raise serializers.ValidationError({"non_field_errors": ["No field to change."]})
+        return attrs
+
+
+class UsageCountSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    estimated = serializers.BooleanField(help_text="True: the planner's estimate of an unfiltered table.")
+
+
+class UsageSumsSerializer(serializers.Serializer):
+    requests = serializers.IntegerField()
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    cached_tokens = serializers.IntegerField()
+    cache_creation_tokens = serializers.IntegerField()
+    reasoning_tokens = serializers.IntegerField()
+    image_input_tokens = serializers.IntegerField()
+    web_search_count = serializers.IntegerField()
+    total_tokens = serializers.IntegerField()
+    amount = serializers.DecimalField(max_digits=MONEY_DIGITS + 6, decimal_places=MONEY_PLACES)
+    cost = serializers.DecimalField(max_digits=MONEY_DIGITS + 6, decimal_places=MONEY_PLACES)
+
+
+class UsageModelSumsSerializer(UsageSumsSerializer):
+    model_name = serializers.CharField()
+
+
+class UsageDaySumsSerializer(UsageSumsSerializer):
+    day = serializers.DateField(help_text="Day in TIME_ZONE.")
+
+
+class UsageRatesSerializer(serializers.Serializer):
+    rpm = serializers.IntegerField(help_text="Requests started in the last 60 seconds.")
+    tpm = serializers.IntegerField(help_text="Total tokens of the requests started in the last 60 seconds.")
+
+
+class UsageStatsSerializer(UsageSumsSerializer):
+    rpm = serializers.IntegerField(help_text="Requests started in the last 60 seconds.")
+    tpm = serializers.IntegerField(help_text="Total tokens of the requests started in the last 60 seconds.")
+    by_model = UsageModelSumsSerializer(many=True)
+    by_day = UsageDaySumsSerializer(many=True)

@@ -1,0 +1,158 @@
+"""What the dialects share: the base view (auth, scope, error envelope), parameter parsing, bounded
+page numbers, and the unit conversions their clients expect."""
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from rest_framework import exceptions
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from llmlog.api.auth import HasScope, caller_of
+from llmlog.filters import InvalidFilter, parse_time
+
+MAX_PAGE_SIZE = 100
+# Page numbers (OneUptime's skip, new-api's p, AI Proxy's page) reach at most this many records deep.
+# A page number is an OFFSET: the database reads and throws away every record before the page, so a
+# deep page costs in proportion to its depth. Deeper than this, a client narrows its time range instead
+# (every dialect has one), which the (userorgid, use_time) indexes answer at any depth.
+MAX_PAGE_DEPTH = 10_000
+
+
+def bad_input(param: str, message: str) -> exceptions.ValidationError:
+    """A 400 naming the parameter."""
+    return exceptions.ValidationError({param: [message]})
+
+
+def int_param(
+    params: Mapping[str, Any], name: str, *, default: int, minimum: int, maximum: int | None = None
+) -> int:
+    """An integer query parameter within [minimum, maximum]; absent or empty gives `default`."""
+    raw = params.get(name)
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return default
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise bad_input(name, f"Expected an integer, got {raw!r}.") from None
+    if value < minimum:
+        raise bad_input(name, f"Must be at least {minimum}, got {value}.")
+    if maximum is not None and value > maximum:
+        raise bad_input(name, f"Must be at most {maximum}, got {value}.")
+    return value
+
+
+def time_param(params: Mapping[str, Any], name: str, *, unit: str) -> datetime | None:
+    """A unix timestamp parameter in `unit` ("s" or "ms"); absent, empty or 0 means no bound (as in
+    new-api and AI Proxy, whose clients send 0 for "not set")."""
+    raw = params.get(name)
+    if raw is None or str(raw).strip() in ("", "0"):
+        return None
+    text = str(raw).strip()
+    try:
+        float(text)
+    except ValueError:
+        label = "unix seconds" if unit == "s" else "unix milliseconds"
+        raise bad_input(name, f"Expected a timestamp in {label}, got {text!r}.") from None
+    try:
+        return parse_time(text, name=name, unit=unit)
+    except InvalidFilter as exc:
+        raise exceptions.ValidationError(exc.errors) from None
+
+
+def check_page_depth(*, offset: int, size: int, param: str, narrow_with: str) -> None:
+    """Refuse a page that ends deeper than MAX_PAGE_DEPTH records, naming the page parameter."""
+    if offset + size > MAX_PAGE_DEPTH:
+        raise bad_input(
+            param,
+            f"Pages end at most {MAX_PAGE_DEPTH} records deep (this one ends at {offset + size}); "
+            f"narrow the time range with {narrow_with} to reach older records.",
+        )
+
+
+def unix_seconds(moment: datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp())
+
+
+def iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def money_number(value: Decimal | None) -> float | None:
+    """Money as a JSON number, as these clients expect (the native API keeps it a decimal string)."""
+    return None if value is None else float(value)
+
+
+def gateway_id(text: str) -> int | str | None:
+    """A gateway's id as its clients typed it: new-api and AI Proxy number their tokens, channels and
+    users, so an all-digit id goes back as a number; any other id stays text, and none is null."""
+    if not text:
+        return None
+    return int(text) if text.isdigit() and len(text) < 19 else text
+
+
+def ioinfo_side(ioinfo: dict | None, side: str) -> tuple[str | None, bool]:
+    """One side ("request" or "response") of a record's `ioinfo` as text, and whether ingest cut it.
+
+    Ingest keeps one `truncated` flag for both sides and cuts a side to exactly LLMLOG_IO_LIMIT
+    characters, so a side was cut when the flag is set and it has that length; a record ingested under
+    another limit falls back to "the longer side was cut" (both, when they are as long)."""
+    if not ioinfo or ioinfo.get(side) is None:
+        return None, False
+    value = ioinfo[side]
+    if not isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")), False  # only text is cut
+    if not ioinfo.get("truncated"):
+        return value, False
+    if len(value) == settings.LLMLOG_IO_LIMIT:
+        return value, True
+    other = ioinfo.get("response" if side == "request" else "request")
+    return value, len(value) >= (len(other) if isinstance(other, str) else 0)
+
+
+def flatten_errors(data: Any) -> str:
+    """DRF's error data ({"detail": ...}, {"param": [...]}, [...]) as one line naming each parameter."""
+    if isinstance(data, Mapping):
+        parts = []
+        for name, messages in data.items():
+            text = flatten_errors(messages)
+            parts.append(text if name in ("detail", "non_field_errors") else f"{name}: {text}")
+        return "; ".join(parts)
+    if isinstance(data, list | tuple):
+        return " ".join(flatten_errors(item) for item in data)
+    return str(data)
+
+
+class DialectView(APIView):
+    """A dialect endpoint: API key (or staff session) with the `read` scope; errors in the dialect's
+    envelope with a message naming the parameter."""
+
+    permission_classes = [IsAuthenticated, HasScope]
+    required_scopes = {"get": "read", "post": "read", "delete": "read"}
+
+    def error_body(self, message: str, status_code: int) -> Any:
+        return {"detail": message}
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        # PostgreSQL text cannot hold NUL: refuse it here, naming the parameter, not as a database error.
+        for name, values in [*request.query_params.lists(), *((k, [str(v)]) for k, v in kwargs.items())]:
+            if any("\x00" in value for value in values):
+                raise bad_input(name, "Must not contain NUL characters.")
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, InvalidFilter):
+            exc = exceptions.ValidationError(exc.errors)
+        response = super().handle_exception(exc)
+        response.data = self.error_body(flatten_errors(response.data), response.status_code)
+        return response
+
+    def org(self, request: Request) -> str:
+        """The caller's org ("" for a platform key or a staff session: every org)."""
+        return caller_of(request).userorgid

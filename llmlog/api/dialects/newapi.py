@@ -1,0 +1,553 @@
+"""new-api's log module: the `/api/log/` family over llmlog's usage records.
+
+As new-api documents it (seeds/new-api-log-module.txt): every answer is `{success, message, data}`;
+lists take `p` (page, from 1) and `page_size` (default 20, at most 100) and answer
+`{items, total, page, page_size}`; times are unix seconds; filters are `type`, `start_timestamp`,
+`end_timestamp` (inclusive, to the second), `username`, `token_name`, `model_name`, `channel`, `group`.
+
+- `GET /api/log/` every org's records (new-api's admin: a platform key or a staff session);
+  `GET /api/log/self` the caller's own. new-api's "self" is the logged-in user; an llmlog API key
+  belongs to an org, so "self" is the key's org (a platform key's self is every org).
+- `GET /api/log/stat`, `/api/log/self/stat`: `{quota, rpm, tpm}`: quota is the amount charged (in the
+  records' currency, a number), rpm and tpm count the successful calls of the last 60 s.
+- `GET /api/log/search`, `/api/log/self/search?keyword=`: the newest 100 records the keyword names
+  (transno, user, org, model, token name, or a word of the error).
+- `GET /api/log/token?key=`: the records made with a gateway key, found by its sha256 (llmlog never
+  stores a key); the key itself is the credential, no API key needed, and any origin may ask (CORS).
+- `DELETE /api/log/?target_timestamp=`: deletes the accounted and skipped records that started before
+  that time, hot and history, in batches, and answers the count; pending and failed records are never
+  deleted. Needs an owner or admin key: an org key deletes its org's records, a platform key every org's.
+
+Log `type`: 2 (consume) is a successful call, 4 (error) a failed one; 0 or none is every record.
+new-api's other types (1 top-up, 3 manage, 5 system) are not usage records: they find nothing.
+A record's `quota` is its amount, `use_time` its duration in whole seconds, `channel_name` its
+provider, `ip` the caller's IP, and `other` JSON text with the request id (transno), the time to first
+byte in ms (`frt`) and the token kinds new-api keeps there.
+"""
+
+import hashlib
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import Q, QuerySet
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from llmlog.api.auth import caller_of
+from llmlog.api.dialects.common import (
+    MAX_PAGE_DEPTH,
+    MAX_PAGE_SIZE,
+    DialectView,
+    bad_input,
+    check_page_depth,
+    gateway_id,
+    int_param,
+    money_number,
+    time_param,
+    unix_seconds,
+)
+from llmlog.models import AccountingStatus, ApiKey, LLMUsage, LLMUsageHistory, UsageStatus
+from llmlog.selectors import (
+    usage_count,
+    usage_records,
+    usage_rpm_tpm,
+    usage_search,
+    usage_stats,
+    usage_totals,
+)
+
+DEFAULT_PAGE_SIZE = 20
+SEARCH_LIMIT = 100
+TOKEN_LOG_LIMIT = 100
+LOG_TYPE_CONSUME = 2
+LOG_TYPE_ERROR = 4
+# new-api's log types -> the usage status they are; None: every record; absent from the map: no record.
+LOG_TYPES: dict[int, str | None] = {
+    0: None,
+    LOG_TYPE_CONSUME: UsageStatus.SUCCESS,
+    LOG_TYPE_ERROR: UsageStatus.FAILED,
+}
+KNOWN_LOG_TYPES = (0, 1, 2, 3, 4, 5)
+TYPE_OF_STATUS = {UsageStatus.SUCCESS: LOG_TYPE_CONSUME, UsageStatus.FAILED: LOG_TYPE_ERROR}
+# Only the columns an item shows: never the request/response bodies.
+ITEM_COLUMNS = (
+    "id",
+    "transno",
+    "userid",
+    "username",
+    "use_time",
+    "status",
+    "error_message",
+    "token_id",
+    "token_name",
+    "model_name",
+    "amount",
+    "currency",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "cache_creation_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "finish_seconds",
+    "responsed_seconds",
+    "is_stream",
+    "channel_id",
+    "provider",
+    "group",
+    "request_ip",
+)
+DELETABLE = (AccountingStatus.ACCOUNTED, AccountingStatus.SKIPPED)
+# Records deleted per transaction: each batch commits in well under a second, so row locks stay
+# brief and ingest and the nightly move never wait long behind a big DELETE.
+DELETE_BATCH_SIZE = 5_000
+
+
+# --- the delete service ---------------------------------------------------------------------------
+
+
+def usage_delete_before(*, before: datetime, org: str = "", batch_size: int = DELETE_BATCH_SIZE) -> int:
+    """Delete the accounted and skipped records of `org` ("" = every org) that started before `before`,
+    from `llmusage` and `llmusage_history`, `batch_size` per transaction. Returns how many.
+
+    Pending and failed records are never deleted: they still have money to post. Each batch re-checks
+    the status it deletes, and on PostgreSQL skips rows another transaction holds (the posting worker,
+    the nightly move), so the purge never waits on them; a row it skipped is left for the next purge.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    deleted = 0
+    for model in (LLMUsage, LLMUsageHistory):
+        while True:
+            with transaction.atomic():
+                batch = model.objects.filter(use_time__lt=before, accounting_status__in=DELETABLE)
+                if org:
+                    batch = batch.filter(userorgid=org)
+                if connection.vendor == "postgresql":
+                    batch = batch.select_for_update(skip_locked=True)
+                ids = list(batch.values_list("id", flat=True)[:batch_size])
+                if ids:
+                    count, _ = model.objects.filter(id__in=ids, accounting_status__in=DELETABLE).delete()
+                    deleted += count
+            if len(ids) < batch_size:
+                break
+    return deleted
+
+
+# --- reading --------------------------------------------------------------------------------------
+
+
+def log_filters(params: Any) -> tuple[Q, bool]:
+    """The filter new-api's parameters stand for, and whether `type` rules out every record."""
+    log_type = int_param(params, "type", default=0, minimum=0)
+    if log_type not in KNOWN_LOG_TYPES:
+        raise bad_input(
+            "type", f"Unknown log type {log_type}: 1 top-up, 2 consume, 3 manage, 4 error, 5 system."
+        )
+    condition = Q()
+    start = time_param(params, "start_timestamp", unit="s")
+    end = time_param(params, "end_timestamp", unit="s")
+    if start and end and end < start:
+        raise bad_input("end_timestamp", "Must not be before start_timestamp.")
+    if start:
+        condition &= Q(use_time__gte=start)
+    if end:
+        condition &= Q(use_time__lt=end + timedelta(seconds=1))  # new-api's end is inclusive, to the second
+    for param, column in (
+        ("username", "username"),
+        ("token_name", "token_name"),
+        ("model_name", "model_name"),
+        ("channel", "channel_id"),
+        ("group", "group"),
+    ):
+        value = params.get(param, "")
+        if value.strip():
+            condition &= Q(**{column: value.strip()})
+    status = LOG_TYPES.get(log_type, "")
+    if status:
+        condition &= Q(status=status)
+    return condition, log_type not in LOG_TYPES
+
+
+# Filters the hourly rollups do not carry: with one of them, the quota is summed from the rows.
+ROW_ONLY_FILTERS = ("username", "token_name", "channel", "group")
+
+
+def native_params(params: Any) -> dict[str, str]:
+    """new-api's time, model and type filters as the native filter parameters (llmlog.filters)."""
+    native: dict[str, str] = {}
+    start = time_param(params, "start_timestamp", unit="s")
+    end = time_param(params, "end_timestamp", unit="s")
+    if start:
+        native["start_time"] = start.isoformat()
+    if end:
+        native["end_time"] = (end + timedelta(seconds=1)).isoformat()
+    if params.get("model_name", "").strip():
+        native["model_name"] = params["model_name"].strip()
+    status = LOG_TYPES.get(int_param(params, "type", default=0, minimum=0))
+    if status:
+        native["status"] = status
+    return native
+
+
+def filtered(params: Any, records: QuerySet) -> QuerySet:
+    condition, nothing = log_filters(params)
+    return records.none() if nothing else records.filter(condition)
+
+
+def log_item(row: dict[str, Any]) -> dict[str, Any]:
+    """A record as new-api's log item."""
+    failed = row["status"] == UsageStatus.FAILED
+    amount = row["amount"]
+    if failed:
+        content = row["error_message"]
+    else:
+        charged = f"{amount} {row['currency']}" if amount is not None else "not priced yet"
+        content = (
+            f"{row['model_name']}: {row['input_tokens']} prompt + {row['output_tokens']} completion tokens, "
+            f"{charged}"
+        )
+    other = {
+        "request_id": row["transno"],
+        "frt": None if row["responsed_seconds"] is None else round(row["responsed_seconds"] * 1000),
+        "cache_tokens": row["cached_tokens"],
+        "cache_creation_tokens": row["cache_creation_tokens"],
+        "reasoning_tokens": row["reasoning_tokens"],
+        "currency": row["currency"],
+    }
+    return {
+        "id": str(row["id"]),
+        "user_id": gateway_id(row["userid"]),
+        "created_at": unix_seconds(row["use_time"]),
+        "type": TYPE_OF_STATUS.get(row["status"], LOG_TYPE_CONSUME),
+        "content": content,
+        "username": row["username"],
+        "token_name": row["token_name"],
+        "model_name": row["model_name"],
+        "quota": money_number(amount) or 0,
+        "prompt_tokens": row["input_tokens"],
+        "completion_tokens": row["output_tokens"],
+        "use_time": round(row["finish_seconds"]) if row["finish_seconds"] is not None else 0,
+        "is_stream": row["is_stream"],
+        "channel_id": gateway_id(row["channel_id"]),
+        "channel_name": row["provider"],
+        "token_id": gateway_id(row["token_id"]),
+        "group": row["group"],
+        "ip": row["request_ip"] or "",
+        "other": json.dumps(other, separators=(",", ":")),
+    }
+
+
+def newest_items(records: QuerySet, limit: int, offset: int = 0) -> list[dict[str, Any]]:
+    rows = records.order_by("-use_time", "-id").values(*ITEM_COLUMNS)[offset : offset + limit]
+    return [log_item(row) for row in rows]
+
+
+def ok(data: Any) -> Response:
+    return Response({"success": True, "message": "", "data": data})
+
+
+# --- OpenAPI --------------------------------------------------------------------------------------
+
+TAG = "dialect: new-api"
+ITEM_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "format": "uuid"},
+        "user_id": {"oneOf": [{"type": "integer"}, {"type": "string"}], "nullable": True},
+        "created_at": {"type": "integer", "description": "unix seconds (the call's start)"},
+        "type": {"type": "integer", "enum": [2, 4], "description": "2 consume, 4 error"},
+        "content": {"type": "string"},
+        "username": {"type": "string"},
+        "token_name": {"type": "string"},
+        "model_name": {"type": "string"},
+        "quota": {"type": "number", "description": "the amount charged"},
+        "prompt_tokens": {"type": "integer"},
+        "completion_tokens": {"type": "integer"},
+        "use_time": {"type": "integer", "description": "duration, seconds"},
+        "is_stream": {"type": "boolean"},
+        "channel_id": {"oneOf": [{"type": "integer"}, {"type": "string"}], "nullable": True},
+        "channel_name": {"type": "string"},
+        "token_id": {"oneOf": [{"type": "integer"}, {"type": "string"}], "nullable": True},
+        "group": {"type": "string"},
+        "ip": {"type": "string"},
+        "other": {"type": "string", "description": "JSON text: request_id, frt (ms), cache_tokens, ..."},
+    },
+}
+
+
+def envelope(data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {"success": {"type": "boolean"}, "message": {"type": "string"}, "data": data},
+    }
+
+
+ERROR = OpenApiResponse(
+    envelope({"type": "null"}), "success false; the message names the bad parameter or the missing right."
+)
+PAGE_SCHEMA = envelope(
+    {
+        "type": "object",
+        "properties": {
+            "items": {"type": "array", "items": ITEM_SCHEMA},
+            "total": {"type": "integer"},
+            "page": {"type": "integer"},
+            "page_size": {"type": "integer"},
+        },
+    }
+)
+LIST_SCHEMA = envelope({"type": "array", "items": ITEM_SCHEMA})
+STAT_SCHEMA = envelope(
+    {
+        "type": "object",
+        "properties": {
+            "quota": {"type": "number", "description": "amount charged in the range"},
+            "rpm": {"type": "integer", "description": "successful calls in the last 60 s"},
+            "tpm": {"type": "integer", "description": "their prompt + completion tokens"},
+        },
+    }
+)
+FILTER_PARAMETERS = [
+    OpenApiParameter(
+        "type", int, description="Log type: 2 consume (success), 4 error (failed); 0 or none: all."
+    ),
+    OpenApiParameter("start_timestamp", int, description="From this time on, unix seconds."),
+    OpenApiParameter("end_timestamp", int, description="Up to this time (inclusive), unix seconds."),
+    OpenApiParameter("username", str),
+    OpenApiParameter("token_name", str),
+    OpenApiParameter("model_name", str),
+    OpenApiParameter("channel", str, description="Channel id."),
+    OpenApiParameter("group", str),
+]
+PAGE_PARAMETERS = [
+    OpenApiParameter("p", int, description=f"Page, from 1; p × page_size ≤ {MAX_PAGE_DEPTH}."),
+    OpenApiParameter("page_size", int, description=f"Default {DEFAULT_PAGE_SIZE}, at most {MAX_PAGE_SIZE}."),
+]
+KEYWORD = OpenApiParameter(
+    "keyword", str, required=True, description="transno, user, org, model, token, error."
+)
+
+
+# --- views ----------------------------------------------------------------------------------------
+
+
+class NewApiView(DialectView):
+    """new-api's envelope for errors too: {"success": false, "message": ...}."""
+
+    admin_only = False
+
+    def error_body(self, message: str, status_code: int) -> dict[str, Any]:
+        return {"success": False, "message": message}
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        if self.admin_only and request.method != "DELETE" and not caller_of(request).is_platform:
+            raise exceptions.PermissionDenied(
+                "This endpoint reads every org's records: it needs a platform key or a staff session. "
+                "An org key reads its own under /api/log/self."
+            )
+
+    def page(self, request: Request, org: str) -> Response:
+        params = request.query_params
+        page = int_param(params, "p", default=1, minimum=1)
+        size = int_param(params, "page_size", default=DEFAULT_PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE)
+        offset = (page - 1) * size
+        check_page_depth(offset=offset, size=size, param="p", narrow_with="start_timestamp and end_timestamp")
+        condition, nothing = log_filters(params)
+        records = usage_records(org=org)
+        matching = records.none() if nothing else records.filter(condition)
+        # Every record of every org: PostgreSQL's estimate, not a count of the whole table.
+        count = usage_count(queryset=matching, estimate=not org and not nothing and condition == Q())
+        data = {
+            "items": newest_items(matching, size, offset),
+            "total": count["count"],
+            "page": page,
+            "page_size": size,
+        }
+        if count["estimated"]:
+            data["total_is_estimate"] = True
+        return ok(data)
+
+    def stat(self, request: Request, org: str) -> Response:
+        params = request.query_params
+        condition, nothing = log_filters(params)
+        records = usage_records(org=org)
+        if nothing:
+            quota = 0
+        elif any(params.get(name, "").strip() for name in ROW_ONLY_FILTERS):
+            quota = usage_totals(queryset=records.filter(condition))["amount"]
+        else:
+            # A time range, a model and a type only: the hourly rollups answer the closed hours.
+            quota = usage_stats(org=org, params=native_params(params))["amount"]
+        # new-api's rpm and tpm: the successful calls of the last 60 s, under the filters but the time.
+        rate_params = {
+            name: params.get(name) for name in params if name not in ("start_timestamp", "end_timestamp")
+        }
+        rates = usage_rpm_tpm(queryset=filtered({**rate_params, "type": str(LOG_TYPE_CONSUME)}, records))
+        return ok({"quota": money_number(quota) or 0, **rates})
+
+    def search(self, request: Request, org: str) -> Response:
+        keyword = request.query_params.get("keyword", "").strip()
+        if not keyword:
+            raise bad_input("keyword", "keyword is required.")
+        matches = usage_search(queryset=usage_records(org=org), keyword=keyword)
+        return ok(newest_items(matches, SEARCH_LIMIT))
+
+
+class LogView(NewApiView):
+    """`/api/log/`: GET every org's records (platform); DELETE accounted records before a time."""
+
+    admin_only = True
+
+    @extend_schema(
+        summary="new-api: every org's logs",
+        operation_id="newapi_log_list",
+        description="A platform key or a staff session; an org key reads /api/log/self.",
+        tags=[TAG],
+        parameters=PAGE_PARAMETERS + FILTER_PARAMETERS,
+        responses={200: OpenApiResponse(PAGE_SCHEMA), 400: ERROR, 403: ERROR},
+    )
+    def get(self, request: Request) -> Response:
+        return self.page(request, org="")
+
+    @extend_schema(
+        summary="new-api: delete accounted logs before a time",
+        operation_id="newapi_log_delete",
+        description="Deletes the accounted and skipped records (hot and history) that started before "
+        "target_timestamp, in batches; pending and failed records are never deleted. An owner or admin "
+        "key: an org key deletes its org's records, a platform key every org's. data: how many.",
+        tags=[TAG],
+        parameters=[OpenApiParameter("target_timestamp", int, required=True, description="unix seconds")],
+        responses={200: OpenApiResponse(envelope({"type": "integer"})), 400: ERROR, 403: ERROR},
+    )
+    def delete(self, request: Request) -> Response:
+        caller = caller_of(request)
+        if caller.role not in (ApiKey.Role.OWNER, ApiKey.Role.ADMIN):
+            raise exceptions.PermissionDenied("Deleting logs needs an owner or admin key.")
+        if not request.query_params.get("target_timestamp", "").strip():
+            raise bad_input("target_timestamp", "target timestamp is required")
+        before = time_param(request.query_params, "target_timestamp", unit="s")
+        if before is None:
+            raise bad_input("target_timestamp", "target timestamp is required")
+        return ok(usage_delete_before(before=before, org=caller.userorgid))
+
+
+class SelfLogView(NewApiView):
+    @extend_schema(
+        summary="new-api: my logs",
+        operation_id="newapi_log_self",
+        description="The caller's org's records (a platform key: every org's).",
+        tags=[TAG],
+        parameters=PAGE_PARAMETERS + FILTER_PARAMETERS,
+        responses={200: OpenApiResponse(PAGE_SCHEMA), 400: ERROR},
+    )
+    def get(self, request: Request) -> Response:
+        return self.page(request, org=self.org(request))
+
+
+class LogStatView(NewApiView):
+    admin_only = True
+
+    @extend_schema(
+        summary="new-api: log stats of every org",
+        operation_id="newapi_log_stat",
+        tags=[TAG],
+        parameters=FILTER_PARAMETERS,
+        responses={200: OpenApiResponse(STAT_SCHEMA), 400: ERROR, 403: ERROR},
+    )
+    def get(self, request: Request) -> Response:
+        return self.stat(request, org="")
+
+
+class SelfLogStatView(NewApiView):
+    @extend_schema(
+        summary="new-api: my log stats",
+        operation_id="newapi_log_self_stat",
+        description="quota (amount charged), rpm and tpm of the caller's org.",
+        tags=[TAG],
+        parameters=FILTER_PARAMETERS,
+        responses={200: OpenApiResponse(STAT_SCHEMA), 400: ERROR},
+    )
+    def get(self, request: Request) -> Response:
+        return self.stat(request, org=self.org(request))
+
+
+class LogSearchView(NewApiView):
+    admin_only = True
+
+    @extend_schema(
+        summary="new-api: search every org's logs",
+        operation_id="newapi_log_search",
+        description=f"The newest {SEARCH_LIMIT} records the keyword names.",
+        tags=[TAG],
+        parameters=[KEYWORD],
+        responses={200: OpenApiResponse(LIST_SCHEMA), 400: ERROR, 403: ERROR},
+    )
+    def get(self, request: Request) -> Response:
+        return self.search(request, org="")
+
+
+class SelfLogSearchView(NewApiView):
+    @extend_schema(
+        summary="new-api: search my logs",
+        operation_id="newapi_log_self_search",
+        description=f"The newest {SEARCH_LIMIT} records of the caller's org the keyword names.",
+        tags=[TAG],
+        parameters=[KEYWORD],
+        responses={200: OpenApiResponse(LIST_SCHEMA), 400: ERROR},
+    )
+    def get(self, request: Request) -> Response:
+        return self.search(request, org=self.org(request))
+
+
+def gateway_key_hashes(key: str) -> list[str]:
+    """sha256 of the key as given, and with or without new-api's "sk-" prefix (its UI shows keys with
+    it, its database keeps them without, and a gateway may report either)."""
+    variants = {key, key.removeprefix("sk-") if key.startswith("sk-") else f"sk-{key}"}
+    return sorted(hashlib.sha256(variant.encode()).hexdigest() for variant in variants)
+
+
+class TokenLogView(NewApiView):
+    """`/api/log/token?key=`: the gateway key is the credential. Any origin may call it (CORS)."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    CORS_HEADERS = {
+        "Access-Control-Allow-Origin": "*",
+        "Access-Control-Allow-Methods": "GET, OPTIONS",
+        "Access-Control-Allow-Headers": "Content-Type, Authorization",
+        "Access-Control-Max-Age": "86400",
+    }
+
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        for name, value in self.CORS_HEADERS.items():
+            response[name] = value
+        return response
+
+    @extend_schema(exclude=True)
+    def options(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return Response(status=204)
+
+    @extend_schema(
+        summary="new-api: logs of a gateway key",
+        operation_id="newapi_log_token",
+        description=f"The newest {TOKEN_LOG_LIMIT} records made with the gateway key `key` (matched by "
+        "its sha256, with or without the sk- prefix). No API key needed; CORS allowed from any origin.",
+        tags=[TAG],
+        auth=[],
+        parameters=[OpenApiParameter("key", str, required=True, description="The gateway key (token).")],
+        responses={200: OpenApiResponse(LIST_SCHEMA), 400: ERROR},
+    )
+    def get(self, request: Request) -> Response:
+        key = request.query_params.get("key", "").strip()
+        if not key:
+            raise bad_input("key", "key is required.")
+        records = usage_records().filter(token_key_hash__in=gateway_key_hashes(key))
+        return ok(newest_items(records, TOKEN_LOG_LIMIT))

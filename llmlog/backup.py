@@ -1,0 +1,236 @@
+"""The nightly move of accounted records into history, and the retention purge of history.
+
+`backup_accounted_llmusage` moves every accounted or skipped record of a past day from `llmusage` to
+`llmusage_history` (same id, plus `backup_time`), batch by batch. Each batch inserts and deletes in one
+transaction, so a crash or a kill at any moment loses nothing and doubles nothing, and a rerun moves
+what is left. Rows never pass through Python: memory stays flat however many rows move.
+
+On PostgreSQL one statement moves a batch (a DELETE ... RETURNING feeding an INSERT ... SELECT), and
+the batch's rows are claimed with FOR UPDATE SKIP LOCKED: two runs at once share the work, neither
+takes a row the other holds. On SQLite (the embedded default) a batch is an INSERT ... SELECT and a
+DELETE over the same id range inside one write transaction; SQLite's single writer lock serializes
+two runs batch by batch.
+
+Pending and failed records are never selected, so never moved and never locked.
+"""
+
+import logging
+from datetime import date, timedelta
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection, transaction
+from django.db.models import Count, QuerySet
+from django.utils import timezone
+
+from llmlog.jobs import job_run
+from llmlog.models import AccountingStatus, LLMUsage, LLMUsageHistory
+
+logger = logging.getLogger(__name__)
+
+# Records moved per transaction. Big enough that the per-statement cost is small next to the row work
+# (the benchmark moves at close to the rate of one raw statement over the whole set), small enough that
+# one batch commits in well under a second: row locks are brief, a kill loses at most one batch of
+# work (rolled back, moved again by the rerun), and the WAL written per commit stays a few megabytes.
+BACKUP_BATCH_SIZE = 10_000
+# Rows deleted per purge transaction: each batch is short so that it never holds locks for long.
+PURGE_BATCH_SIZE = 5_000
+
+MOVABLE = (AccountingStatus.ACCOUNTED, AccountingStatus.SKIPPED)
+LEFT_BEHIND = (AccountingStatus.PENDING, AccountingStatus.FAILED)
+
+BACKUP_JOB = "backup_accounted_llmusage"
+PURGE_JOB = "purge_history"
+
+
+def usage_columns() -> list[str]:
+    """The columns a record keeps when it moves, from the models (never a hand-copied list)."""
+    usage = [field.column for field in LLMUsage._meta.concrete_fields]
+    history = [field.column for field in LLMUsageHistory._meta.concrete_fields]
+    if set(history) - set(usage) != {"backup_time"} or set(usage) - set(history):
+        raise ImproperlyConfigured("llmusage_history must have the columns of llmusage plus backup_time")
+    return usage
+
+
+def backup_accounted_llmusage(
+    *, before: date | None = None, batch_size: int = BACKUP_BATCH_SIZE, dry_run: bool = False
+) -> dict[str, Any]:
+    """Move accounted and skipped records with `use_date < before` (default: today in TIME_ZONE) to history.
+
+    Returns the counts: `moved`, and what stays behind in llmusage from before that day,
+    `pending_left` and `failed_left`. A dry run moves nothing and reports `would_move`.
+    """
+    today = timezone.localdate()
+    before = today if before is None else before
+    if before > today:
+        raise ValueError(f"before ({before}) must not be after today ({today}): only past days move")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if dry_run:
+        counts = {"before": before.isoformat(), "dry_run": True, "moved": 0, "would_move": 0}
+        counts["would_move"] = _eligible(before).count()
+        counts.update(_left_behind(before))
+        logger.info("backup dry run: %s", counts)
+        return counts
+
+    with job_run(BACKUP_JOB) as run:
+        run.counts = {"before": before.isoformat(), "moved": 0, "batches": 0}
+        columns = usage_columns()
+        move_batch = _move_batch_postgresql if connection.vendor == "postgresql" else _move_batch_sqlite
+        # First pass: walk the ids upwards, taking only rows nobody holds (a concurrent run holds its
+        # batch: it moves those). Last pass: from the start again, waiting for rows still held, so a
+        # row held by a run that died or by any other writer is moved once it is released.
+        for skip_locked in (True, False):
+            after: UUID | str | None = None
+            while True:
+                moved, after = move_batch(
+                    columns=columns, before=before, after=after, limit=batch_size, skip_locked=skip_locked
+                )
+                if not moved:
+                    break
+                run.counts["moved"] += moved
+                run.counts["batches"] += 1
+                logger.debug("backup batch: %d moved, %d so far", moved, run.counts["moved"])
+                if moved < batch_size:  # the end of the ids: no need to look again past it
+                    break
+        run.counts.update(_left_behind(before))
+        return dict(run.counts)
+
+
+def _eligible(before: date) -> QuerySet[LLMUsage]:
+    return LLMUsage.objects.filter(accounting_status__in=MOVABLE, use_date__lt=before)
+
+
+def _left_behind(before: date) -> dict[str, int]:
+    """Pending and failed records of the days before `before`: they stay in llmusage until accounted."""
+    found = dict(
+        LLMUsage.objects.filter(accounting_status__in=LEFT_BEHIND, use_date__lt=before)
+        .values_list("accounting_status")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    return {f"{status}_left": found.get(status, 0) for status in LEFT_BEHIND}
+
+
+def _quoted(columns: list[str]) -> str:
+    return ", ".join(connection.ops.quote_name(column) for column in columns)
+
+
+def _move_batch_postgresql(
+    *, columns: list[str], before: date, after: UUID | str | None, limit: int, skip_locked: bool
+) -> tuple[int, UUID | str | None]:
+    """Move up to `limit` rows with id > `after` in one statement; returns (moved, highest id moved)."""
+    cols = _quoted(columns)
+    after_clause = "AND id > %(after)s" if after is not None else ""
+    lock = "FOR UPDATE SKIP LOCKED" if skip_locked else "FOR UPDATE"
+    # max(uuid) does not exist in PostgreSQL 15; the text form of a uuid sorts as the uuid does.
+    sql = f"""
+        WITH moved AS (
+            DELETE FROM llmusage WHERE id IN (
+                SELECT id FROM llmusage
+                WHERE accounting_status = ANY(%(statuses)s) AND use_date < %(before)s {after_clause}
+                ORDER BY id LIMIT %(limit)s
+                {lock}
+            )
+            RETURNING {cols}
+        ), inserted AS (
+            INSERT INTO llmusage_history ({cols}, backup_time)
+            SELECT {cols}, %(now)s FROM moved
+            RETURNING id
+        )
+        SELECT count(*), max(id::text)::uuid FROM inserted
+    """
+    params = {
+        "statuses": [str(status) for status in MOVABLE],
+        "before": before,
+        "after": after,
+        "limit": limit,
+        "now": timezone.now(),
+    }
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        moved, highest = cursor.fetchone()
+    return moved, highest
+
+
+def _move_batch_sqlite(
+    *, columns: list[str], before: date, after: UUID | str | None, limit: int, skip_locked: bool
+) -> tuple[int, UUID | str | None]:
+    """Move up to `limit` rows with id > `after`: INSERT ... SELECT and DELETE of the same id range in one
+    write transaction (no other writer can run in between, so both statements see the same rows)."""
+    cols = _quoted(columns)
+    where = "accounting_status IN (%s, %s) AND use_date < %s"
+    params: list[Any] = [*(str(status) for status in MOVABLE), connection.ops.adapt_datefield_value(before)]
+    if after is not None:
+        where += " AND id > %s"
+        params.append(after)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT max(id) FROM (SELECT id FROM llmusage WHERE {where} ORDER BY id LIMIT %s)",
+            [*params, limit],
+        )
+        (highest,) = cursor.fetchone()
+        if highest is None:
+            return 0, after
+        batch = f"{where} AND id <= %s"
+        now = connection.ops.adapt_datetimefield_value(timezone.now())
+        cursor.execute(
+            f"INSERT INTO llmusage_history ({cols}, backup_time) "
+            f"SELECT {cols}, %s FROM llmusage WHERE {batch}",
+            [now, *params, highest],
+        )
+        inserted = cursor.rowcount
+        cursor.execute(f"DELETE FROM llmusage WHERE {batch}", [*params, highest])
+        if cursor.rowcount != inserted:  # cannot happen under the write lock; never commit if it does
+            raise RuntimeError(f"backup batch inserted {inserted} rows but deleted {cursor.rowcount}")
+    return inserted, highest
+
+
+def purge_history(
+    *, before: date | None = None, batch_size: int = PURGE_BATCH_SIZE, dry_run: bool = False
+) -> dict[str, Any]:
+    """Delete history records with `use_date < before`, in short batches.
+
+    Without `before`, the cut-off is today minus LLMLOG_HISTORY_RETENTION_DAYS, by `use_date`: retention
+    is about how old the usage is (a record of day D is gone N days after D, however late it was
+    accounted and moved). With retention unset and no `before`, nothing is deleted.
+    """
+    retention = settings.LLMLOG_HISTORY_RETENTION_DAYS
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if before is None and retention is None:
+        logger.info("purge_history: LLMLOG_HISTORY_RETENTION_DAYS is unset, history is kept")
+    if before is None and retention is not None:
+        before = timezone.localdate() - timedelta(days=retention)
+    counts: dict[str, Any] = {
+        "before": before.isoformat() if before else None,
+        "retention_days": retention,
+        "purged": 0,
+    }
+    if dry_run:
+        counts["dry_run"] = True
+        counts["would_purge"] = LLMUsageHistory.objects.filter(use_date__lt=before).count() if before else 0
+        return counts
+
+    with job_run(PURGE_JOB) as run:
+        run.counts = {**counts, "batches": 0}
+        if before is None:
+            return dict(run.counts)
+        lock = "FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
+        sql = f"""
+            DELETE FROM llmusage_history WHERE id IN (
+                SELECT id FROM llmusage_history WHERE use_date < %s LIMIT %s {lock}
+            )
+        """
+        params = [connection.ops.adapt_datefield_value(before), batch_size]
+        while True:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                deleted = cursor.rowcount
+            if not deleted:
+                break
+            run.counts["purged"] += deleted
+            run.counts["batches"] += 1
+        return dict(run.counts)

@@ -1,0 +1,252 @@
+"""The usage filters of the design, one FilterSet for every read (native API, history, dialects, stats).
+
+Parameters (all optional, all GET): `start_time` (inclusive) and `end_time` (exclusive) as ISO 8601 or
+unix seconds / milliseconds, `use_date`, `userid`, `userorgid`, `ownerid`, `llmid`, `model_name`,
+`token_name`, `group`, `feature`, `status`, `accounting_status`, `min_amount`, `max_amount`, and
+`ordering`. A malformed value or an unknown choice is a 400 naming the parameter: `UsageFilter`'s form
+errors are keyed by parameter name, and `apply_usage_filters` raises `InvalidFilter` with them.
+
+The time range is half-open, [start_time, end_time), so consecutive ranges (days, hours) never count a
+record twice and the hourly rollups line up with it.
+"""
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+import django_filters
+from django import forms
+from django.db.models import F, QuerySet, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import extend_schema_field
+
+from llmlog.models import AccountingStatus, UsageAll, UsageStatus
+
+# A bare number at or above this is read as milliseconds (1e11 seconds is the year 5138).
+UNIX_MS_THRESHOLD = 100_000_000_000
+_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+
+
+class InvalidFilter(ValueError):
+    """Bad filter input. `errors` maps each bad parameter to its messages."""
+
+    def __init__(self, errors: Mapping[str, list[str]]) -> None:
+        self.errors = {name: list(messages) for name, messages in errors.items()}
+        super().__init__("; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in self.errors.items()))
+
+
+def parse_time(value: str | int | float, *, name: str = "time", unit: str = "auto") -> datetime:
+    """An aware datetime from ISO 8601 (a date alone is its midnight), unix seconds or milliseconds.
+
+    `unit` is "auto" (milliseconds from 1e11 on), "s" or "ms" for dialects that fix the unit.
+    A time without an offset is read in TIME_ZONE. Raises InvalidFilter naming `name`.
+    """
+    text = str(value).strip()
+    if not text:
+        raise InvalidFilter({name: ["Empty time."]})
+    if _NUMBER.match(text):
+        number = float(text)
+        if unit == "ms" or (unit == "auto" and abs(number) >= UNIX_MS_THRESHOLD):
+            number /= 1000
+        try:
+            return datetime.fromtimestamp(number, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            raise InvalidFilter({name: [f"{text!r} is out of range as a unix timestamp."]}) from None
+    try:
+        parsed = parse_datetime(text.replace(" ", "T", 1) if "T" not in text else text)
+        if parsed is None:
+            day = parse_date(text)
+            parsed = datetime.combine(day, time()) if day else None
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise InvalidFilter(
+            {name: [f"{text!r} is not a time: use ISO 8601 or unix seconds or milliseconds."]}
+        )
+    if timezone.is_naive(parsed):
+        parsed = timezone.make_aware(parsed, timezone.get_current_timezone())
+    return parsed
+
+
+def day_range(day: date) -> tuple[datetime, datetime]:
+    """The half-open time range of a day in TIME_ZONE (the day `use_date` names)."""
+    tz = timezone.get_current_timezone()
+    start = timezone.make_aware(datetime.combine(day, time()), tz)
+    end = timezone.make_aware(datetime.combine(day + timedelta(days=1), time()), tz)
+    return start, end
+
+
+class TimeField(forms.Field):
+    """ISO 8601 or unix seconds / milliseconds."""
+
+    def to_python(self, value: Any) -> datetime | None:
+        if value in (None, ""):
+            return None
+        try:
+            return parse_time(value, name="value")
+        except InvalidFilter as exc:
+            raise forms.ValidationError(exc.errors["value"][0]) from None
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "description": "ISO 8601 (no offset: TIME_ZONE), or unix seconds or milliseconds. "
+        "start_time is inclusive, end_time exclusive.",
+        "example": "2026-11-20T00:00:00Z",
+    }
+)
+class TimeFilter(django_filters.Filter):
+    field_class = TimeField
+
+
+# Orderings a client may ask for. Each sorts by one column then by id (unique, so the order is total and
+# a keyset cursor can resume after any row). use_time is indexed on both tables, alone and per org; the
+# others sort the filtered rows (bounded by the page depth limit of the pagination).
+ORDERING_FIELDS = ("use_time", "amount", "cost", "total_tokens")
+DEFAULT_ORDERING = "-use_time"
+ORDERING_CHOICES = [(f, f) for f in ORDERING_FIELDS] + [(f"-{f}", f"-{f}") for f in ORDERING_FIELDS]
+# Nullable sort columns read as 0 (not yet priced sorts with free), so a keyset comparison is total.
+NULLABLE_ORDERING_FIELDS = frozenset({"amount", "cost"})
+
+
+@dataclass(frozen=True)
+class Ordering:
+    """A validated `ordering`: the column, its direction, and the sort expression (`sort_key`)."""
+
+    field: str
+    descending: bool
+
+    @classmethod
+    def parse(cls, value: str | None) -> "Ordering":
+        value = (value or DEFAULT_ORDERING).strip()
+        field = value.removeprefix("-")
+        if field not in ORDERING_FIELDS:
+            choices = ", ".join(name for name, _ in ORDERING_CHOICES)
+            raise InvalidFilter({"ordering": [f"{value!r} is not one of: {choices}."]})
+        return cls(field=field, descending=value.startswith("-"))
+
+    @property
+    def value(self) -> str:
+        return f"-{self.field}" if self.descending else self.field
+
+    @property
+    def sort_alias(self) -> str:
+        return f"_sort_{self.field}" if self.field in NULLABLE_ORDERING_FIELDS else self.field
+
+    def apply(self, queryset: QuerySet) -> QuerySet:
+        if self.field in NULLABLE_ORDERING_FIELDS:
+            zero = Value(Decimal(0), output_field=queryset.model._meta.get_field(self.field))
+            queryset = queryset.annotate(**{self.sort_alias: Coalesce(F(self.field), zero)})
+        sign = "-" if self.descending else ""
+        return queryset.order_by(f"{sign}{self.sort_alias}", f"{sign}id")
+
+
+def _choice_help(choices: type) -> str:
+    return "One of: " + ", ".join(choices.values) + "."
+
+
+class UsageFilter(django_filters.FilterSet):
+    """The design's filters over usage records (works on UsageAll, LLMUsage and LLMUsageHistory)."""
+
+    start_time = TimeFilter(
+        field_name="use_time",
+        lookup_expr="gte",
+        label="Records from this time on (inclusive): ISO 8601, or unix seconds or milliseconds.",
+    )
+    end_time = TimeFilter(
+        field_name="use_time",
+        lookup_expr="lt",
+        label="Records before this time (exclusive): ISO 8601, or unix seconds or milliseconds.",
+    )
+    use_date = django_filters.DateFilter(field_name="use_date", label="Day of use in TIME_ZONE, YYYY-MM-DD.")
+    userid = django_filters.CharFilter(field_name="userid")
+    userorgid = django_filters.CharFilter(field_name="userorgid")
+    ownerid = django_filters.CharFilter(field_name="ownerid", label="Org that owns the model.")
+    llmid = django_filters.CharFilter(field_name="llmid")
+    model_name = django_filters.CharFilter(field_name="model_name")
+    token_name = django_filters.CharFilter(field_name="token_name")
+    group = django_filters.CharFilter(field_name="group")
+    feature = django_filters.CharFilter(field_name="feature")
+    status = django_filters.ChoiceFilter(
+        field_name="status", choices=UsageStatus.choices, label=_choice_help(UsageStatus)
+    )
+    accounting_status = django_filters.ChoiceFilter(
+        field_name="accounting_status",
+        choices=AccountingStatus.choices,
+        label=_choice_help(AccountingStatus),
+    )
+    min_amount = django_filters.NumberFilter(field_name="amount", lookup_expr="gte", label="amount >= this.")
+    max_amount = django_filters.NumberFilter(field_name="amount", lookup_expr="lte", label="amount <= this.")
+    ordering = django_filters.ChoiceFilter(
+        choices=ORDERING_CHOICES,
+        method="filter_ordering",
+        label=f"Sort order; default {DEFAULT_ORDERING}. Ties are broken by id.",
+    )
+
+    def filter_ordering(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+        return Ordering.parse(value).apply(queryset)
+
+    def filter_queryset(self, queryset: QuerySet) -> QuerySet:
+        queryset = super().filter_queryset(queryset)
+        if not self.form.cleaned_data.get("ordering"):
+            queryset = Ordering.parse(None).apply(queryset)
+        return queryset
+
+
+# The filters that the hourly rollups can answer (their dimensions and the time range).
+ROLLUP_FILTERS = frozenset({"start_time", "end_time", "use_date", "userorgid", "model_name", "status"})
+
+
+def usage_filter_values(*, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate `params` (a QueryDict or a dict of parameter -> value); return the cleaned values that
+    were given. Raises InvalidFilter naming each bad parameter."""
+    filterset = UsageFilter(data=params, queryset=UsageAll.objects.none())
+    if not filterset.is_valid():
+        raise InvalidFilter(filterset.form.errors)
+    return {name: value for name, value in filterset.form.cleaned_data.items() if value not in (None, "")}
+
+
+def filter_usage(*, queryset: QuerySet, params: Mapping[str, Any]) -> tuple[QuerySet, dict[str, Any]]:
+    """`queryset` filtered and ordered by `params`, and the cleaned values that were given (one
+    validation for both). Raises InvalidFilter naming each bad parameter."""
+    if not any(params.get(name) for name in UsageFilter.base_filters):
+        return Ordering.parse(None).apply(queryset), {}
+    filterset = UsageFilter(data=params, queryset=queryset)
+    if not filterset.is_valid():
+        raise InvalidFilter(filterset.form.errors)
+    values = {name: value for name, value in filterset.form.cleaned_data.items() if value not in (None, "")}
+    return filterset.qs, values
+
+
+def apply_usage_filters(*, queryset: QuerySet, params: Mapping[str, Any]) -> QuerySet:
+    """`queryset` filtered and ordered by `params` (the parameters above, e.g. request.query_params).
+
+    Raises InvalidFilter naming each bad parameter. Unknown parameters are ignored (they belong to the
+    caller: page, cursor, a dialect's own names).
+    """
+    if not any(params.get(name) for name in UsageFilter.base_filters):
+        return Ordering.parse(None).apply(queryset)
+    filterset = UsageFilter(data=params, queryset=queryset)
+    if not filterset.is_valid():
+        raise InvalidFilter(filterset.form.errors)
+    return filterset.qs
+
+
+class UsageFilterBackend(DjangoFilterBackend):
+    """django-filter's backend with UsageFilter, minus its cost where nothing is filtered: a get-item
+    is not filtered at all, and a request without filter parameters only gets the default ordering
+    (building and validating the form costs more than the query of a page)."""
+
+    def filter_queryset(self, request, queryset: QuerySet, view) -> QuerySet:
+        if getattr(view, "action", None) == "retrieve":
+            return queryset
+        if not any(request.query_params.get(name) for name in UsageFilter.base_filters):
+            return Ordering.parse(None).apply(queryset)
+        return super().filter_queryset(request, queryset, view)

@@ -1,0 +1,182 @@
+"""Hourly usage rollups: per UTC hour and (userorgid, model_name, status), the sums stats need.
+
+Stats over long ranges read a few thousand buckets instead of millions of rows (llmlog.selectors.
+usage_stats). A bucket is always rebuilt whole from the rows of its hour (hot and history alike, through
+`llmusage_all`), so a rebuild is idempotent and picks up whatever arrived late.
+
+`UsageRollupState.built_through` says how far the rollups go: every hour before it is built, so stats
+read rollups for those hours and rows for the rest. `scanned_at` is the watermark for late records:
+each run looks at the records ingested since the last run (llmusage ids are uuid7, stamped at ingest,
+so "ingested since" is a range of the primary key index) and rebuilds their hours when already built.
+"""
+
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import Count, Min, Sum, Value
+from django.db.models.functions import Coalesce, TruncHour
+from django.utils import timezone
+
+from llmlog.jobs import job_run
+from llmlog.models import LLMUsage, UsageAll, UsageRollup, UsageRollupState
+
+ROLLUP_JOB = "build_usage_rollups"
+HOUR = timedelta(hours=1)
+# An hour is built once it has been over for this long: gateways report a call when it ends, so the
+# records of an hour keep arriving for a few minutes after it. Later ones are caught as late records.
+SETTLE = timedelta(minutes=10)
+# Late-record scans overlap the previous one by this much: a record's id is stamped before its ingest
+# transaction commits, so a slow transaction can commit ids older than the last scan.
+SCAN_OVERLAP = timedelta(minutes=5)
+# Hours rebuilt per transaction on a first build or a catch-up: a day of buckets (at most hours x orgs x
+# models x 2) keeps each transaction short and lets a stopped run resume where it was.
+CHUNK = timedelta(hours=24)
+SUM_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "cache_creation_tokens",
+    "reasoning_tokens",
+    "image_input_tokens",
+    "web_search_count",
+    "total_tokens",
+    "amount",
+    "cost",
+)
+BUCKET_FIELDS = ("hour", "userorgid", "model_name", "status")
+
+
+def floor_hour(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def uuid7_floor(moment: datetime) -> uuid.UUID:
+    """The smallest uuid7 stamped at `moment` or later (its first 48 bits are unix milliseconds)."""
+    return uuid.UUID(int=int(moment.timestamp() * 1000) << 80)
+
+
+def _sum_or_zero(name: str) -> Coalesce:
+    field = UsageRollup._meta.get_field(name)
+    return Coalesce(Sum(name), Value(0), output_field=field)
+
+
+def _locked_state() -> UsageRollupState:
+    """The state row, locked: builds run one at a time (a second waits, then sees the first's work)."""
+    UsageRollupState.objects.get_or_create(name="usage")
+    return UsageRollupState.objects.select_for_update().get(name="usage")
+
+
+def _rebuild(start: datetime, end: datetime) -> int:
+    """Replace the buckets of the hours in [start, end) with sums of their rows; inside a transaction."""
+    UsageRollup.objects.filter(hour__gte=start, hour__lt=end).delete()
+    groups = (
+        UsageAll.objects.filter(use_time__gte=start, use_time__lt=end)
+        .order_by()
+        .values("userorgid", "model_name", "status", hour=TruncHour("use_time", tzinfo=UTC))
+        .annotate(requests=Count("id"), **{name: _sum_or_zero(name) for name in SUM_FIELDS})
+    )
+    # INSERT ... SELECT: the sums go from the rows into the buckets inside the database, never
+    # through Python objects (a first build writes hundreds of thousands of buckets).
+    select, params = groups.query.sql_with_params()
+    columns = ["userorgid", "model_name", "status", "hour", "requests", *SUM_FIELDS]
+    quoted = ", ".join(connection.ops.quote_name(column) for column in columns)
+    sql = (
+        f"INSERT INTO {UsageRollup._meta.db_table} ({quoted}, built_at) "
+        f"SELECT {quoted}, %s FROM ({select}) AS buckets"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, (timezone.now(), *params))
+        return cursor.rowcount
+
+
+def usage_rollups_rebuild(*, start: datetime, end: datetime) -> int:
+    """Rebuild every UTC hour in [start, end) (widened to whole hours) from the rows; returns how many
+    buckets were written. Idempotent: a rebuild replaces the hour's buckets."""
+    start, end = floor_hour(start), floor_hour(end - timedelta(microseconds=1)) + HOUR
+    buckets = 0
+    chunk_start = start
+    while chunk_start < end:
+        chunk_end = min(chunk_start + CHUNK, end)
+        with transaction.atomic():
+            _locked_state()
+            buckets += _rebuild(chunk_start, chunk_end)
+        chunk_start = chunk_end
+    return buckets
+
+
+def usage_rollups_refresh(*, use_times: Iterable[datetime]) -> int:
+    """After records of these use_times changed or went away: rebuild their hours if already built.
+    Returns how many hours were rebuilt."""
+    hours = {floor_hour(moment) for moment in use_times}
+    if not hours:
+        return 0
+    with transaction.atomic():
+        state = _locked_state()
+        built = sorted(hour for hour in hours if state.built_through and hour < state.built_through)
+        for hour in built:
+            _rebuild(hour, hour + HOUR)
+    return len(built)
+
+
+def build_usage_rollups(*, now: datetime | None = None) -> dict[str, Any]:
+    """The periodic job: build every closed hour not built yet, and rebuild the built hours that late
+    records landed in. Returns what it did: {hours, late_hours, buckets, built_through}; the run is
+    recorded as a JobRun."""
+    with job_run(ROLLUP_JOB) as run:
+        run.counts = _build(now=now or timezone.now())
+    return run.counts
+
+
+def _build(*, now: datetime) -> dict[str, Any]:
+    target = floor_hour(now - SETTLE)
+    counts: dict[str, Any] = {"hours": 0, "late_hours": 0, "buckets": 0}
+
+    with transaction.atomic():
+        state = _locked_state()
+        built_through, scanned_at = state.built_through, state.scanned_at
+        if built_through is None:
+            first = UsageAll.objects.aggregate(first=Min("use_time"))["first"]
+            built_through = floor_hour(first) if first else target
+
+    # Late records: ingested since the last scan into an hour that was already built.
+    late_hours: list[datetime] = []
+    if scanned_at is not None and state.built_through is not None:
+        ingested = LLMUsage.objects.filter(
+            id__gte=uuid7_floor(scanned_at - SCAN_OVERLAP), use_time__lt=state.built_through
+        )
+        late_hours = sorted(
+            ingested.order_by()
+            .annotate(hour=TruncHour("use_time", tzinfo=UTC))
+            .values_list("hour", flat=True)
+            .distinct()
+        )
+
+    # New closed hours, a chunk per transaction; the state moves with each chunk.
+    while built_through < target:
+        chunk_end = min(built_through + CHUNK, target)
+        with transaction.atomic():
+            state = _locked_state()
+            if state.built_through and state.built_through >= chunk_end:  # another run got there first
+                built_through = state.built_through
+                continue
+            counts["buckets"] += _rebuild(built_through, chunk_end)
+            counts["hours"] += int((chunk_end - built_through) / HOUR)
+            state.built_through = built_through = chunk_end
+            state.save(update_fields=["built_through", "updated_at"])
+
+    for hour in late_hours:
+        with transaction.atomic():
+            _locked_state()
+            counts["buckets"] += _rebuild(hour, hour + HOUR)
+            counts["late_hours"] += 1
+
+    with transaction.atomic():
+        state = _locked_state()
+        state.built_through = max(filter(None, (state.built_through, built_through)))
+        state.scanned_at = now
+        state.save(update_fields=["built_through", "scanned_at", "updated_at"])
+    counts["built_through"] = state.built_through.isoformat()
+    return counts

@@ -1,0 +1,237 @@
+"""Reads of usage records: lists, counts, totals, search and stats, over hot and history alike.
+
+Every read starts from `usage_records(org=...)` (the `llmusage_all` view: UNION ALL of `llmusage` and
+`llmusage_history`), so a time range answers the same before and after the nightly move. `org` is the
+caller's org: "" means every org (a platform key), anything else scopes every query to that org.
+
+Money is returned as Decimal and tokens as int; callers (views, dialects) shape them for their clients.
+"""
+
+import contextlib
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db import connection
+from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from llmlog.filters import ROLLUP_FILTERS, day_range, filter_usage
+from llmlog.models import LLMUsageHistory, UsageAll, UsageRollup, UsageRollupState
+
+TOKEN_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "cache_creation_tokens",
+    "reasoning_tokens",
+    "image_input_tokens",
+    "web_search_count",
+    "total_tokens",
+)
+MONEY_FIELDS = ("amount", "cost")
+TIME_FILTERS = ("start_time", "end_time", "use_date")
+# RPM and TPM count the records that started in this window before now.
+RATE_WINDOW = timedelta(seconds=60)
+
+
+# --- the read model ------------------------------------------------------------------------------
+
+
+def usage_records(*, org: str = "") -> QuerySet[UsageAll]:
+    """Every usage record, hot or history, that `org` may see ("" = all orgs); unordered."""
+    queryset = UsageAll.objects.all()
+    return queryset.filter(userorgid=org) if org else queryset
+
+
+def history_records(*, org: str = "") -> QuerySet[LLMUsageHistory]:
+    """The records already moved to `llmusage_history` that `org` may see ("" = all orgs); unordered."""
+    queryset = LLMUsageHistory.objects.all()
+    return queryset.filter(userorgid=org) if org else queryset
+
+
+def usage_record(*, org: str = "", id: str | uuid.UUID) -> UsageAll:  # noqa: A002 - the design's name
+    """One record by id, hot or history. Raises UsageAll.DoesNotExist when absent or of another org."""
+    return usage_records(org=org).get(pk=id)
+
+
+# --- totals, rates, counts, search ---------------------------------------------------------------
+
+
+def _empty_totals() -> dict[str, Any]:
+    return {"requests": 0, **dict.fromkeys(TOKEN_FIELDS, 0), "amount": Decimal(0), "cost": Decimal(0)}
+
+
+def _row_sums() -> dict[str, Any]:
+    return {"requests": Count("id"), **{name: Sum(name) for name in TOKEN_FIELDS + MONEY_FIELDS}}
+
+
+def _rollup_sums() -> dict[str, Any]:
+    return {name: Sum(name) for name in ("requests", *TOKEN_FIELDS, *MONEY_FIELDS)}
+
+
+def _add(into: dict[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    for name in ("requests", *TOKEN_FIELDS, *MONEY_FIELDS):
+        into[name] += values.get(name) or 0
+    return into
+
+
+def usage_totals(*, queryset: QuerySet) -> dict[str, Any]:
+    """Sums over `queryset` (usage rows): {requests, input_tokens, output_tokens, cached_tokens,
+    cache_creation_tokens, reasoning_tokens, image_input_tokens, web_search_count, total_tokens: int,
+    amount, cost: Decimal}. Unpriced records (amount or cost NULL) add 0."""
+    return _add(_empty_totals(), queryset.order_by().aggregate(**_row_sums()))
+
+
+def usage_rpm_tpm(*, queryset: QuerySet, now: datetime | None = None) -> dict[str, int]:
+    """{rpm, tpm}: requests and total tokens of the records in `queryset` that started in the last 60 s."""
+    since = (now or timezone.now()) - RATE_WINDOW
+    sums = queryset.filter(use_time__gte=since).order_by().aggregate(rpm=Count("id"), tpm=Sum("total_tokens"))
+    return {"rpm": sums["rpm"] or 0, "tpm": sums["tpm"] or 0}
+
+
+def usage_count(*, queryset: QuerySet, estimate: bool = False) -> dict[str, Any]:
+    """{count, estimated}. With `estimate` (the caller asks for a whole table, unfiltered) PostgreSQL
+    answers from the planner's statistics instead of counting every row, and says so; elsewhere, or
+    when the table was never analysed, the count is exact."""
+    if estimate and connection.vendor == "postgresql":
+        model = queryset.model
+        tables = ["llmusage", "llmusage_history"] if model is UsageAll else [model._meta.db_table]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT reltuples FROM pg_class WHERE relkind = 'r' AND relname = ANY(%s)", [tables]
+            )
+            estimates = [row[0] for row in cursor.fetchall()]
+        # reltuples is -1 for a table never vacuumed or analysed: no estimate to give.
+        if len(estimates) == len(tables) and all(value >= 0 for value in estimates):
+            return {"count": int(sum(estimates)), "estimated": True}
+    return {"count": queryset.order_by().count(), "estimated": False}
+
+
+def usage_search(*, queryset: QuerySet, keyword: str) -> QuerySet:
+    """The records of `queryset` that `keyword` names: equal to its id, transno, userid, username,
+    userorgid, model_name or token_name, or found (case-insensitive) in its error_message.
+
+    Each of these columns is indexed (error_message by trigrams, on PostgreSQL); request and response
+    bodies are not searched. Order is kept from `queryset`.
+    """
+    keyword = keyword.strip()
+    if not keyword:
+        return queryset.none()
+    match = (
+        Q(transno=keyword)
+        | Q(userid=keyword)
+        | Q(username=keyword)
+        | Q(userorgid=keyword)
+        | Q(model_name=keyword)
+        | Q(token_name=keyword)
+        # `<> ''` lets PostgreSQL use the partial trigram index, which leaves out records without error.
+        | (Q(error_message__icontains=keyword) & ~Q(error_message=""))
+    )
+    with contextlib.suppress(ValueError):
+        match |= Q(id=uuid.UUID(keyword))
+    return queryset.filter(match)
+
+
+# --- stats ---------------------------------------------------------------------------------------
+
+
+def _floor_hour(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _ceil_hour(moment: datetime) -> datetime:
+    floor = _floor_hour(moment)
+    return floor if floor == moment else floor + timedelta(hours=1)
+
+
+def rollups_built_through() -> datetime | None:
+    """Every UTC hour before this has its rollups built (None: none built yet)."""
+    state = UsageRollupState.objects.filter(name="usage").only("built_through").first()
+    return state.built_through if state else None
+
+
+def _rollup_window(
+    values: Mapping[str, Any], *, now: datetime, built_through: datetime | None
+) -> tuple[datetime | None, datetime] | None:
+    """The whole closed, built UTC hours inside the filters' time range, as [lo, hi) (lo None: from the
+    beginning); None when the rollups cannot answer any part of it."""
+    if built_through is None or not set(values) - {"ordering"} <= ROLLUP_FILTERS:
+        return None
+    start, end = values.get("start_time"), values.get("end_time")
+    if "use_date" in values:
+        day_start, day_end = day_range(values["use_date"])
+        start = max(start, day_start) if start else day_start
+        end = min(end, day_end) if end else day_end
+    lo = _ceil_hour(start) if start else None
+    hi = min(moment for moment in (end, built_through, now) if moment is not None)
+    hi = _floor_hour(hi)
+    if lo is not None and lo >= hi:
+        return None
+    return lo, hi
+
+
+def usage_stats(
+    *, org: str = "", params: Mapping[str, Any] | None = None, now: datetime | None = None
+) -> dict[str, Any]:
+    """Totals, rates and breakdowns of the records `org` may see, under the filters in `params` (the
+    parameters of llmlog.filters: start_time, end_time, use_date, userorgid, model_name, ...).
+
+    Returns {requests, <token kinds>: int, amount, cost: Decimal, rpm, tpm: int,
+    by_model: [{model_name, requests, <token kinds>, amount, cost}] (most requests first),
+    by_day: [{day: date (in TIME_ZONE), requests, <token kinds>, amount, cost}] (oldest first),
+    rollup_hours: [lo, hi) answered from hourly rollups, or None}.
+
+    When every filter is one the rollups carry (time range, userorgid, model_name, status), whole
+    closed UTC hours already built are read from `llmusage_rollup` and only the rest (the open hour,
+    partial hours at the edges, hours not built yet) from the rows. rpm and tpm are over the last 60
+    seconds under the same filters except the time range. Raises InvalidFilter on bad parameters.
+    """
+    params = params or {}
+    now = now or timezone.now()
+    rows, values = filter_usage(queryset=usage_records(org=org), params=params)
+    rows = rows.order_by()
+    window = _rollup_window(values, now=now, built_through=rollups_built_through())
+
+    tz = timezone.get_current_timezone()
+    groups: list[Mapping[str, Any]] = []
+    if window is not None:
+        lo, hi = window
+        rollups = UsageRollup.objects.filter(hour__lt=hi)
+        if lo is not None:
+            rollups = rollups.filter(hour__gte=lo)
+            rows = rows.filter(Q(use_time__lt=lo) | Q(use_time__gte=hi))
+        else:
+            rows = rows.filter(use_time__gte=hi)
+        for name in ("userorgid", "model_name", "status"):
+            if name in values:
+                rollups = rollups.filter(**{name: values[name]})
+        if org:
+            rollups = rollups.filter(userorgid=org)
+        groups += rollups.values("model_name", day=TruncDate("hour", tzinfo=tz)).annotate(**_rollup_sums())
+    groups += rows.values("model_name", day=TruncDate("use_time", tzinfo=tz)).annotate(**_row_sums())
+
+    totals = _empty_totals()
+    by_model: dict[str, dict[str, Any]] = {}
+    by_day: dict[date, dict[str, Any]] = {}
+    for group in groups:
+        _add(totals, group)
+        _add(by_model.setdefault(group["model_name"], _empty_totals()), group)
+        _add(by_day.setdefault(group["day"], _empty_totals()), group)
+
+    rate_params = {name: value for name, value in params.items() if name not in TIME_FILTERS}
+    rate_rows, _ = filter_usage(queryset=usage_records(org=org), params=rate_params)
+    rates = usage_rpm_tpm(queryset=rate_rows, now=now)
+    return {
+        **totals,
+        **rates,
+        "by_model": [
+            {"model_name": name, **sums}
+            for name, sums in sorted(by_model.items(), key=lambda item: (-item[1]["requests"], item[0]))
+        ],
+        "by_day": [{"day": day, **sums} for day, sums in sorted(by_day.items())],
+        "rollup_hours": list(window) if window else None,
+    }
