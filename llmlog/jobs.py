@@ -3,6 +3,7 @@
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 
 from django.utils import timezone
 
@@ -10,10 +11,16 @@ from llmlog.models import JobRun
 
 logger = logging.getLogger(__name__)
 
+# Runs kept per job: a month of the 5-minute rollup job, years of the nightly ones.
+KEEP_RUNS = 10_000
+# A run still "running" after this long died with its process (kill -9, OOM): no task may run longer.
+ABANDONED_AFTER = timedelta(hours=6)
+
 
 @contextmanager
 def job_run(job: str) -> Iterator[JobRun]:
     """Record one run of `job`. Put what it did into `run.counts`; an exception marks it failed."""
+    _tidy(job)
     run = JobRun.objects.create(job=job)
     try:
         yield run
@@ -27,3 +34,19 @@ def job_run(job: str) -> Iterator[JobRun]:
         run.finished_at = timezone.now()
         run.save(update_fields=["status", "error", "counts", "finished_at"])
         logger.info("job %s %s in %.1fs: %s", job, run.status, run.duration_seconds, run.counts)
+
+
+def _tidy(job: str) -> None:
+    """Close the runs of `job` whose process died, and drop the oldest beyond KEEP_RUNS."""
+    now = timezone.now()
+    JobRun.objects.filter(job=job, status=JobRun.Status.RUNNING, started_at__lt=now - ABANDONED_AFTER).update(
+        status=JobRun.Status.FAILED, finished_at=now, error="Abandoned: its process stopped before finishing."
+    )
+    cutoff = (
+        JobRun.objects.filter(job=job)
+        .order_by("-started_at")
+        .values_list("started_at", flat=True)[KEEP_RUNS : KEEP_RUNS + 1]
+    )
+    cutoff = list(cutoff)
+    if cutoff:
+        JobRun.objects.filter(job=job, started_at__lte=cutoff[0]).delete()
