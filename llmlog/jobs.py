@@ -42,11 +42,7 @@ def _tidy(job: str) -> None:
     JobRun.objects.filter(job=job, status=JobRun.Status.RUNNING, started_at__lt=now - ABANDONED_AFTER).update(
         status=JobRun.Status.FAILED, finished_at=now, error="Abandoned: its process stopped before finishing."
     )
-    cutoff = (
-        JobRun.objects.filter(job=job)
-        .order_by("-started_at")
-        .values_list("started_at", flat=True)[KEEP_RUNS : KEEP_RUNS + 1]
-    )
-    cutoff = list(cutoff)
-    if cutoff:
-        JobRun.objects.filter(job=job, started_at__lte=cutoff[0]).delete()
+    newest_first = JobRun.objects.filter(job=job).order_by("-started_at").values_list("started_at", flat=True)
+    first_dropped = next(iter(newest_first[KEEP_RUNS : KEEP_RUNS + 1]), None)
+    if first_dropped is not None:
+        JobRun.objects.filter(job=job, started_at__lte=first_dropped).delete()
