@@ -286,7 +286,11 @@ SEARCH_SCHEMA = {
 ERROR = OpenApiResponse(
     {
         "type": "object",
-        "properties": {"data": {"type": "null"}, "message": STRING, "success": {"type": "boolean"}},
+        "properties": {
+            "data": {"type": "object", "nullable": True},
+            "message": STRING,
+            "success": {"type": "boolean"},
+        },
     },
     "success false; the message names the bad parameter.",
 )

@@ -289,7 +289,8 @@ def envelope(data: dict[str, Any]) -> dict[str, Any]:
 
 
 ERROR = OpenApiResponse(
-    envelope({"type": "null"}), "success false; the message names the bad parameter or the missing right."
+    envelope({"type": "object", "nullable": True}),
+    "success false; the message names the bad parameter or the missing right.",
 )
 PAGE_SCHEMA = envelope(
     {
