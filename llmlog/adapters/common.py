@@ -1,0 +1,125 @@
+"""What both adapters share: validating a mapped record, the amount rule, and ingest in batches."""
+
+import hashlib
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+from django.conf import settings
+
+from llmlog.ingest import (
+    IngestResult,
+    RecordError,
+    UsageIn,
+    _validation_errors,
+    usage_ingest_records,
+)
+from llmlog.models import ModelPrice
+from llmlog.pricing import PriceBook
+
+Mapped = UsageIn | RecordError
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+def usage_in(fields: dict[str, Any], *, source_names: Mapping[str, str]) -> UsageIn:
+    """The native record from an adapter's mapped fields, checked exactly as a posted record is.
+
+    A Struct built in Python skips msgspec's constraints (lengths, patterns, ranges); converting checks
+    them, so a value too long for its column is a RecordError here, never a database error later.
+    Errors are named by the gateway's own field (`source_names`), which is what its operator can fix.
+    """
+    try:
+        return msgspec.convert({k: v for k, v in fields.items() if v is not None}, type=UsageIn)
+    except msgspec.ValidationError as exc:
+        raise RecordError(rename_errors(_validation_errors(str(exc)), source_names)) from None
+
+
+def rename_errors(errors: dict[str, str], source_names: Mapping[str, str]) -> dict[str, str]:
+    """{"usages.prompt_tokens": ...} -> {"metadata.usage_object.prompt_tokens": ...} for LiteLLM."""
+    renamed = {}
+    for name, message in errors.items():
+        head, dot, rest = name.partition(".")
+        renamed[source_names.get(head, head) + dot + rest] = message
+    return renamed
+
+
+def clip(value: Any, length: int) -> Any:
+    """A label cut to its column: losing the tail of an alias beats losing the record."""
+    return value[:length] if isinstance(value, str) else value
+
+
+def key_hash(value: str | None) -> str | None:
+    """LiteLLM logs the sha256 of its virtual key; anything else is hashed here, never kept as sent."""
+    if not value:
+        return None
+    return value if SHA256_HEX.match(value) else hashlib.sha256(value.encode()).hexdigest()
+
+
+def epoch_seconds(value: float) -> datetime:
+    return datetime.fromtimestamp(value, tz=UTC)
+
+
+def amount_from_cost_when_unpriced(records: list[Mapped]) -> None:
+    """A gateway reports what a call cost; the amount charged to the org comes from the price book
+    when the model has a sale price in effect, otherwise it is that cost (charged at cost).
+
+    Records without a cost keep amount empty: ingest prices them, or leaves them to fail with no_price.
+    """
+    candidates = [
+        record
+        for record in records
+        if isinstance(record, UsageIn) and record.amount is None and record.cost is not None
+    ]
+    if not candidates:
+        return
+    book = PriceBook.for_models(record.model_name for record in candidates)
+    for record in candidates:
+        at = record.use_time if isinstance(record.use_time, datetime) else datetime.now(tz=UTC)
+        if book.find(record.model_name, ModelPrice.Kind.SALE, at) is None:
+            record.amount = record.cost
+
+
+def ingest_gateway_records(
+    *, records: list[Mapped], org: str, source_names: Mapping[str, str]
+) -> IngestResult:
+    """Store mapped records through the native ingest, in batches of LLMLOG_BULK_MAX.
+
+    A gateway's batch may be bigger than a native bulk request (LiteLLM's batch size is the operator's
+    choice, and it drops a refused batch): it is never refused for its count, only for its bytes.
+    Each batch is its own transaction; a resent batch is idempotent on transno, so a failure between
+    batches loses nothing on retry.
+    """
+    amount_from_cost_when_unpriced(records)
+    size = settings.LLMLOG_BULK_MAX
+    merged = IngestResult(is_bulk=True)
+    for start in range(0, len(records), size):
+        part = usage_ingest_records(records=records[start : start + size], org=org, is_bulk=True)
+        for item in part.items:
+            # Errors of a record that was mapped come from the native rules, in native names; a record
+            # that could not be mapped already names the gateway's fields.
+            if item.errors and isinstance(records[start + item.index], UsageIn):
+                item.errors = rename_errors(item.errors, source_names)
+            item.index += start
+            item.row = None  # the answer lists ids, not rows: keep a 512-record answer small
+            merged.items.append(item)
+    return merged
+
+
+def summary(result: IngestResult) -> dict[str, Any]:
+    """The answer's body, in the shape of a native bulk answer: counts, then each item's outcome."""
+    return {
+        "created": result.count("created"),
+        "duplicates": result.count("duplicate"),
+        "conflicts": result.count("conflict"),
+        "errors": result.count("error"),
+        "items": [item.as_dict() for item in result.items],
+    }
+
+
+def to_decimal(value: Decimal | float | None) -> Decimal | None:
+    if value is None:
+        return None
+    return value if isinstance(value, Decimal) else Decimal(repr(value))
