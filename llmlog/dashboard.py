@@ -1,0 +1,327 @@
+"""The operator's dashboard (/admin/dashboard/): today's figures and the last 30 days in charts.
+
+Numbers come from llmlog.selectors.usage_stats, which reads closed hours from the hourly rollups and
+only the rest from the rows, so the page stays fast on millions of records. Charts are SVG drawn by
+the template from the geometry computed here: no script and no asset from the internet.
+
+Every chart can be narrowed to one org: `org` narrows the whole page, and `requests_org`, `tokens_org`,
+`amount_org`, `models_org`, `orgs_org` one chart each ("" follows `org`, "all" shows every org).
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote
+
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+
+from accounting.models import AccountingFailure
+from llmlog import selectors
+from llmlog.admin_tools import MAX_FILTER_VALUES, distinct_values
+from llmlog.filters import apply_usage_filters, usage_filter_values
+from llmlog.models import LLMUsage, LLMUsageHistory, UsageRollup
+
+CHART_DAYS = 30
+TOP = 10
+ALL_ORGS = "all"
+# The charts by day: the field each draws and its unit.
+DAY_CHARTS_FIELDS = {
+    "requests": ("requests", "requests"),
+    "tokens": ("total_tokens", "tokens"),
+    "amount": ("amount", ""),
+}
+DAY_CHARTS = tuple(DAY_CHARTS_FIELDS)
+CHARTS = (*DAY_CHARTS, "models", "orgs")
+ORG_MAX_LENGTH = 64  # userorgid's length
+
+
+# --- numbers -------------------------------------------------------------------------------------
+
+
+def _org_params(org: str) -> dict[str, str]:
+    return {"userorgid": org} if org else {}
+
+
+def _day_start(day: date) -> datetime:
+    return timezone.make_aware(datetime.combine(day, time()), timezone.get_current_timezone())
+
+
+def dashboard_today(*, org: str = "", now: datetime) -> dict[str, Any]:
+    """Today (in TIME_ZONE) for one org or all: requests, tokens, amount, cost, margin, rpm, tpm."""
+    today = timezone.localdate(now)
+    stats = selectors.usage_stats(params={"use_date": today.isoformat(), **_org_params(org)}, now=now)
+    figures = {
+        "day": today,
+        "requests": stats["requests"],
+        "total_tokens": stats["total_tokens"],
+        "amount": stats["amount"],
+        "cost": stats["cost"],
+        "margin": stats["amount"] - stats["cost"],
+        "rpm": stats["rpm"],
+        "tpm": stats["tpm"],
+    }
+    return {**figures, "display": {name: full(value) for name, value in figures.items() if name != "day"}}
+
+
+def month_params(*, org: str = "", now: datetime, days: int = CHART_DAYS) -> dict[str, str]:
+    """The filters of the last `days` days, today included, as whole days in TIME_ZONE."""
+    today = timezone.localdate(now)
+    start, end = _day_start(today - timedelta(days=days - 1)), _day_start(today + timedelta(days=1))
+    return {"start_time": start.isoformat(), "end_time": end.isoformat(), **_org_params(org)}
+
+
+def dashboard_month(*, org: str = "", now: datetime, days: int = CHART_DAYS) -> dict[str, Any]:
+    """The last `days` days: {by_day: one entry per day (zero when nothing), by_model: top models by
+    amount}, each entry with requests, total_tokens, amount, cost."""
+    stats = selectors.usage_stats(params=month_params(org=org, now=now, days=days), now=now)
+    first = timezone.localdate(now) - timedelta(days=days - 1)
+    found = {entry["day"]: entry for entry in stats["by_day"]}
+    zero = {"requests": 0, "total_tokens": 0, "amount": Decimal(0), "cost": Decimal(0)}
+    by_day = [
+        {"day": day, **{name: found.get(day, zero)[name] for name in zero}}
+        for day in (first + timedelta(days=n) for n in range(days))
+    ]
+    by_model = sorted(stats["by_model"], key=lambda entry: (-entry["amount"], entry["model_name"]))
+    return {"by_day": by_day, "by_model": by_model[:TOP]}
+
+
+def usage_by_org(*, params: Mapping[str, Any], now: datetime) -> list[dict[str, Any]]:
+    """Sums per userorgid under `params` (llmlog.filters' parameters), most amount first.
+
+    The same split as selectors.usage_stats (which breaks down by model and by day, not by org):
+    whole closed hours already built come from the rollups, the rest from the rows.
+    """
+    values = usage_filter_values(params=params)
+    rows = apply_usage_filters(queryset=selectors.usage_records(), params=params).order_by()
+    window = selectors._rollup_window(values, now=now, built_through=selectors.rollups_built_through())
+    groups: list[Mapping[str, Any]] = []
+    if window is not None:
+        lo, hi = window
+        rollups = UsageRollup.objects.filter(hour__lt=hi)
+        if lo is not None:
+            rollups = rollups.filter(hour__gte=lo)
+            rows = rows.filter(Q(use_time__lt=lo) | Q(use_time__gte=hi))
+        else:
+            rows = rows.filter(use_time__gte=hi)
+        for name in ("userorgid", "model_name", "status"):
+            if name in values:
+                rollups = rollups.filter(**{name: values[name]})
+        groups += rollups.order_by().values("userorgid").annotate(**selectors._rollup_sums())
+    groups += rows.values("userorgid").annotate(**selectors._row_sums())
+    by_org: dict[str, dict[str, Any]] = {}
+    for group in groups:
+        selectors._add(by_org.setdefault(group["userorgid"], selectors._empty_totals()), group)
+    return [
+        {"userorgid": org, **sums}
+        for org, sums in sorted(by_org.items(), key=lambda item: (-item[1]["amount"], item[0]))
+    ]
+
+
+def open_failures(*, org: str = "") -> int:
+    """Open accounting failures (served by the partial index on open failures, or the org's index)."""
+    failures = AccountingFailure.objects.filter(status=AccountingFailure.Status.OPEN)
+    return (failures.filter(userorgid=org) if org else failures).count()
+
+
+def known_orgs() -> list[str]:
+    """Every userorgid in usage, hot or history (read from their indexes), for the org selects."""
+    orgs = {
+        *distinct_values(model=LLMUsage, column="userorgid"),
+        *distinct_values(model=LLMUsageHistory, column="userorgid"),
+    }
+    return sorted(org for org in orgs if org)[:MAX_FILTER_VALUES]
+
+
+# --- charts --------------------------------------------------------------------------------------
+
+
+def compact(value: int | Decimal | float) -> str:
+    """1234 -> 1.2k, 5600000 -> 5.6M; small money keeps its cents."""
+    number = float(value)
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(number) >= limit:
+            return f"{number / limit:.1f}{suffix}".replace(".0", "")
+    if isinstance(value, Decimal) and number and abs(number) < 100:
+        return f"{number:.2f}"
+    return f"{number:.0f}"
+
+
+def full(value: int | Decimal) -> str:
+    """Thousands separated; money with cents, or with its 5 places when under 1."""
+    if not isinstance(value, Decimal):
+        return f"{value:,}"
+    return f"{value:,.2f}" if abs(value) >= 1 or not value else f"{value:.5f}".rstrip("0")
+
+
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    label: str
+    value: str  # the exact value, for the tooltip and data-value
+
+    @property
+    def title(self) -> str:
+        return f"{self.label}: {self.value}"
+
+
+def column_chart(
+    *, points: Sequence[tuple[str, int | Decimal]], unit: str = "", width: int = 520, height: int = 220
+) -> dict[str, Any]:
+    """Geometry of a column chart (one column per point, in a `width` x `height` viewBox)."""
+    left, right, top, bottom = 44, 6, 10, 22
+    plot_width, plot_height = width - left - right, height - top - bottom
+    peak = max((value for _, value in points), default=0) or 1
+    slot = plot_width / max(len(points), 1)
+    bars = []
+    for index, (label, value) in enumerate(points):
+        bar_height = float(value) / float(peak) * plot_height
+        bars.append(
+            Bar(
+                x=round(left + index * slot + slot * 0.15, 2),
+                y=round(top + plot_height - bar_height, 2),
+                width=round(slot * 0.7, 2),
+                height=round(bar_height, 2),
+                label=label,
+                value=f"{full(value)} {unit.removesuffix('s') if value == 1 else unit}".strip(),
+            )
+        )
+    every = max(1, len(points) // 6)
+    x_labels = [
+        {"x": round(bar.x + bar.width / 2, 2), "text": bar.label[5:]}  # MM-DD of YYYY-MM-DD
+        for index, bar in enumerate(bars)
+        if index % every == 0
+    ]
+    y_ticks = []
+    for share in (Decimal(0), Decimal("0.5"), Decimal(1)):
+        tick = peak * share if isinstance(peak, Decimal) else round(peak * share)
+        y_ticks.append({"y": float(round(top + plot_height * (1 - share), 2)), "text": compact(tick)})
+    return {
+        "width": width,
+        "height": height,
+        "left": left,
+        "plot_right": width - right,
+        "baseline": top + plot_height,
+        "label_y": height - 6,
+        "bars": bars,
+        "x_labels": x_labels,
+        "y_ticks": y_ticks,
+        "total": full(sum((value for _, value in points), start=0)),
+        "has_data": any(value for _, value in points),
+    }
+
+
+def bar_list(
+    *, rows: Sequence[tuple[str, int | Decimal]], unit: str = "", width: int = 480
+) -> dict[str, Any]:
+    """Geometry of a horizontal bar chart: one row per (label, value), longest first."""
+    label_width, row_height, value_width = 140, 24, 80
+    bar_room = width - label_width - value_width
+    peak = max((value for _, value in rows), default=0) or 1
+    bars = [
+        Bar(
+            x=label_width,
+            y=index * row_height + 4,
+            width=round(max(float(value) / float(peak) * bar_room, 1 if value else 0), 2),
+            height=row_height - 8,
+            label=label or "(no org)",
+            value=f"{full(value)} {unit}".strip(),
+        )
+        for index, (label, value) in enumerate(rows)
+    ]
+    return {
+        "width": width,
+        "height": max(len(rows), 1) * row_height,
+        "label_x": label_width - 8,
+        "value_x": width - 4,
+        "text_dy": row_height / 2 + 4,
+        "bars": bars,
+        "has_data": bool(rows),
+    }
+
+
+# --- the page ------------------------------------------------------------------------------------
+
+
+def _org_param(params: Mapping[str, str], name: str) -> str:
+    return (params.get(name) or "").strip()[:ORG_MAX_LENGTH]
+
+
+def dashboard_context(
+    *, params: Mapping[str, str], now: datetime | None = None, with_failures: bool = True
+) -> dict[str, Any]:
+    """Everything the dashboard shows, for the query parameters `org` and `<chart>_org` (see the
+    module's docstring). Each distinct org asked for is read once. `open_failures` is None without
+    `with_failures` (the viewer may not see failures)."""
+    now = now or timezone.now()
+    org = _org_param(params, "org")
+    chart_orgs = {}
+    for chart in CHARTS:
+        chosen = _org_param(params, f"{chart}_org")
+        chart_orgs[chart] = "" if chosen == ALL_ORGS else (chosen or org)
+
+    months: dict[str, dict[str, Any]] = {}
+    for chart in DAY_CHARTS + ("models",):
+        if chart_orgs[chart] not in months:
+            months[chart_orgs[chart]] = dashboard_month(org=chart_orgs[chart], now=now)
+    by_org = usage_by_org(params=month_params(org=chart_orgs["orgs"], now=now), now=now)[:TOP]
+
+    def day_chart(chart: str) -> dict[str, Any]:
+        name, unit = DAY_CHARTS_FIELDS[chart]
+        by_day = months[chart_orgs[chart]]["by_day"]
+        return column_chart(points=[(entry["day"].isoformat(), entry[name]) for entry in by_day], unit=unit)
+
+    by_model = months[chart_orgs["models"]]["by_model"]
+    return {
+        "now": timezone.localtime(now),
+        "time_zone": timezone.get_current_timezone_name(),
+        "org": org,
+        "chart_orgs": {chart: _org_param(params, f"{chart}_org") for chart in CHARTS},
+        "orgs": known_orgs(),
+        "today": dashboard_today(org=org, now=now),
+        "open_failures": open_failures(org=org) if with_failures else None,
+        "days": CHART_DAYS,
+        "charts": {
+            **{chart: day_chart(chart) for chart in DAY_CHARTS},
+            "models": bar_list(rows=[(entry["model_name"], entry["amount"]) for entry in by_model]),
+            "orgs": bar_list(rows=[(entry["userorgid"], entry["amount"]) for entry in by_org]),
+        },
+    }
+
+
+def _failures_url(org: str) -> str | None:
+    try:
+        url = reverse("admin:accounting_accountingfailure_changelist")
+    except NoReverseMatch:
+        return None
+    # status is one of the failures page's filters; the org goes through its search (exact userorgid).
+    return f"{url}?status__exact=open" + (f"&q={quote(org)}" if org else "")
+
+
+def dashboard_view(request: HttpRequest) -> TemplateResponse:
+    """/admin/dashboard/: for staff who may view usage; the failures tile for those who may view them."""
+    if not request.user.has_perm("llmlog.view_llmusage") and not request.user.has_perm(
+        "llmlog.change_llmusage"
+    ):
+        raise PermissionDenied
+    can_see_failures = request.user.has_perm("accounting.view_accountingfailure") or request.user.has_perm(
+        "accounting.change_accountingfailure"
+    )
+    context = dashboard_context(params=request.GET, with_failures=can_see_failures)
+    context.update(
+        admin.site.each_context(request),
+        title="Dashboard",
+        failures_url=_failures_url(context["org"]) if can_see_failures else None,
+        usage_url=reverse("admin:llmlog_llmusage_changelist"),
+    )
+    return TemplateResponse(request, "llmlog/dashboard.html", context)
