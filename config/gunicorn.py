@@ -1,0 +1,32 @@
+"""gunicorn settings (`gunicorn -c config/gunicorn.py`, as scripts/run.sh starts it).
+
+Metrics: each gunicorn worker is a process with its own counters, and a scrape reaches one of them.
+prometheus_client's multiprocess mode keeps every worker's values in files under PROMETHEUS_MULTIPROC_DIR
+and /metrics adds them up (llmlog.metrics). The variable is set here, in the master, so the workers it
+forks have it before they import prometheus_client; the directory is emptied at start (files of a past
+run would be added in) and a dead worker's files are marked so its live gauges drop out.
+
+Access log: gunicorn's own is off; llmlog.logging writes one JSON line per request with its request id,
+and without the query string (new-api's /api/log/token?key= carries a gateway key there).
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+_var = Path(os.environ.get("LLMLOG_VAR_DIR") or Path(__file__).resolve().parent.parent / "var")
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(_var / "prometheus"))
+
+accesslog = None
+
+
+def on_starting(server) -> None:
+    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+
+
+def child_exit(server, worker) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -1,0 +1,110 @@
+"""Ingest throttled per API key: a clear 429 with Retry-After past LLMLOG_INGEST_RATE.
+
+Set once for every DRF view (REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"]), it counts only the requests
+whose view requires the `ingest` scope (the native POST and the gateway adapters), so reads are never
+throttled and a new ingest endpoint is covered by declaring its scope, as it must anyway.
+
+A fixed window counted in the shared cache (Redis in production): one round trip per ingest request, a
+Lua INCR that sets the key's expiry on its first count, where DRF's SimpleRateThrottle reads and rewrites
+the list of every request's timestamp in the window (6000 of them at the default rate) in two. A fixed
+window lets a key burst up to twice the rate across a window boundary; for a guard against runaway
+gateways, not a billing rule, that is the right trade for one round trip. The redis client is kept per
+process: building one per call, as Django's cache does, costs more than the round trip itself.
+
+The limit fails open: when the cache is unreachable, ingest goes on unthrottled (a ledger keeps records;
+it does not drop them because its rate limiter is down) and the failure is logged once per back-off.
+"""
+
+import logging
+import time
+import weakref
+
+from django.conf import settings
+from django.core.cache import caches
+from django.core.cache.backends.redis import RedisCache
+from rest_framework import exceptions
+from rest_framework.throttling import BaseThrottle
+
+from llmlog.api.auth import required_scope
+from llmlog.models import ApiKey
+
+logger = logging.getLogger(__name__)
+
+# After a cache failure, this process skips the limit for this long instead of paying a connection
+# timeout on every ingest request.
+CACHE_BACKOFF_SECONDS = 10.0
+_cache_down_until = 0.0
+
+PERIOD_NAMES = {1: "s", 60: "min", 3600: "hour", 86400: "day"}
+
+# Atomic: the count and its expiry are set together, so no crash leaves a window's key behind forever.
+INCR_WITH_EXPIRY = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
+_scripts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # cache backend -> registered script
+
+
+class IngestRateThrottle(BaseThrottle):
+    scope = "ingest"
+
+    def allow_request(self, request, view) -> bool:
+        rate = settings.LLMLOG_INGEST_RATE
+        if rate is None or not hasattr(view, "required_scopes"):
+            return True
+        if required_scope(request, view) != self.scope:
+            return True
+        limit, period = rate
+        now = time.time()
+        window = int(now // period)
+        count = _count(f"throttle:{self.scope}:{self._ident(request)}:{window}", timeout=period + 1)
+        if count is None or count <= limit:
+            return True
+        wait = (window + 1) * period - now
+        per = PERIOD_NAMES.get(period, f"{period}s")
+        raise exceptions.Throttled(
+            wait=wait,
+            detail=(
+                f"This API key sent more than {limit} ingest requests per {per} (LLMLOG_INGEST_RATE); "
+                f"retry in {max(1, round(wait))} s."
+            ),
+        )
+
+    @staticmethod
+    def _ident(request) -> str:
+        if isinstance(request.auth, ApiKey):
+            return f"key:{request.auth.pk}"
+        user = getattr(request, "user", None)
+        if user is not None and getattr(user, "pk", None) is not None:
+            return f"user:{user.pk}"  # a staff session
+        return f"addr:{request.META.get('REMOTE_ADDR', '')}"
+
+
+def _count(key: str, *, timeout: int) -> int | None:
+    """Add one to `key` and return the new count; None when the cache cannot be reached."""
+    global _cache_down_until
+    if time.monotonic() < _cache_down_until:
+        return None
+    cache = caches["default"]
+    try:
+        if isinstance(cache, RedisCache):
+            script = _scripts.get(cache._cache)
+            if script is None:
+                client = cache._cache.get_client(write=True)
+                script = _scripts[cache._cache] = client.register_script(INCR_WITH_EXPIRY)
+            return script(keys=[cache.make_and_validate_key(key)], args=[timeout])
+        # Other caches (the file cache of a single machine): add-then-incr; a lost race under-counts,
+        # which errs toward letting a record in.
+        try:
+            return cache.incr(key)
+        except ValueError:
+            return 1 if cache.add(key, 1, timeout) else cache.incr(key)
+    except Exception:
+        _cache_down_until = time.monotonic() + CACHE_BACKOFF_SECONDS
+        logger.warning(
+            "ingest rate limit skipped for %.0f s: the cache is unreachable",
+            CACHE_BACKOFF_SECONDS,
+            exc_info=True,
+        )
+        return None

@@ -1,0 +1,153 @@
+"""Prometheus metrics for the engineer on call, served at `/metrics`.
+
+- Requests: latency histograms and counts by view, method and status from django-prometheus' middleware
+  (`django_http_*`).
+- Ingest: `llmlog_ingest_records_total{result}` (created | duplicate | conflict | error), counted by
+  `usage_ingest_records`, the one path every ingest endpoint (native, LiteLLM, OTLP) goes through.
+- Computed at scrape time from the database, each with one indexed query (`UsageCollector`): records
+  pending accounting and the age of the oldest (the partial index llmusage_pending_idx; ids are uuid7,
+  so the smallest pending id is the oldest and carries its ingest time), open accounting failures, and
+  the last successful nightly backup: when it finished and how many records it moved.
+
+Access: a scrape job sends `Authorization: Bearer <LLMLOG_METRICS_TOKEN>`; an operator signed in to the
+admin as staff can open it in a browser. Anyone else gets a 401 (403 for a signed-in non-staff user).
+A token rather than binding to localhost, because Prometheus usually scrapes from another host and
+gunicorn serves one port for everything.
+
+Under gunicorn every worker is a process with its own counters. With PROMETHEUS_MULTIPROC_DIR set
+(config/gunicorn.py sets it and empties it at start), prometheus_client keeps them in files there and
+this view adds up every worker's; without it (runserver, tests) the process's own registry is served.
+"""
+
+import hmac
+import logging
+import os
+import time
+from collections import Counter as Tally
+from collections.abc import Iterator
+
+from django.conf import settings
+from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.http import require_GET
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest, multiprocess
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from accounting.models import AccountingFailure
+from llmlog.models import AccountingStatus, JobRun, LLMUsage
+
+logger = logging.getLogger(__name__)
+
+INGEST_RESULTS = ("created", "duplicate", "conflict", "error")
+INGEST_RECORDS = Counter("llmlog_ingest_records", "Usage records received, by ingest outcome.", ["result"])
+for _result in INGEST_RESULTS:
+    INGEST_RECORDS.labels(_result)  # every series exists from the start, so rate() has a baseline
+
+BACKUP_JOB = "backup_accounted_llmusage"
+
+
+def count_ingest(statuses: Iterator[str]) -> None:
+    """Count one ingest request's records by their outcome."""
+    for result, count in Tally(statuses).items():
+        INGEST_RECORDS.labels(result).inc(count)
+
+
+def uuid7_seconds(value) -> float:
+    """The unix time in a uuid7: its first 48 bits are milliseconds."""
+    return (value.int >> 80) / 1000
+
+
+class UsageCollector(Collector):
+    """Gauges read from the database at each scrape. Each query is an index probe or an index-only
+    count over a small set (pending records, open failures), so a scrape every 15 s costs nothing."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily("llmlog_database_up", "1 when the scrape could read the database.")
+        try:
+            figures = self.figures()
+        except DatabaseError:
+            logger.warning("metrics: the database could not be read", exc_info=True)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        for name, documentation, value in figures:
+            yield GaugeMetricFamily(name, documentation, value=value)
+
+    @staticmethod
+    def figures() -> list[tuple[str, str, float]]:
+        pending = LLMUsage.objects.filter(accounting_status=AccountingStatus.PENDING)
+        oldest_id = pending.order_by("id").values_list("id", flat=True).first()
+        oldest_age = max(0.0, time.time() - uuid7_seconds(oldest_id)) if oldest_id else 0.0
+        backup = (
+            JobRun.objects.filter(job=BACKUP_JOB, status=JobRun.Status.SUCCEEDED)
+            .order_by("-started_at")
+            .values("finished_at", "counts")
+            .first()
+        )
+        finished = backup["finished_at"].timestamp() if backup and backup["finished_at"] else 0.0
+        moved = (backup["counts"] or {}).get("moved", 0) if backup else 0
+        return [
+            (
+                "llmlog_usage_pending_records",
+                "Usage records waiting to be posted to the ledger.",
+                pending.count(),
+            ),
+            (
+                "llmlog_usage_pending_oldest_age_seconds",
+                "Seconds since the oldest record still pending accounting was ingested (0: none pending).",
+                oldest_age,
+            ),
+            (
+                "llmlog_accounting_failures_open",
+                "Failed postings waiting for a retry or an operator (llmusage_accounting_failed, open).",
+                AccountingFailure.objects.filter(status=AccountingFailure.Status.OPEN).count(),
+            ),
+            (
+                "llmlog_backup_last_success_timestamp_seconds",
+                f"When the last successful {BACKUP_JOB} run finished (unix time; 0: never).",
+                finished,
+            ),
+            (
+                "llmlog_backup_last_moved_records",
+                f"Records the last successful {BACKUP_JOB} run moved to llmusage_history.",
+                moved,
+            ),
+        ]
+
+
+def _allowed(request: HttpRequest) -> bool:
+    token = settings.LLMLOG_METRICS_TOKEN
+    scheme, _, value = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if token and scheme.lower() == "bearer":
+        return hmac.compare_digest(value.strip().encode(), token.encode())
+    user = getattr(request, "user", None)
+    return bool(user is not None and user.is_active and user.is_staff)
+
+
+@require_GET
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    if not _allowed(request):
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            return HttpResponse("Staff only.\n", status=403, content_type="text/plain")
+        response = HttpResponse(
+            "Send Authorization: Bearer <LLMLOG_METRICS_TOKEN>, or sign in to the admin as staff.\n",
+            status=401,
+            content_type="text/plain",
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        processes = CollectorRegistry()
+        multiprocess.MultiProcessCollector(processes)
+    else:
+        processes = REGISTRY
+    scrape = CollectorRegistry()
+    scrape.register(UsageCollector())
+    return HttpResponse(
+        generate_latest(processes) + generate_latest(scrape), content_type=CONTENT_TYPE_LATEST
+    )

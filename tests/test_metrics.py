@@ -1,0 +1,322 @@
+"""/metrics: protected, with the figures on-call needs, summed over gunicorn's worker processes."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.utils import timezone
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+from uuid_utils.compat import uuid7
+
+from accounting.models import AccountingFailure
+from llmlog.metrics import UsageCollector
+from llmlog.models import JobRun, LLMUsage
+from tests.conftest import bearer, usage_payload
+
+URL = "/metrics"
+TOKEN = "scrape-token-for-tests"
+
+
+def scrape(client, **headers) -> dict[tuple[str, tuple], float]:
+    response = client.get(URL, **headers)
+    assert response.status_code == 200, response.content[:300]
+    assert response["Content-Type"].startswith("text/plain")
+    return parse(response.content.decode())
+
+
+def parse(text: str) -> dict[tuple[str, tuple], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+@pytest.fixture
+def token(settings) -> dict[str, str]:
+    settings.LLMLOG_METRICS_TOKEN = TOKEN
+    return {"HTTP_AUTHORIZATION": f"Bearer {TOKEN}"}
+
+
+# --- who may read it ------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_anonymous_scrape_is_401_with_a_bearer_challenge(client, token):
+    response = client.get(URL)
+
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == 'Bearer realm="metrics"'
+    assert b"llmlog_" not in response.content
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("header", ["Bearer wrong-token", f"Basic {TOKEN}", f"Bearer {TOKEN}x", "Bearer "])
+def test_wrong_token_is_401(client, token, header):
+    assert client.get(URL, HTTP_AUTHORIZATION=header).status_code == 401
+
+
+@pytest.mark.django_db
+def test_no_token_configured_means_no_token_works(client, settings):
+    settings.LLMLOG_METRICS_TOKEN = None
+
+    assert client.get(URL, HTTP_AUTHORIZATION="Bearer ").status_code == 401
+    assert client.get(URL, HTTP_AUTHORIZATION="Bearer None").status_code == 401
+
+
+@pytest.mark.django_db
+def test_an_api_key_is_not_a_metrics_credential(client, token, platform_key):
+    assert client.get(URL, **bearer(platform_key)).status_code == 401
+
+
+@pytest.mark.django_db
+def test_staff_session_reads_metrics_and_plain_user_is_403(client, django_user_model):
+    plain = django_user_model.objects.create_user("plain", password="pw")
+    client.force_login(plain)
+    assert client.get(URL).status_code == 403
+
+    staff = django_user_model.objects.create_user("ops", password="pw", is_staff=True)
+    client.force_login(staff)
+    assert "llmlog_database_up" in {name for name, _ in scrape(client)}
+
+
+@pytest.mark.django_db
+def test_only_get(client, token):
+    assert client.post(URL, **token).status_code == 405
+
+
+# --- what it says ---------------------------------------------------------------------------------
+
+
+def _usage_row(**overrides):
+    from llmlog.ingest import decode_record, prepare_record
+
+    record = decode_record(json.dumps(usage_payload(**overrides)).encode())
+    return prepare_record(record, now=timezone.now()).row
+
+
+@pytest.mark.django_db
+def test_pending_records_and_the_age_of_the_oldest(client, token):
+    from llmlog.ingest import write_usage_rows
+
+    an_hour_ago = uuid7(nanoseconds=time.time_ns() - 3600 * 10**9)
+    rows = [_usage_row(), _usage_row(), _usage_row(), _usage_row()]
+    rows[0]["id"] = an_hour_ago
+    rows[3]["accounting_status"] = "accounted"
+    rows[3]["id"] = uuid7(nanoseconds=time.time_ns() - 7200 * 10**9)  # older, but not pending
+    write_usage_rows(rows)
+
+    metrics = scrape(client, **token)
+
+    assert metrics[("llmlog_usage_pending_records", ())] == 3
+    assert 3599 <= metrics[("llmlog_usage_pending_oldest_age_seconds", ())] < 3700
+    assert metrics[("llmlog_database_up", ())] == 1
+
+
+@pytest.mark.django_db
+def test_nothing_pending_reads_zero(client, token):
+    metrics = scrape(client, **token)
+
+    assert metrics[("llmlog_usage_pending_records", ())] == 0
+    assert metrics[("llmlog_usage_pending_oldest_age_seconds", ())] == 0
+
+
+@pytest.mark.django_db
+def test_open_accounting_failures_are_counted(client, token):
+    now = timezone.now()
+    for n, status in enumerate(["open", "open", "resolved", "ignored"]):
+        AccountingFailure.objects.create(
+            usage_id=uuid7(),
+            transno=f"f-{n}",
+            use_date=now.date(),
+            error_code="no_account",
+            first_failed_at=now,
+            last_failed_at=now,
+            amount=Decimal("1"),
+            status=status,
+        )
+
+    assert scrape(client, **token)[("llmlog_accounting_failures_open", ())] == 2
+
+
+@pytest.mark.django_db
+def test_last_successful_backup_time_and_rows_moved(client, token):
+    metrics = scrape(client, **token)
+    assert metrics[("llmlog_backup_last_success_timestamp_seconds", ())] == 0  # never: an alert fires
+
+    now = timezone.now()
+    JobRun.objects.create(
+        job="backup_accounted_llmusage",
+        status="succeeded",
+        started_at=now - timedelta(days=1, minutes=5),
+        finished_at=now - timedelta(days=1),
+        counts={"moved": 10},
+    )
+    good = JobRun.objects.create(
+        job="backup_accounted_llmusage",
+        status="succeeded",
+        started_at=now - timedelta(hours=2, minutes=1),
+        finished_at=now - timedelta(hours=2),
+        counts={"moved": 1234, "batches": 2},
+    )
+    JobRun.objects.create(job="backup_accounted_llmusage", status="failed", started_at=now, finished_at=now)
+    JobRun.objects.create(job="purge_history", status="succeeded", started_at=now, finished_at=now)
+
+    metrics = scrape(client, **token)
+
+    assert metrics[("llmlog_backup_last_success_timestamp_seconds", ())] == pytest.approx(
+        good.finished_at.timestamp()
+    )
+    assert metrics[("llmlog_backup_last_moved_records", ())] == 1234
+
+
+@pytest.mark.django_db
+def test_ingest_outcomes_are_counted(client, token, acme_key):
+    def counts() -> dict[str, float]:
+        return {
+            result: REGISTRY.get_sample_value("llmlog_ingest_records_total", {"result": result}) or 0
+            for result in ("created", "duplicate", "conflict", "error")
+        }
+
+    before = counts()
+    one = usage_payload(transno="m-1")
+    bulk = [one, usage_payload(transno="m-2"), usage_payload(input_tokens=-1), {**one, "output_tokens": 1}]
+    response = client.post("/api/llmusage/", bulk, content_type="application/json", **bearer(acme_key))
+    assert response.status_code == 207
+    client.post("/api/llmusage/", one, content_type="application/json", **bearer(acme_key))  # duplicate
+
+    after = counts()
+
+    delta = {result: after[result] - before[result] for result in after}
+    assert delta == {"created": 2, "duplicate": 1, "conflict": 1, "error": 1}
+    assert scrape(client, **token)[("llmlog_ingest_records_total", (("result", "created"),))] >= 2
+
+
+@pytest.mark.django_db
+def test_request_latency_and_counts_are_exported(client, token, acme_key):
+    client.get("/api/llmusage/", **bearer(acme_key))
+
+    metrics = scrape(client, **token)
+
+    key = (
+        "django_http_requests_latency_seconds_by_view_method_count",
+        (("method", "GET"), ("view", "llmusage-list")),
+    )
+    assert metrics[key] >= 1
+
+
+@pytest.mark.django_db
+def test_database_unreadable_still_answers_with_database_up_zero(client, token, monkeypatch):
+    def unreadable():
+        raise DatabaseError("connection refused")
+
+    monkeypatch.setattr(UsageCollector, "figures", staticmethod(unreadable))
+
+    metrics = scrape(client, **token)
+
+    assert metrics[("llmlog_database_up", ())] == 0
+    assert ("llmlog_usage_pending_records", ()) not in metrics
+
+
+@pytest.mark.django_db
+@pytest.mark.postgres
+def test_scrape_queries_use_the_indexes(token):
+    """Each figure is an index probe (EXPLAIN on the real tables; a seq scan here would read the hot
+    table at every scrape)."""
+    queries = [
+        "SELECT count(*) FROM llmusage WHERE accounting_status = 'pending'",
+        "SELECT id FROM llmusage WHERE accounting_status = 'pending' ORDER BY id LIMIT 1",
+        "SELECT count(*) FROM llmusage_accounting_failed WHERE status = 'open'",
+        "SELECT finished_at FROM llmlog_job_run WHERE job = 'backup_accounted_llmusage' "
+        "AND status = 'succeeded' ORDER BY started_at DESC LIMIT 1",
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # tiny test tables: ask what the plan can use
+        for sql in queries:
+            cursor.execute(f"EXPLAIN {sql}")
+            plan = " ".join(row[0] for row in cursor.fetchall())
+            assert "Index" in plan and "Seq Scan" not in plan, plan
+
+
+# --- gunicorn: several worker processes, one answer ------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def gunicorn_server(transactional_db, tmp_path):
+    """gunicorn with config/gunicorn.py and two workers on the test database, as `make run` serves."""
+    db = settings.DATABASES["default"]
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings", LLMLOG_METRICS_TOKEN=TOKEN)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "prometheus")
+    if connection.vendor == "postgresql":
+        env["DATABASE_URL"] = (
+            f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
+        )
+    else:
+        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
+    port = _free_port()
+    log = tmp_path / "gunicorn.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "config.wsgi", "--config", "config/gunicorn.py"]
+        + ["--bind", f"127.0.0.1:{port}", "--workers", "2"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/api/schema/", timeout=2)
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"gunicorn did not start:\n{log.read_text()}") from None
+                time.sleep(0.2)
+        yield base, tmp_path / "prometheus", log
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_counts_add_up_over_gunicorn_workers(gunicorn_server, acme_key):
+    base, multiproc_dir, log = gunicorn_server
+    sent = 12
+    for n in range(sent):
+        request = urllib.request.Request(
+            f"{base}/api/llmusage/",
+            data=json.dumps(usage_payload(transno=f"gun-{n}")).encode(),
+            headers={"Authorization": f"Bearer {acme_key}", "Content-Type": "application/json"},
+        )
+        assert urllib.request.urlopen(request, timeout=10).status == 201
+
+    request = urllib.request.Request(f"{base}/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    metrics = parse(urllib.request.urlopen(request, timeout=10).read().decode())
+
+    assert metrics[("llmlog_ingest_records_total", (("result", "created"),))] == sent
+    assert metrics[("llmlog_usage_pending_records", ())] == LLMUsage.objects.count() == sent
+    assert list(multiproc_dir.glob("counter_*.db")), "the workers keep their counters in the directory"
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert sum(1 for line in lines if line.get("path") == "/api/llmusage/" and line["status"] == 201) == sent
