@@ -42,3 +42,23 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+_PERIODS = {"s": 1, "sec": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
+
+
+def env_rate(name: str, default: str) -> tuple[int, int] | None:
+    """A rate like "6000/min" (s, min, hour, day) as (requests, seconds); "off" turns it off (None)."""
+    raw = os.environ.get(name, default).strip().lower()
+    if raw in ("off", "none", "0"):
+        return None
+    count, _, period = raw.partition("/")
+    try:
+        requests = int(count)
+    except ValueError:
+        requests = 0
+    if requests < 1 or period not in _PERIODS:
+        raise ImproperlyConfigured(
+            f'{name} must look like "6000/min" (per s, min, hour, day) or "off", got {raw!r}'
+        )
+    return requests, _PERIODS[period]

@@ -3,9 +3,10 @@
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_int, env_list, env_str
+from config.env import env_bool, env_int, env_list, env_rate, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("LLMLOG_VAR_DIR", str(BASE_DIR / "var")))
@@ -31,11 +32,16 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "django_prometheus",  # request latency and counts for /metrics (llmlog.metrics)
+    "rangefilter",  # the admin's from-to date filter (django-admin-rangefilter)
     "accounting",
     "llmlog",
 ]
 
 MIDDLEWARE = [
+    # First: every later middleware's log lines carry the request id; the access line times it all.
+    "llmlog.logging.RequestIdMiddleware",
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -44,6 +50,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",  # last: sees the final response
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -104,12 +111,18 @@ WHITENOISE_USE_FINDERS = DEBUG
 # The largest request body accepted: 1000 records with their request/response text fit well inside.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("LLMLOG_MAX_BODY_BYTES", 8 * 1024 * 1024, minimum=1024)
 
+# JSON lines with the request id (llmlog.logging); never a key or a body.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {"json": {"()": "llmlog.logging.JsonFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {
+        # Its DEBUG lines are every SQL statement with its parameters: ioinfo bodies, metadata, key
+        # hashes. Kept at INFO even when LOG_LEVEL=DEBUG.
+        "django.db.backends": {"level": "INFO"},
+    },
 }
 
 # --- REST API -----------------------------------------------------------------------------------
@@ -134,6 +147,14 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several models have a `kind` or `status`: name their enums after the model, not a hash.
+    "ENUM_NAME_OVERRIDES": {
+        "AccountKindEnum": "accounting.models.Account.Kind",
+        "CreatableAccountKindEnum": "accounting.models.Account.CREATABLE_KIND_CHOICES",
+        "AccountStatusEnum": "accounting.models.Account.Status",
+        "AccountingFailureStatusEnum": "accounting.models.AccountingFailure.Status",
+        "UsageStatusEnum": "llmlog.models.UsageStatus",
+    },
 }
 
 # --- llmlog -------------------------------------------------------------------------------------
@@ -174,3 +195,69 @@ CELERY_RESULT_EXPIRES = 3600
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # The reviewed source of truth for periodic jobs; django-celery-beat mirrors it into the admin.
 CELERY_BEAT_SCHEDULE: dict = {}
+# Nightly, in the quiet hour: yesterday's accounted records leave the hot table, so ingest and the
+# day's queries work on a small llmusage. Any day boundary is TIME_ZONE's (CELERY_TIMEZONE).
+CELERY_BEAT_SCHEDULE["backup_accounted_llmusage"] = {
+    "task": "llmlog.tasks.backup_accounted_llmusage",
+    "schedule": crontab(hour=LLMLOG_BACKUP_HOUR, minute=0),
+}
+# Nightly, half an hour after the backup starts (it touches other rows, so an overlap is harmless):
+# history older than LLMLOG_HISTORY_RETENTION_DAYS goes; while that is unset the run does nothing.
+CELERY_BEAT_SCHEDULE["purge_history"] = {
+    "task": "llmlog.tasks.purge_history",
+    "schedule": crontab(hour=LLMLOG_BACKUP_HOUR, minute=30),
+}
+# Every 5 minutes: stats read hourly rollups for closed hours, so each hour is built soon after it
+# settles (10 minutes past its end) and hours that late records landed in are rebuilt within minutes.
+CELERY_BEAT_SCHEDULE["build_usage_rollups"] = {
+    "task": "llmlog.tasks.build_usage_rollups",
+    "schedule": crontab(minute="*/5"),
+}
+# Every minute: post pending usage to the ledger (ingest also asks for a run a few seconds after new
+# records). Expires before the next tick, so a worker that was down finds one run, not a pile of them.
+CELERY_BEAT_SCHEDULE["account_pending_usage"] = {
+    "task": "llmlog.tasks.account_pending_usage",
+    "schedule": 60.0,
+    "options": {"expires": 55},
+}
+# Every 15 minutes: retry failed postings whose backoff has passed (2^attempts minutes, at most 6 h).
+CELERY_BEAT_SCHEDULE["retry_failed_accounting"] = {
+    "task": "llmlog.tasks.retry_failed_accounting",
+    "schedule": crontab(minute="*/15"),
+    "options": {"expires": 14 * 60},
+}
+
+# Celery's worker logs through LOGGING too (JSON lines), instead of replacing the root logger's handlers.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# --- Cache, ingest throttling, metrics ----------------------------------------------------------
+if REDIS_URL:
+    # Shared by every gunicorn worker and host. The broker's Redis database: cache keys carry the
+    # "llmlog" prefix, and nothing may call cache.clear() (it would FLUSHDB the broker's queues too).
+    # Short timeouts: the ingest throttle fails open rather than wait on an unreachable Redis.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "llmlog",
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
+    }
+else:
+    # No server: files under var/, which every process on the machine (gunicorn's workers, the Celery
+    # worker) shares. Not the DatabaseCache: on SQLite each throttled ingest request would then take
+    # the one database write lock twice more, beside the ingest it is counting.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+        }
+    }
+
+# Ingest requests per API key (fixed window in the cache): a runaway gateway gets a 429 with
+# Retry-After instead of starving the others. "off" turns it off (e.g. for a load test).
+LLMLOG_INGEST_RATE = env_rate("LLMLOG_INGEST_RATE", "6000/min")
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["llmlog.api.throttling.IngestRateThrottle"]
+
+# /metrics: a Prometheus scrape job sends `Authorization: Bearer <token>`; staff sessions need none.
+LLMLOG_METRICS_TOKEN = env_str("LLMLOG_METRICS_TOKEN") or None

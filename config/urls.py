@@ -1,11 +1,28 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from llmlog.api.adapters import LiteLLMIngestView, OTLPTracesView
+from llmlog.dashboard import dashboard_view
+from llmlog.metrics import metrics_view
+
 urlpatterns = [
+    # The operator's dashboard, inside the admin (login, staff, never cached); before admin/ so it wins.
+    path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
     path("admin/", admin.site.urls),
+    # Prometheus; a bearer token (LLMLOG_METRICS_TOKEN) or a staff session (llmlog.metrics).
+    path("metrics", metrics_view, name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
     path("api/", include("llmlog.api.urls")),
+    # /api/accounts/ and /api/accounting-failures/ (the ledger and failed postings)
+    path("api/", include("llmlog.api.accounting")),
+    # OneUptime's /api/llm-log/, new-api's /api/log/ and AI Proxy's /api/logs/search, /api/log/{group}/search
+    path("api/", include("llmlog.api.dialects.urls")),
+    # Gateway adapters. OTLP exporters append /v1/traces to the endpoint they are given, so the root
+    # path is what `OTEL_EXPORTER_OTLP_ENDPOINT=http://llmlog:8000` reaches; both answer the same.
+    re_path(r"^api/ingest/litellm/?$", LiteLLMIngestView.as_view(), name="ingest-litellm"),
+    path("api/ingest/otlp/v1/traces", OTLPTracesView.as_view(), name="ingest-otlp"),
+    path("v1/traces", OTLPTracesView.as_view(), name="otlp-traces"),
 ]

@@ -1,23 +1,128 @@
+"""The operator's admin: usage and history (big tables: bounded counts, indexed filters and search, CSV
+export), model prices, API keys, job runs. The dashboard is llmlog.dashboard; the shared pieces for big
+lists are llmlog.admin_tools and llmlog.csv_export."""
+
 from django import forms
 from django.contrib import admin, messages
-from django.core.paginator import Paginator
-from django.utils.functional import cached_property
+from django.http import HttpRequest
+from django.utils.text import Truncator
 
+from accounting.admin import AccountingFailureAdmin
+from accounting.models import AccountingFailure
+from llmlog.admin_tools import BigTableAdmin, EstimatedCountPaginator, IndexedValuesFilter, date_range_filter
+from llmlog.csv_export import CsvColumn, CsvExportMixin
+from llmlog.edits import UsageImmutable, usage_delete, usage_update
 from llmlog.keys import api_key_revoke
-from llmlog.models import ApiKey, JobRun, LLMUsage, LLMUsageHistory, ModelPrice
+from llmlog.models import AccountingStatus, ApiKey, JobRun, LLMUsage, LLMUsageHistory, ModelPrice
+from llmlog.posting import retry_failed_accounting
+from llmlog.selectors import usage_search
+
+__all__ = ["EstimatedCountPaginator"]  # kept importable from here for older callers
+
+USAGE_FIELDSETS = (
+    (None, {"fields": ("id", "transno", "taskid", "status", "code", "error_message", "retry_times")}),
+    ("Time", {"fields": ("use_date", "use_time", "responsed_seconds", "finish_seconds", "created_at")}),
+    (
+        "Who",
+        {
+            "fields": (
+                "userorgid",
+                "userid",
+                "username",
+                "token_id",
+                "token_name",
+                "token_key_hash",
+                "group",
+                "request_ip",
+                "feature",
+            )
+        },
+    ),
+    (
+        "Model",
+        {
+            "fields": (
+                "model_name",
+                "llmid",
+                "ownerid",
+                "provider",
+                "provider_type",
+                "channel_id",
+                "is_local",
+                "is_global_provider",
+                "endpoint",
+                "is_stream",
+            )
+        },
+    ),
+    (
+        "Tokens",
+        {
+            "fields": (
+                "input_tokens",
+                "output_tokens",
+                "cached_tokens",
+                "cache_creation_tokens",
+                "reasoning_tokens",
+                "image_input_tokens",
+                "web_search_count",
+                "total_tokens",
+                "usages",
+            )
+        },
+    ),
+    ("Money", {"fields": ("amount", "cost", "currency", "price")}),
+    ("Accounting", {"fields": ("accounting_status", "accounted_at")}),
+    ("Request and response, tags", {"fields": ("ioinfo", "metadata"), "classes": ("collapse",)}),
+)
+USAGE_FIELDS = tuple(name for _, options in USAGE_FIELDSETS for name in options["fields"])
+# What an operator may correct on a record not yet accounted (as PATCH /api/llmusage/{id}/): token
+# counts are what the provider reported, and the rest is identity or bookkeeping.
+USAGE_EDITABLE_FIELDS = (
+    "amount",
+    "cost",
+    "model_name",
+    "llmid",
+    "ownerid",
+    "userid",
+    "username",
+    "token_name",
+    "group",
+    "feature",
+    "status",
+    "code",
+    "error_message",
+)
+USAGE_CSV_COLUMNS = (
+    CsvColumn("use_time"),
+    CsvColumn("use_date"),
+    CsvColumn("transno"),
+    CsvColumn("userorgid"),
+    CsvColumn("userid"),
+    CsvColumn("username"),
+    CsvColumn("token_name"),
+    CsvColumn("model_name"),
+    CsvColumn("llmid"),
+    CsvColumn("ownerid"),
+    CsvColumn("provider_type"),
+    CsvColumn("status"),
+    CsvColumn("code"),
+    CsvColumn("accounting_status"),
+    CsvColumn("input_tokens", total=True),
+    CsvColumn("output_tokens", total=True),
+    CsvColumn("cached_tokens", total=True),
+    CsvColumn("reasoning_tokens", total=True),
+    CsvColumn("total_tokens", total=True),
+    CsvColumn("amount", total=True),
+    CsvColumn("cost", total=True),
+    CsvColumn("currency"),
+    CsvColumn("error_message"),
+)
 
 
-class EstimatedCountPaginator(Paginator):
-    """Never COUNT millions of rows for a page: past a bound, say "many" via the bound itself."""
+class UsageAdminBase(CsvExportMixin, BigTableAdmin):
+    """Usage records, hot or history: millions of rows, so every filter and search uses an index."""
 
-    bound = 10_000
-
-    @cached_property
-    def count(self) -> int:
-        return len(self.object_list[: self.bound + 1].values_list("pk", flat=True))
-
-
-class UsageAdminBase(admin.ModelAdmin):
     list_display = (
         "use_time",
         "transno",
@@ -30,30 +135,83 @@ class UsageAdminBase(admin.ModelAdmin):
         "status",
         "accounting_status",
     )
-    list_filter = ("status", "accounting_status", "use_date")
-    search_fields = ("=transno", "=userid", "=userorgid", "=model_name", "=token_name")
+    list_filter = (
+        # From-to days on use_time: served by the (-use_time) and (userorgid, -use_time) indexes.
+        ("use_time", date_range_filter("use time")),
+        "status",
+        "accounting_status",
+        # Their values come from the (model_name, -use_time) and (userorgid, -use_time) indexes.
+        ("model_name", IndexedValuesFilter),
+        ("userorgid", IndexedValuesFilter),
+    )
+    # The search is llmlog.selectors.usage_search: exact matches on indexed columns (transno, id,
+    # userid, username, userorgid, model_name, token_name) or words of the error message (trigrams).
+    search_fields = ("=transno", "=userid", "=username", "=userorgid", "=model_name", "=token_name")
+    search_help_text = (
+        "Exact transno, id, userid, username, userorgid, model_name or token_name; or words of the error."
+    )
     ordering = ("-use_time",)
-    paginator = EstimatedCountPaginator
-    show_full_result_count = False
-    list_per_page = 50
+    fieldsets = USAGE_FIELDSETS
+    csv_columns = USAGE_CSV_COLUMNS
 
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False  # usage is what the gateway reported; operators read it, services change it
+    def get_search_results(self, request: HttpRequest, queryset, search_term: str) -> tuple:
+        if not search_term.strip():
+            return queryset, False
+        return usage_search(queryset=queryset, keyword=search_term), False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # usage is what the gateway reported
 
 
 @admin.register(LLMUsage)
 class LLMUsageAdmin(UsageAdminBase):
-    pass
+    """The hot table. A record not yet accounted can be corrected or deleted (llmlog.edits); an
+    accounted one is part of the ledger and is read-only."""
+
+    def get_readonly_fields(self, request: HttpRequest, obj: LLMUsage | None = None) -> tuple:
+        return tuple(name for name in USAGE_FIELDS if name not in USAGE_EDITABLE_FIELDS)
+
+    def get_actions(self, request: HttpRequest) -> dict:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # a bulk delete would bypass llmlog.edits' checks
+        return actions
+
+    def has_change_permission(self, request: HttpRequest, obj: LLMUsage | None = None) -> bool:
+        accounted = obj is not None and obj.accounting_status == AccountingStatus.ACCOUNTED
+        return not accounted and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: LLMUsage | None = None) -> bool:
+        accounted = obj is not None and obj.accounting_status == AccountingStatus.ACCOUNTED
+        return not accounted and super().has_delete_permission(request, obj)
+
+    def save_model(self, request: HttpRequest, obj: LLMUsage, form: forms.ModelForm, change: bool) -> None:
+        changes = {name: form.cleaned_data[name] for name in form.changed_data}
+        if not changes:
+            return
+        try:
+            usage_update(id=obj.pk, changes=changes)
+        except UsageImmutable as exc:
+            self.message_user(request, f"Not changed: {exc}", level=messages.ERROR)
+
+    def delete_model(self, request: HttpRequest, obj: LLMUsage) -> None:
+        try:
+            usage_delete(id=obj.pk)
+        except UsageImmutable as exc:
+            self.message_user(request, f"Not deleted: {exc}", level=messages.ERROR)
 
 
 @admin.register(LLMUsageHistory)
 class LLMUsageHistoryAdmin(UsageAdminBase):
-    list_display = (*UsageAdminBase.list_display, "backup_time")
+    """Accounted records of past days: read-only."""
 
-    def has_add_permission(self, request) -> bool:
+    list_display = (*UsageAdminBase.list_display, "backup_time")
+    fieldsets = (*USAGE_FIELDSETS, ("Backup", {"fields": ("backup_time",)}))
+    csv_columns = (*USAGE_CSV_COLUMNS, CsvColumn("backup_time"))
+
+    def has_change_permission(self, request: HttpRequest, obj: LLMUsageHistory | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: LLMUsageHistory | None = None) -> bool:
         return False
 
 
@@ -97,9 +255,13 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 @admin.register(JobRun)
 class JobRunAdmin(admin.ModelAdmin):
-    list_display = ("job", "started_at", "duration", "status", "counts", "error")
+    # The last runs of each job: filter by job; newest first.
+    list_display = ("job", "started_at", "duration", "status", "what_it_did", "error_summary")
     list_filter = ("job", "status")
+    search_fields = ("=job", "error")
+    date_hierarchy = "started_at"
     ordering = ("-started_at",)
+    list_per_page = 50
 
     def has_add_permission(self, request) -> bool:
         return False
@@ -111,3 +273,36 @@ class JobRunAdmin(admin.ModelAdmin):
     def duration(self, run: JobRun) -> str:
         seconds = run.duration_seconds
         return "running" if seconds is None else f"{seconds:.1f}"
+
+    @admin.display(description="counts")
+    def what_it_did(self, run: JobRun) -> str:
+        return ", ".join(f"{name} {value}" for name, value in run.counts.items()) or "-"
+
+    @admin.display(description="error")
+    def error_summary(self, run: JobRun) -> str:
+        return Truncator(run.error).chars(120)
+
+
+class AccountingFailureRetryAdmin(AccountingFailureAdmin):
+    """accounting's failures page plus "Retry now", which reads usage rows and so lives on llmlog's side."""
+
+    actions = ("retry_now", *AccountingFailureAdmin.actions)
+
+    @admin.action(description="Retry now")
+    def retry_now(self, request, queryset) -> None:
+        result = retry_failed_accounting(
+            ids=list(queryset.values_list("pk", flat=True)), by=request.user.get_username()
+        )
+        counts = result.counts
+        succeeded = counts["accounted"] + counts["skipped"] + counts["already_accounted"]
+        failed = counts["failed"] + counts["busy"] + counts["missing"]
+        self.message_user(
+            request,
+            f"Retried {len(result.outcomes)} failure(s): {succeeded} succeeded, {failed} failed "
+            f"({counts['failed']} failed again, {counts['busy']} busy, {counts['missing']} missing).",
+            level=messages.WARNING if failed else messages.SUCCESS,
+        )
+
+
+admin.site.unregister(AccountingFailure)
+admin.site.register(AccountingFailure, AccountingFailureRetryAdmin)

@@ -11,7 +11,7 @@ import ipaddress
 import math
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
@@ -22,11 +22,27 @@ from django.utils import timezone
 from psycopg.types.json import Jsonb
 from uuid_utils.compat import uuid7
 
-from llmlog.models import MONEY_DIGITS, MONEY_PLACES, AccountingStatus, LLMUsage, UsageAll
+from llmlog.metrics import count_ingest
+from llmlog.models import MONEY_DIGITS, MONEY_PLACES, AccountingStatus, LLMUsage, ModelPrice, UsageAll
+from llmlog.posting import request_posting_soon
 from llmlog.pricing import PriceBook, TokenCounts, charge, price_snapshot, quantize_money
 
 BIG = 2**63 - 1
+INT_MAX = 2**31 - 1  # web_search_count's column
 Tokens = Annotated[int, msgspec.Meta(ge=0, le=BIG)] | None
+# Levels of arrays/objects inside metadata, usages or an ioinfo side. Tags and usage objects are flat;
+# the bound keeps a hostile body from costing the database (jsonb) and every later reader
+# (json.dumps recurses) a deep recursion.
+MAX_JSON_DEPTH = 64
+# A provider's raw usage object is a few hundred bytes; this bounds what a hostile one can store.
+USAGES_MAX_BYTES = 8192
+# use_time bounds: nothing billed by an LLM gateway predates 2000, and a day ahead covers any gateway's
+# clock skew; outside them the time is a bug (seconds sent as milliseconds, a zero date), not a record.
+USE_TIME_MIN = datetime(2000, 1, 1, tzinfo=UTC)
+USE_TIME_MAX_AHEAD = timedelta(days=1)
+NUL_MESSAGE = "Contains a NUL character (\\u0000), which cannot be stored."
+# Durations: 10**9 s (31 years) bounds the columns' floats to something a client can read back.
+Seconds = Annotated[float, msgspec.Meta(ge=0, le=1e9)] | None
 
 
 def Text(max_length: int) -> Any:  # noqa: N802 - reads as a type in the struct below
@@ -45,8 +61,8 @@ class UsageIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     transno: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
     taskid: Text(256) = ""
     use_time: datetime | int | float | None = None
-    responsed_seconds: Annotated[float, msgspec.Meta(ge=0)] | None = None
-    finish_seconds: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    responsed_seconds: Seconds = None
+    finish_seconds: Seconds = None
     userid: Text(64) = ""
     username: Text(150) = ""
     userorgid: Text(64) = ""
@@ -84,6 +100,14 @@ class UsageIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     retry_times: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] = 0
     ioinfo: IoInfoIn | None = None
     metadata: dict[str, Any] | None = None
+
+
+# Every text field of the record, checked for NUL (PostgreSQL's text refuses it).
+TEXT_FIELDS = tuple(
+    f.name
+    for f in msgspec.inspect.type_info(UsageIn).fields
+    if any(isinstance(kind, msgspec.inspect.StrType) for kind in getattr(f.type, "types", (f.type,)))
+)
 
 
 class RecordError(Exception):
@@ -133,6 +157,8 @@ def parse_body(body: bytes) -> tuple[list[msgspec.Raw], bool]:
         items = msgspec.json.decode(body, type=list[msgspec.Raw] if is_bulk else msgspec.Raw)
     except msgspec.DecodeError as exc:
         raise BodyError(f"Malformed JSON: {exc}") from None
+    except RecursionError:
+        raise BodyError("Malformed JSON: nested too deeply to read.") from None
     if not is_bulk:
         return [items], False
     limit = settings.LLMLOG_BULK_MAX
@@ -148,6 +174,29 @@ def decode_record(raw: bytes) -> UsageIn:
         return msgspec.json.decode(raw, type=UsageIn)
     except msgspec.ValidationError as exc:
         raise RecordError(_validation_errors(str(exc))) from None
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
+        # Strings are UTF-8-checked and nesting is followed only here (splitting the body skips them).
+        raise RecordError(_undecodable(raw, exc)) from None
+
+
+def _undecodable(raw: bytes, exc: Exception) -> dict[str, str]:
+    """Name the top-level field that cannot be decoded, when the object itself can be split."""
+    if isinstance(exc, RecursionError):
+        message = "Nested too deeply to read."
+    elif isinstance(exc, UnicodeDecodeError):
+        message = "Not valid UTF-8."
+    else:
+        message = f"Malformed JSON: {exc}"
+    try:
+        fields = msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
+        for name, value in fields.items():
+            try:
+                msgspec.json.decode(value)
+            except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+                return {name: message}
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        pass
+    return {"non_field_errors": message}
 
 
 def _validation_errors(message: str) -> dict[str, str]:
@@ -195,14 +244,19 @@ def prepare_record(
             errors["userorgid"] = f"This key may only ingest records of org {org!r}."
         record.userorgid = org
 
-    use_time = _use_time(record.use_time, errors)
+    use_time = _use_time(record.use_time, errors, now=now)
     tokens = _token_counts(record, errors)
     amount = _money(record.amount, "amount", errors)
     cost = _money(record.cost, "cost", errors)
     request_ip = _ip(record.request_ip, errors)
+    for name in TEXT_FIELDS:
+        value = getattr(record, name)
+        if value is not None and "\x00" in value:
+            errors[name] = NUL_MESSAGE
     metadata = record.metadata or {}
-    if len(msgspec.json.encode(metadata)) > settings.LLMLOG_METADATA_MAX_BYTES:
-        errors["metadata"] = f"At most {settings.LLMLOG_METADATA_MAX_BYTES} bytes of JSON."
+    _check_json(metadata, "metadata", settings.LLMLOG_METADATA_MAX_BYTES, errors)
+    if record.usages is not None:
+        _check_json(record.usages, "usages", USAGES_MAX_BYTES, errors)
     if errors:
         raise RecordError(errors)
 
@@ -255,21 +309,30 @@ def prepare_record(
     return PreparedRecord(row=row, payload_hash=digest)
 
 
-def _use_time(value: datetime | int | float | None, errors: dict[str, str]) -> datetime:
+def _use_time(value: datetime | int | float | None, errors: dict[str, str], *, now: datetime) -> datetime:
     if value is None:
         return timezone.now()
     if isinstance(value, datetime):
         # A time without an offset is read in TIME_ZONE, the gateway's and the operator's day.
-        return timezone.make_aware(value) if timezone.is_naive(value) else value
-    if not math.isfinite(value) or value < 0:
+        aware = timezone.make_aware(value) if timezone.is_naive(value) else value
+    elif not math.isfinite(value) or value < 0:
         errors["use_time"] = "Expected an ISO 8601 time or unix seconds/milliseconds."
         return timezone.now()
-    seconds = value / 1000 if value >= 100_000_000_000 else value  # past 5138 AD in seconds: milliseconds
+    else:
+        seconds = value / 1000 if value >= 100_000_000_000 else value  # past 5138 AD in seconds: ms
+        try:
+            aware = datetime.fromtimestamp(seconds, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            errors["use_time"] = "Out of range."
+            return timezone.now()
     try:
-        return datetime.fromtimestamp(seconds, tz=UTC)
-    except (OverflowError, OSError, ValueError):
-        errors["use_time"] = "Out of range."
+        in_utc = aware.astimezone(UTC)  # 9999-12-31T23:59-05:00 is past the largest datetime in UTC
+    except OverflowError:
+        in_utc = None
+    if in_utc is None or not USE_TIME_MIN <= in_utc <= now + USE_TIME_MAX_AHEAD:
+        errors["use_time"] = f"Expected a time from {USE_TIME_MIN:%Y-%m-%d} to one day from now."
         return timezone.now()
+    return aware
 
 
 def _money(value: Decimal | None, name: str, errors: dict[str, str]) -> Decimal | None:
@@ -292,10 +355,41 @@ def _ip(value: str | None, errors: dict[str, str]) -> str | None:
     if not value:
         return None
     try:
-        return str(ipaddress.ip_address(value))
+        address = ipaddress.ip_address(value)
     except ValueError:
         errors["request_ip"] = f"{value!r} is not an IPv4 or IPv6 address."
         return None
+    if getattr(address, "scope_id", None):  # fe80::1%eth0: the database's inet has no zone index
+        errors["request_ip"] = f"{value!r} has a zone index (%...); send the address alone."
+        return None
+    return str(address)
+
+
+def _check_json(value: Any, name: str, max_bytes: int, errors: dict[str, str]) -> None:
+    if len(msgspec.json.encode(value)) > max_bytes:
+        errors[name] = f"At most {max_bytes} bytes of JSON."
+        return
+    problem = json_problem(value)
+    if problem:
+        errors[name] = problem
+
+
+def json_problem(value: Any, depth: int = 1) -> str | None:
+    """Why a decoded JSON value cannot be stored as sent: nested more than MAX_JSON_DEPTH levels, or a
+    NUL character (PostgreSQL's text and jsonb refuse it). None when it can be."""
+    if isinstance(value, str):
+        return NUL_MESSAGE if "\x00" in value else None
+    if isinstance(value, dict | list):
+        if depth > MAX_JSON_DEPTH:
+            return f"Nested more than {MAX_JSON_DEPTH} levels deep."
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            problem = (NUL_MESSAGE if isinstance(key, str) and "\x00" in key else None) or json_problem(
+                item, depth + 1
+            )
+            if problem:
+                return problem
+    return None
 
 
 TOKEN_FIELDS = (
@@ -316,6 +410,9 @@ def _token_counts(record: UsageIn, errors: dict[str, str]) -> TokenCounts:
     for name in TOKEN_FIELDS:
         sent = getattr(record, name)
         counts[name] = sent if sent is not None else derived.get(name, 0)
+        limit = INT_MAX if name == "web_search_count" else BIG
+        if counts[name] > limit:  # derived sums (Anthropic's input + cache) can pass the column
+            errors[name] = f"{counts[name]} is more than {limit}, the most this count can be."
     tokens = TokenCounts(**counts)
     prompt_parts = tokens.cached_tokens + tokens.cache_creation_tokens + tokens.image_input_tokens
     if prompt_parts > tokens.input_tokens:
@@ -329,7 +426,9 @@ def _token_counts(record: UsageIn, errors: dict[str, str]) -> TokenCounts:
             "they are part of it."
         )
     expected_total = tokens.input_tokens + tokens.output_tokens
-    if record.total_tokens is not None and record.total_tokens != expected_total:
+    if expected_total > BIG:
+        errors["total_tokens"] = f"input_tokens + output_tokens ({expected_total}) is more than {BIG}."
+    elif record.total_tokens is not None and record.total_tokens != expected_total:
         errors["total_tokens"] = (
             f"total_tokens ({record.total_tokens}) must equal "
             f"input_tokens + output_tokens ({expected_total})."
@@ -346,8 +445,8 @@ def usage_counts_from_raw(usages: dict[str, Any], errors: dict[str, str]) -> dic
             value = value.get(part) if isinstance(value, dict) else None
         if value is None:
             return 0
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            errors[f"usages.{path}"] = "Expected a non-negative integer."
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= BIG:
+            errors[f"usages.{path}"] = f"Expected a non-negative integer of at most {BIG}."
             return 0
         return value
 
@@ -395,18 +494,26 @@ def truncate_ioinfo(ioinfo: IoInfoIn | None, limit: int) -> dict[str, Any] | Non
             continue
         text = value if isinstance(value, str) else msgspec.json.encode(value).decode()
         if len(text) > limit:
-            result[side] = text[:limit]
+            value = text[:limit]
             result["truncated"] = True
-        else:
-            result[side] = value
+        elif not isinstance(value, str) and json_problem(value):
+            # Too deep, or a NUL the database refuses: kept as its JSON text (NUL escaped), like a side
+            # too long. ioinfo is a copy kept for reading; the billable record is never refused for it.
+            value = text
+        result[side] = value.replace("\x00", "\ufffd") if isinstance(value, str) else value
     return result
 
 
-def apply_prices(rows: list[dict[str, Any]]) -> None:
-    """Fill amount and cost from ModelPrice where the gateway sent none, and decide what is billable."""
-    to_price = [row for row in rows if row["amount"] is None or row["cost"] is None]
-    book = PriceBook.for_models(row["model_name"] for row in to_price)
-    for row in to_price:
+def apply_prices(rows: list[dict[str, Any]]) -> dict[int, dict[str, str]]:
+    """Fill amount and cost from ModelPrice where the gateway sent none, and decide what is billable.
+
+    Returns the field errors of rows whose charge does not fit the money column, by position in `rows`;
+    those rows are left unpriced.
+    """
+    errors: dict[int, dict[str, str]] = {}
+    to_price = [(i, row) for i, row in enumerate(rows) if row["amount"] is None or row["cost"] is None]
+    book = PriceBook.for_models(row["model_name"] for _, row in to_price)
+    for position, row in to_price:
         if row["status"] == "failed":
             # A failed call is billed only when the gateway says so.
             row["amount"] = Decimal(0) if row["amount"] is None else row["amount"]
@@ -414,20 +521,39 @@ def apply_prices(rows: list[dict[str, Any]]) -> None:
             continue
         counts = TokenCounts(**{name: row[name] for name in TOKEN_FIELDS})
         snapshot: dict[str, Any] = {}
-        if row["amount"] is None:
-            sale = book.find(row["model_name"], "sale", row["use_time"])
-            if sale is not None:
-                row["amount"] = charge(sale, counts)
-                snapshot["sale"] = price_snapshot(sale)
-        if row["cost"] is None:
-            cost = book.find(row["model_name"], "cost", row["use_time"])
-            # No cost price: the model costs nothing to serve (the platform's own model).
-            row["cost"] = charge(cost, counts) if cost is not None else Decimal(0)
-            snapshot["cost"] = price_snapshot(cost) if cost is not None else None
-        row["price"] = snapshot
+        amount, cost = row["amount"], row["cost"]
+        try:
+            if amount is None:
+                sale = book.find(row["model_name"], "sale", row["use_time"])
+                if sale is not None:
+                    amount = _charge(sale, counts, "amount")
+                    snapshot["sale"] = price_snapshot(sale)
+            if cost is None:
+                cost_price = book.find(row["model_name"], "cost", row["use_time"])
+                # No cost price: the model costs nothing to serve (the platform's own model).
+                cost = _charge(cost_price, counts, "cost") if cost_price is not None else Decimal(0)
+                snapshot["cost"] = price_snapshot(cost_price) if cost_price is not None else None
+        except RecordError as exc:
+            errors[position] = exc.errors
+            continue
+        row["amount"], row["cost"], row["price"] = amount, cost, snapshot
     for row in rows:
         if row["amount"] == 0 and row["cost"] == 0:
             row["accounting_status"] = AccountingStatus.SKIPPED
+    return errors
+
+
+def _charge(price: ModelPrice, counts: TokenCounts, name: str) -> Decimal:
+    """`charge`, refused when it does not fit the money column (absurd token counts at a real price)."""
+    try:
+        value = charge(price, counts)
+    except InvalidOperation:  # more digits than the decimal context holds
+        value = None
+    if value is None or value.adjusted() >= MONEY_DIGITS - MONEY_PLACES:
+        digits = MONEY_DIGITS - MONEY_PLACES
+        message = f"Priced at {price}, it has more than {digits} digits before the decimal point."
+        raise RecordError({name: f"{message} Check the token counts."})
+    return value
 
 
 # --- storage --------------------------------------------------------------------------------------
@@ -459,7 +585,9 @@ def write_usage_rows(rows: list[dict[str, Any]]) -> None:
     table = LLMUsage._meta.db_table
     columns = ", ".join(connection.ops.quote_name(f.column) for f in USAGE_FIELDS)
     connection.ensure_connection()
-    with connection.connection.cursor() as cursor:
+    # The raw psycopg cursor raises psycopg's errors; wrapped, a taken transno is Django's IntegrityError,
+    # which the caller's retry sorts into duplicate or conflict (otherwise a concurrent resend is a 500).
+    with connection.wrap_database_errors, connection.connection.cursor() as cursor:
         if len(rows) <= SMALL_WRITE:
             placeholders = ", ".join(["%s"] * len(names))
             sql = f"INSERT INTO {table} ({columns}) VALUES ({placeholders})"
@@ -500,17 +628,40 @@ def usage_ingest(*, body: bytes, org: str = "") -> IngestResult:
     `org` is the ingesting key's org ("" for a platform key): records are pinned to it.
     """
     raw_items, is_bulk = parse_body(body)
+    records: list[UsageIn | RecordError] = []
+    for raw in raw_items:
+        try:
+            records.append(decode_record(raw))
+        except RecordError as exc:
+            records.append(exc)
+    return usage_ingest_records(records=records, org=org, is_bulk=is_bulk)
+
+
+def usage_ingest_records(
+    *, records: list[UsageIn | RecordError], org: str = "", is_bulk: bool = True
+) -> IngestResult:
+    """`usage_ingest` for records already decoded (the gateway adapters map theirs onto UsageIn).
+
+    A RecordError in the list is a record that could not be decoded: it is reported at its index.
+    """
     result = IngestResult(
-        is_bulk=is_bulk, items=[ItemResult(index=i, status="error") for i in range(len(raw_items))]
+        is_bulk=is_bulk, items=[ItemResult(index=i, status="error") for i in range(len(records))]
     )
     now, tz = timezone.now(), timezone.get_current_timezone()
     prepared: dict[int, PreparedRecord] = {}
-    for index, raw in enumerate(raw_items):
+    for index, record in enumerate(records):
+        if isinstance(record, RecordError):
+            result.items[index].errors = record.errors
+            continue
         try:
-            prepared[index] = prepare_record(decode_record(raw), now=now, org=org, tz=tz)
+            prepared[index] = prepare_record(record, now=now, org=org, tz=tz)
         except RecordError as exc:
             result.items[index].errors = exc.errors
-    apply_prices([record.row for record in prepared.values()])
+    positions = list(prepared)
+    unpriceable = apply_prices([prepared[index].row for index in positions])
+    for position, errors in unpriceable.items():
+        result.items[positions[position]].errors = errors
+        del prepared[positions[position]]
 
     # Three tries: a transno taken by a concurrent request between our look-up and our insert makes
     # the COPY fail whole; the next look-up sees it and sorts it into duplicate or conflict.
@@ -527,6 +678,9 @@ def usage_ingest(*, body: bytes, org: str = "") -> IngestResult:
             result.items[index].status = "created"
             result.items[index].id = str(record.row["id"])
             result.items[index].row = record.row
+        if any(record.row["accounting_status"] == AccountingStatus.PENDING for _, record in to_insert):
+            transaction.on_commit(request_posting_soon)  # debounced: one task per few seconds at most
+        count_ingest(item.status for item in result.items)  # /metrics: llmlog_ingest_records_total
         return result
     raise AssertionError("unreachable")
 

@@ -146,6 +146,12 @@ class LLMUsage(UsageRecord):
             # The nightly backup selects accounted records by use_date.
             models.Index(fields=["use_date"], name="llmusage_use_date_idx"),
             models.Index(fields=["llmid"], name="llmusage_llmid_idx"),
+            # Keyword search (/api/llmusage/search/, the dialects' search) matches these columns
+            # exactly, newest first; the same indexes serve the list filtered by one of them.
+            models.Index(fields=["userid", "-use_time"], name="llmusage_userid_time_idx"),
+            models.Index(fields=["username", "-use_time"], name="llmusage_username_time_idx"),
+            models.Index(fields=["model_name", "-use_time"], name="llmusage_model_time_idx"),
+            models.Index(fields=["token_name", "-use_time"], name="llmusage_token_time_idx"),
             # The posting queue: only pending rows, oldest (time-ordered uuid) first.
             models.Index(
                 fields=["id"], condition=Q(accounting_status="pending"), name="llmusage_pending_idx"
@@ -163,11 +169,17 @@ class LLMUsageHistory(UsageRecord):
         verbose_name = "LLM usage history"
         verbose_name_plural = "LLM usage history"
         indexes = [
+            # Day-range queries; the retention purge deletes by use_date (llmlog.backup.purge_history).
             models.Index(fields=["use_date"], name="llmusage_hist_use_date_idx"),
             models.Index(fields=["userorgid", "-use_time"], name="llmusage_hist_org_time_idx"),
             models.Index(fields=["-use_time"], name="llmusage_hist_time_idx"),
             models.Index(fields=["llmid"], name="llmusage_hist_llmid_idx"),
-            # Retention purges by backup_time.
+            # Keyword search and one-column filters, as on llmusage (both branches of llmusage_all).
+            models.Index(fields=["userid", "-use_time"], name="llmusage_hist_userid_time_idx"),
+            models.Index(fields=["username", "-use_time"], name="llmusage_hist_username_idx"),
+            models.Index(fields=["model_name", "-use_time"], name="llmusage_hist_model_time_idx"),
+            models.Index(fields=["token_name", "-use_time"], name="llmusage_hist_token_time_idx"),
+            # What a given night's backup moved (an operator's audit of one run).
             models.Index(fields=["backup_time"], name="llmusage_hist_backup_idx"),
         ]
 
@@ -313,3 +325,59 @@ class UsageAll(UsageRecord):
         db_table = "llmusage_all"
         verbose_name = "LLM usage (hot and history)"
         verbose_name_plural = "LLM usage (hot and history)"
+
+
+class UsageRollup(models.Model):
+    """Usage of one UTC hour per (userorgid, model_name, status): what stats read for closed hours.
+
+    Built from the rows by `llmlog.rollups.build_usage_rollups`; rebuilding an hour replaces its buckets.
+    """
+
+    hour = models.DateTimeField(help_text="Start of the UTC hour.")
+    userorgid = models.CharField(max_length=64, blank=True, default="")
+    model_name = models.CharField(max_length=150)
+    status = models.CharField(max_length=16, choices=UsageStatus.choices)
+    requests = models.PositiveBigIntegerField(default=0)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cached_tokens = models.PositiveBigIntegerField(default=0)
+    cache_creation_tokens = models.PositiveBigIntegerField(default=0)
+    reasoning_tokens = models.PositiveBigIntegerField(default=0)
+    image_input_tokens = models.PositiveBigIntegerField(default=0)
+    web_search_count = models.PositiveBigIntegerField(default=0)
+    total_tokens = models.PositiveBigIntegerField(default=0)
+    amount = money_field(default=0)
+    cost = money_field(default=0)
+    built_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "llmusage_rollup"
+        constraints = [
+            # One bucket per hour and dimensions: a rebuild replaces, never adds.
+            models.UniqueConstraint(
+                fields=["hour", "userorgid", "model_name", "status"], name="usage_rollup_bucket_unique"
+            ),
+        ]
+        indexes = [
+            # An org's stats over a time range (usage_stats with an org key or a userorgid filter).
+            models.Index(fields=["userorgid", "hour"], name="usage_rollup_org_hour_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H}h {self.userorgid} {self.model_name} {self.status}"
+
+
+class UsageRollupState(models.Model):
+    """Where the rollups stand (one row): every UTC hour before `built_through` is built, and rows
+    ingested before `scanned_at` have had their hour rebuilt."""
+
+    name = models.CharField(max_length=32, unique=True, default="usage")
+    built_through = models.DateTimeField(null=True, blank=True, help_text="Hours before this are built.")
+    scanned_at = models.DateTimeField(null=True, blank=True, help_text="Late records before this are in.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "llmusage_rollup_state"
+
+    def __str__(self) -> str:
+        return f"rollups built through {self.built_through}"

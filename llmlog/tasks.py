@@ -1,1 +1,90 @@
 """Celery tasks: each takes ids or dates, calls one service, and owns its retry policy (STYLE.md)."""
+
+from datetime import date
+
+from celery import shared_task
+from django.db import OperationalError
+
+from llmlog import backup, posting, rollups
+
+
+# The nightly move to history. `expires`: a run that could not start within 6 hours of its slot (workers
+# down all night) is dropped rather than run into the day's ingest; the next night moves both days.
+# `acks_late`: a worker lost mid-run leaves the message to be redelivered, and a rerun finishes the job
+# (a redelivery that overlaps a live run is harmless too: the runs share the rows). A database that is
+# briefly away is retried; anything else fails the run, recorded in JobRun for the admin.
+@shared_task(
+    acks_late=True,
+    expires=6 * 3600,
+    soft_time_limit=3 * 3600,
+    time_limit=3 * 3600 + 600,
+    autoretry_for=(OperationalError,),
+    retry_backoff=60,
+    max_retries=3,
+)
+def backup_accounted_llmusage(before: str | None = None) -> dict:
+    day = date.fromisoformat(before) if before else None
+    return backup.backup_accounted_llmusage(before=day)
+
+
+# The retention purge: short batches, harmless to rerun; nothing to do while retention is unset.
+@shared_task(
+    acks_late=True,
+    expires=6 * 3600,
+    soft_time_limit=3600,
+    time_limit=3600 + 300,
+    autoretry_for=(OperationalError,),
+    retry_backoff=60,
+    max_retries=3,
+)
+def purge_history(before: str | None = None) -> dict:
+    day = date.fromisoformat(before) if before else None
+    return backup.purge_history(before=day)
+
+
+# Hourly rollups for stats: builds each hour once it has settled, and rebuilds hours that late records
+# landed in. Every run rebuilds from the rows, so a rerun or a redelivery is harmless (`acks_late`); a
+# run that waited past the next one's slot is dropped (`expires`): the next run does its work too.
+@shared_task(
+    acks_late=True,
+    expires=4 * 60,
+    soft_time_limit=30 * 60,
+    time_limit=30 * 60 + 60,
+    autoretry_for=(OperationalError,),
+    retry_backoff=30,
+    max_retries=3,
+)
+def build_usage_rollups() -> dict:
+    return rollups.build_usage_rollups()
+
+
+# Posting to the ledger: every minute from beat, and a few seconds after ingest commits new records
+# (`only_if_pending`: those runs do nothing, not even a JobRun, when another run got there first).
+# Runs stop taking batches after 50 s so they fit the minute; several at once share the work (SKIP
+# LOCKED). `acks_late`: a lost worker's run is redelivered, and its uncommitted batch is still pending.
+@shared_task(
+    acks_late=True,
+    soft_time_limit=110,
+    time_limit=120,
+    autoretry_for=(OperationalError,),
+    retry_backoff=5,
+    max_retries=3,
+)
+def account_pending_usage(only_if_pending: bool = False) -> dict:
+    if only_if_pending and not posting.pending_usage_exists():
+        return {"claimed": 0}
+    return posting.account_pending_usage(max_seconds=50)
+
+
+# Failed postings whose backoff has passed (2^attempts minutes, at most 6 h), every 15 minutes. A rerun
+# is harmless: an accounted record is never posted twice, and the runs share failures (SKIP LOCKED).
+@shared_task(
+    acks_late=True,
+    soft_time_limit=600,
+    time_limit=660,
+    autoretry_for=(OperationalError,),
+    retry_backoff=30,
+    max_retries=3,
+)
+def retry_failed_accounting() -> dict:
+    return posting.retry_failed_accounting(max_seconds=540).counts

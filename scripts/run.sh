@@ -24,4 +24,4 @@ stop_worker() {
 trap stop_worker EXIT INT TERM
 
 $BIN/gunicorn config.wsgi --bind "${BIND:-127.0.0.1:8000}" --workers "${WEB_WORKERS:-2}" \
-  --access-logfile - --graceful-timeout 5
+  --config config/gunicorn.py --graceful-timeout 5

@@ -1,12 +1,13 @@
 """Who is calling: an API key (`Authorization: Bearer <key>` or `ApiKey: <key>`) or a staff session."""
 
+import hmac
 from dataclasses import dataclass
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
 from llmlog.keys import api_key_lookup
-from llmlog.models import ApiKey
+from llmlog.models import ApiKey, hash_api_key
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,10 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if raw is None:
             return None
         key = api_key_lookup(raw)
-        if key is None:
+        # The lookup is an index probe on sha256(key): its timing can only tell an attacker about hashes
+        # of keys they already hold, never the next character of a real key. The decision itself is still
+        # made in constant time, so it stays safe whatever the lookup becomes (a cache, a prefix match).
+        if key is None or not hmac.compare_digest(key.key_hash, hash_api_key(raw)):
             raise exceptions.AuthenticationFailed("Unknown API key.")
         if key.is_revoked:
             raise exceptions.AuthenticationFailed("This API key was revoked.")
@@ -80,13 +84,18 @@ class HasScope(permissions.BasePermission):
         if not isinstance(request.auth, ApiKey) and not user.is_staff:
             self.message = "Only staff users may use the API from a browser session; use an API key."
             return False
-        needed = view.required_scopes.get(getattr(view, "action", None) or request.method.lower())
+        needed = required_scope(request, view)
         if needed is None:
             return True
         if needed not in caller_of(request).scopes:
             self.message = f"This API key lacks the {needed!r} scope."
             return False
         return True
+
+
+def required_scope(request, view) -> str | None:
+    """The scope this request needs: the view's `required_scopes` entry for its action or HTTP method."""
+    return view.required_scopes.get(getattr(view, "action", None) or request.method.lower())
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):

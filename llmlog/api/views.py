@@ -1,33 +1,46 @@
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-import msgspec
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from llmlog.api.auth import HasScope, caller_of
-from llmlog.api.serializers import BulkIngestResponseSerializer, LLMUsageSerializer, usage_representation
+from llmlog.api.pagination import UsagePagination
+from llmlog.api.schema import openapi_schema
+from llmlog.api.serializers import (
+    BulkIngestResponseSerializer,
+    LLMUsageHistorySerializer,
+    LLMUsageSerializer,
+    UsageAllSerializer,
+    UsageCountSerializer,
+    UsagePatchSerializer,
+    UsageRatesSerializer,
+    UsageStatsSerializer,
+    usage_representation,
+)
+from llmlog.edits import UsageImmutable, usage_delete, usage_update
+from llmlog.filters import InvalidFilter, UsageFilter, UsageFilterBackend, apply_usage_filters
 from llmlog.ingest import BodyError, UsageIn, usage_ingest
-from llmlog.models import LLMUsage, LLMUsageHistory
+from llmlog.models import ApiKey, LLMUsage, LLMUsageHistory, UsageAll
+from llmlog.selectors import (
+    TIME_FILTERS,
+    history_records,
+    usage_count,
+    usage_record,
+    usage_records,
+    usage_rpm_tpm,
+    usage_search,
+    usage_stats,
+)
 
-
-def _inline_refs(schema: dict, defs: dict) -> dict:
-    """msgspec's JSON schema with its $defs inlined, as drf-spectacular takes a raw schema."""
-    if isinstance(schema, dict):
-        ref = schema.get("$ref")
-        if ref:
-            return _inline_refs(defs[ref.rsplit("/", 1)[-1]], defs)
-        return {key: _inline_refs(value, defs) for key, value in schema.items() if key != "$defs"}
-    if isinstance(schema, list):
-        return [_inline_refs(value, defs) for value in schema]
-    return schema
-
-
-_record_schema = msgspec.json.schema(UsageIn)
-USAGE_IN_SCHEMA = _inline_refs(_record_schema, _record_schema.get("$defs", {}))
+USAGE_IN_SCHEMA = openapi_schema(UsageIn)
 INGEST_REQUEST_SCHEMA = {
     "oneOf": [USAGE_IN_SCHEMA, {"type": "array", "items": USAGE_IN_SCHEMA, "minItems": 1, "maxItems": 1000}]
 }
@@ -49,19 +62,81 @@ class OrgScopedMixin:
         return super().get_object()
 
 
+def _filter_parameters() -> list[OpenApiParameter]:
+    """The filters of llmlog.filters.UsageFilter as OpenAPI query parameters (for the actions that
+    drf-spectacular does not read a FilterSet for)."""
+    types = {
+        "start_time": (str, "date-time or unix seconds / milliseconds"),
+        "end_time": (str, "date-time or unix seconds / milliseconds"),
+        "use_date": (OpenApiTypes.DATE, None),
+        "min_amount": (OpenApiTypes.DECIMAL, None),
+        "max_amount": (OpenApiTypes.DECIMAL, None),
+    }
+    parameters = []
+    for name, filter_ in UsageFilter.base_filters.items():
+        kind, _ = types.get(name, (str, None))
+        choices = getattr(filter_, "extra", {}).get("choices")
+        enum = [value for value, _label in choices] if choices else None
+        parameters.append(
+            OpenApiParameter(name, kind, OpenApiParameter.QUERY, description=filter_.label or "", enum=enum)
+        )
+    return parameters
+
+
+SEARCH_PARAMETERS = _filter_parameters()
+# count, stats and rates have no order
+FILTER_PARAMETERS = [parameter for parameter in SEARCH_PARAMETERS if parameter.name != "ordering"]
+KEYWORD_PARAMETER = OpenApiParameter(
+    "keyword",
+    str,
+    OpenApiParameter.QUERY,
+    required=True,
+    description="Matches id, transno, userid, username, userorgid, model_name or token_name exactly, "
+    "or a part of error_message (case-insensitive). Request and response bodies are not searched.",
+)
+BAD_INPUT = OpenApiResponse(description="A bad parameter; the answer names it.")
+NOT_FOUND = OpenApiResponse(description="No such record (or one of another org).")
+# Roles that may correct or delete a record (with the ingest scope).
+EDITOR_ROLES = frozenset({ApiKey.Role.OWNER, ApiKey.Role.ADMIN})
+
+
 @extend_schema_view(
-    list=extend_schema(summary="List usage records (hot table)"),
-    retrieve=extend_schema(summary="One usage record"),
+    list=extend_schema(
+        summary="List usage records (hot and history)",
+        description="Newest first unless `ordering` says otherwise. No total: ask `/count/`. "
+        "Page numbers reach the first 10,000 records; `next_cursor` reads any depth.",
+        responses={200: UsageAllSerializer(many=True), 400: BAD_INPUT},
+    ),
+    retrieve=extend_schema(
+        summary="One usage record, hot or history",
+        responses={200: UsageAllSerializer, 400: BAD_INPUT, 404: NOT_FOUND},
+    ),
 )
 class LLMUsageViewSet(
     OrgScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
-    serializer_class = LLMUsageSerializer
-    permission_classes = [IsAuthenticated, HasScope]
-    required_scopes = {"list": "read", "retrieve": "read", "create": "ingest"}
+    """Usage records wherever they live (the llmusage_all view): a time range answers the same before
+    and after the nightly move to history. An org key sees its org's records only."""
 
-    def get_queryset(self) -> QuerySet[LLMUsage]:
-        return self.scope_to_caller(LLMUsage.objects.order_by("-use_time", "-id"))
+    serializer_class = UsageAllSerializer
+    filter_backends = [UsageFilterBackend]
+    filterset_class = UsageFilter
+    pagination_class = UsagePagination
+    permission_classes = [IsAuthenticated, HasScope]
+    required_scopes = {
+        "list": "read",
+        "retrieve": "read",
+        "count": "read",
+        "search": "read",
+        "stats": "read",
+        "rates": "read",
+        "create": "ingest",
+        "partial_update": "ingest",
+        "destroy": "ingest",
+    }
+
+    def get_queryset(self) -> QuerySet[UsageAll]:
+        return usage_records(org=caller_of(self.request).userorgid)
 
     @extend_schema(
         summary="Ingest one record or a list of up to 1000",
@@ -112,6 +187,174 @@ class LLMUsageViewSet(
         else:
             code = status.HTTP_207_MULTI_STATUS
         return Response({**counts, "items": [item.as_dict() for item in result.items]}, status=code)
+
+    @extend_schema(
+        summary="Count usage records under the filters",
+        parameters=FILTER_PARAMETERS,
+        responses={200: UsageCountSerializer, 400: BAD_INPUT},
+        description="Exact under any filter. Unfiltered, for a platform key, PostgreSQL answers from the "
+        "planner's statistics and the answer says `estimated: true`.",
+    )
+    @action(detail=False, methods=["get"])
+    def count(self, request: Request) -> Response:
+        return _count_response(self, request)
+
+    @extend_schema(
+        summary="Search usage records by keyword",
+        parameters=[KEYWORD_PARAMETER, *SEARCH_PARAMETERS],
+        responses={200: UsageAllSerializer(many=True), 400: BAD_INPUT},
+    )
+    @action(detail=False, methods=["get"])
+    def search(self, request: Request) -> Response:
+        keyword = request.query_params.get("keyword", "").strip()
+        if not keyword:
+            raise exceptions.ValidationError({"keyword": ["Required: the text to look for."]})
+        queryset = usage_search(queryset=self.filter_queryset(self.get_queryset()), keyword=keyword)
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @extend_schema(
+        summary="Usage totals, RPM/TPM, by model and by day, under the filters",
+        parameters=FILTER_PARAMETERS,
+        responses={200: UsageStatsSerializer, 400: BAD_INPUT},
+        description="requests, tokens by kind, amount and cost under the filters; rpm and tpm over the "
+        "last 60 seconds (same filters, without the time range); by_model and by_day (days in TIME_ZONE). "
+        "Whole closed hours are read from the hourly rollups, the rest from the rows.",
+    )
+    @action(detail=False, methods=["get"])
+    def stats(self, request: Request) -> Response:
+        try:
+            stats = usage_stats(org=caller_of(request).userorgid, params=request.query_params)
+        except InvalidFilter as exc:
+            raise exceptions.ValidationError(exc.errors) from None
+        return Response(UsageStatsSerializer(stats).data)
+
+    @extend_schema(
+        summary="RPM and TPM: requests and total tokens started in the last 60 seconds",
+        parameters=[p for p in FILTER_PARAMETERS if p.name not in TIME_FILTERS],
+        responses={200: UsageRatesSerializer, 400: BAD_INPUT},
+        description="Under the same filters as the list, without a time range (the window is the last "
+        "minute). `/stats/` answers these too, beside everything else.",
+    )
+    @action(detail=False, methods=["get"])
+    def rates(self, request: Request) -> Response:
+        params = {name: value for name, value in request.query_params.items() if name not in TIME_FILTERS}
+        try:
+            queryset = apply_usage_filters(queryset=self.get_queryset(), params=params)
+        except InvalidFilter as exc:
+            raise exceptions.ValidationError(exc.errors) from None
+        return Response(usage_rpm_tpm(queryset=queryset))
+
+    @extend_schema(
+        summary="Correct a record not yet accounted (owner or admin role)",
+        request=UsagePatchSerializer,
+        responses={
+            200: UsageAllSerializer,
+            400: BAD_INPUT,
+            403: OpenApiResponse(description="Not an owner or admin key with the ingest scope."),
+            404: NOT_FOUND,
+            409: OpenApiResponse(description="The record is accounted (or in history): immutable."),
+        },
+    )
+    def partial_update(self, request: Request, pk: str) -> Response:
+        caller = self._editor(request, pk)
+        changes = UsagePatchSerializer(data=request.data, partial=True)
+        changes.is_valid(raise_exception=True)
+        with _edit_errors():
+            usage_update(org=caller.userorgid, id=pk, changes=changes.validated_data)
+        return Response(usage_representation(usage_record(org=caller.userorgid, id=pk)))
+
+    @extend_schema(
+        summary="Delete a record not yet accounted (owner or admin role)",
+        responses={
+            204: None,
+            400: BAD_INPUT,
+            403: OpenApiResponse(description="Not an owner or admin key with the ingest scope."),
+            404: NOT_FOUND,
+            409: OpenApiResponse(description="The record is accounted (or in history): immutable."),
+        },
+    )
+    def destroy(self, request: Request, pk: str) -> Response:
+        caller = self._editor(request, pk)
+        with _edit_errors():
+            usage_delete(org=caller.userorgid, id=pk)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    def _editor(self, request: Request, pk: str):
+        _check_uuid(pk)
+        caller = caller_of(request)
+        if caller.role not in EDITOR_ROLES:
+            raise exceptions.PermissionDenied("Only an owner or admin key may change or delete a record.")
+        return caller
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List records moved to history",
+        responses={200: LLMUsageHistorySerializer(many=True), 400: BAD_INPUT},
+    ),
+    retrieve=extend_schema(
+        summary="One history record",
+        responses={
+            200: LLMUsageHistorySerializer,
+            400: BAD_INPUT,
+            404: NOT_FOUND,
+        },
+    ),
+)
+class LLMUsageHistoryViewSet(
+    OrgScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    """`llmusage_history`, read-only: accounted records of past days, moved nightly with their id."""
+
+    serializer_class = LLMUsageHistorySerializer
+    filter_backends = [UsageFilterBackend]
+    filterset_class = UsageFilter
+    pagination_class = UsagePagination
+    permission_classes = [IsAuthenticated, HasScope]
+    required_scopes = {"list": "read", "retrieve": "read", "count": "read"}
+
+    def get_queryset(self) -> QuerySet[LLMUsageHistory]:
+        return history_records(org=caller_of(self.request).userorgid)
+
+    @extend_schema(
+        summary="Count history records under the filters",
+        parameters=FILTER_PARAMETERS,
+        responses={200: UsageCountSerializer, 400: BAD_INPUT},
+    )
+    @action(detail=False, methods=["get"])
+    def count(self, request: Request) -> Response:
+        return _count_response(self, request)
+
+
+def _count_response(view: viewsets.GenericViewSet, request: Request) -> Response:
+    given = {name for name, value in request.query_params.items() if value} & set(UsageFilter.base_filters)
+    estimate = caller_of(request).is_platform and not given - {"ordering"}
+    queryset = view.filter_queryset(view.get_queryset())
+    return Response(usage_count(queryset=queryset, estimate=estimate))
+
+
+def _check_uuid(pk: str) -> None:
+    try:
+        uuid.UUID(str(pk))
+    except ValueError:
+        raise exceptions.ValidationError({"id": f"{pk!r} is not a valid UUID."}) from None
+
+
+@contextmanager
+def _edit_errors() -> Iterator[None]:
+    try:
+        yield
+    except LLMUsage.DoesNotExist:
+        raise exceptions.NotFound("No such record.") from None
+    except UsageImmutable as exc:
+        raise Conflict(str(exc)) from None
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "Conflict."
+    default_code = "conflict"
 
 
 def _find_usage(pk: str) -> LLMUsage | LLMUsageHistory:
