@@ -10,6 +10,8 @@ from django.db import transaction
 from django.utils import timezone
 from uuid_utils.compat import uuid7
 
+from accounting.ledger import account_create, ledger_topup
+from accounting.models import Account
 from llmlog.ingest import write_usage_rows
 from llmlog.models import AccountingStatus, ModelPrice
 from llmlog.pricing import PriceBook, TokenCounts, charge, price_snapshot
@@ -50,12 +52,36 @@ def ensure_demo_prices(*, since: datetime) -> None:
             )
 
 
+DEMO_ORGS = [f"org-{i:02d}" for i in range(1, 21)]
+# The last org runs on a shoestring: its postings fail with insufficient_balance, so the failures
+# page has something to show. A tiny share of calls uses a model nobody priced: no_price failures.
+SHOESTRING_ORG = DEMO_ORGS[-1]
+UNPRICED_MODEL = ("experimental-x", "platform", "openai")
+
+
+def ensure_demo_accounts() -> None:
+    """Accounts for the demo orgs, model owners and the platform, so posting has somewhere to post."""
+    owners = {owner for _name, owner, _ptype, _sale, cost, _reasoning in DEMO_MODELS if cost is not None}
+    wanted = [(org, Account.Kind.CUSTOMER) for org in DEMO_ORGS]
+    wanted += [(owner, Account.Kind.OWNER) for owner in sorted(owners)]
+    wanted.append(("platform", Account.Kind.PLATFORM))
+    for org, kind in wanted:
+        if Account.objects.filter(org=org, kind=kind).exists():
+            continue
+        shoestring = org == SHOESTRING_ORG
+        account_create(org=org, kind=kind, credit_limit=Decimal(0 if shoestring else 50))
+        if kind == Account.Kind.CUSTOMER:
+            ledger_topup(
+                org=org, amount=Decimal("0.50" if shoestring else "5000"), memo="demo opening balance"
+            )
+
+
 def demo_rows(*, rows: int, days: int = 30, seed: int = 7, orgs: int = 20) -> Iterator[dict[str, Any]]:
     rng = random.Random(seed)
     now = timezone.now()
     start = now - timedelta(days=days)
     book = PriceBook(ModelPrice.objects.filter(model_name__in=[m[0] for m in DEMO_MODELS]))
-    org_ids = [f"org-{i:02d}" for i in range(1, orgs + 1)]
+    org_ids = DEMO_ORGS[:orgs]
     # A few big orgs and a long tail, as on a real gateway.
     org_weights = [1 / (rank + 1) for rank in range(len(org_ids))]
     users = {org: [f"{org}-user-{j:03d}" for j in range(1, rng.randint(3, 25))] for org in org_ids}
@@ -80,6 +106,9 @@ def demo_rows(*, rows: int, days: int = 30, seed: int = 7, orgs: int = 20) -> It
         cost = book.find(name, "cost", use_time)
         amount = Decimal(0) if failed or sale is None else charge(sale, counts)
         cost_amount = Decimal(0) if failed or cost is None else charge(cost, counts)
+        if not failed and rng.random() < 0.002:
+            name, owner, ptype = UNPRICED_MODEL
+            amount = cost_amount = sale = None
         code, error = rng.choice(ERRORS) if failed else (200, "")
         user = rng.choice(users[org])
         latency = rng.uniform(0.2, 3.0)
@@ -117,14 +146,14 @@ def demo_rows(*, rows: int, days: int = 30, seed: int = 7, orgs: int = 20) -> It
             "amount": amount,
             "cost": cost_amount,
             "currency": "USD",
-            "price": {"sale": price_snapshot(sale) if sale else None} if not failed else None,
+            "price": {"sale": price_snapshot(sale)} if sale and not failed else None,
             "status": "failed" if failed else "success",
             "code": code,
             "error_message": error,
             "retry_times": 0,
             "ioinfo": None,
             "accounting_status": AccountingStatus.PENDING
-            if amount or cost_amount
+            if amount is None or amount or cost_amount
             else AccountingStatus.SKIPPED,
             "accounted_at": None,
             "metadata": {},
@@ -135,6 +164,7 @@ def demo_rows(*, rows: int, days: int = 30, seed: int = 7, orgs: int = 20) -> It
 def load_demo_data(*, rows: int, days: int = 30, seed: int = 7, batch_size: int = 5000) -> int:
     """Write `rows` synthetic records into llmusage; returns how many were written."""
     ensure_demo_prices(since=timezone.now() - timedelta(days=days + 1))
+    ensure_demo_accounts()
     written = 0
     batch: list[dict[str, Any]] = []
     for row in demo_rows(rows=rows, days=days, seed=seed):

@@ -5,7 +5,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db.models import Count
 
+from accounting.models import Account
 from llmlog.models import ApiKey, LLMUsage
+from llmlog.posting import account_pending_usage
 from tests.conftest import bearer, usage_payload
 
 pytestmark = pytest.mark.django_db
@@ -60,3 +62,16 @@ def test_load_demo_data_makes_varied_realistic_usage():
     statuses = dict(LLMUsage.objects.values_list("status").annotate(n=Count("id")))
     assert statuses["success"] > statuses["failed"] > 0
     assert not LLMUsage.objects.filter(accounting_status="pending", amount=0, cost=0).exists()
+
+
+def test_demo_data_comes_with_accounts_so_posting_mostly_succeeds():
+    call_command("load_demo_data", "--rows", "2000", stdout=StringIO())
+    account_pending_usage(batch_size=1000)
+
+    assert Account.objects.filter(kind="customer").count() == 20
+    assert Account.objects.filter(kind="platform").exists()
+    outcomes = dict(LLMUsage.objects.values_list("accounting_status").annotate(n=Count("id")))
+    assert outcomes.get("pending", 0) == 0
+    assert outcomes["accounted"] > 0.9 * 2000 * 0.97
+    # The shoestring org and the unpriced model give the failures page something to show.
+    assert outcomes.get("failed", 0) > 0
