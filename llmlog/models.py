@@ -152,6 +152,12 @@ class LLMUsage(UsageRecord):
             models.Index(fields=["username", "-use_time"], name="llmusage_username_time_idx"),
             models.Index(fields=["model_name", "-use_time"], name="llmusage_model_time_idx"),
             models.Index(fields=["token_name", "-use_time"], name="llmusage_token_time_idx"),
+            # new-api's /api/log/token?key=: a gateway key's own records, newest first.
+            models.Index(
+                fields=["token_key_hash", "-use_time"],
+                condition=~Q(token_key_hash=""),
+                name="llmusage_key_time_idx",
+            ),
             # The posting queue: only pending rows, oldest (time-ordered uuid) first.
             models.Index(
                 fields=["id"], condition=Q(accounting_status="pending"), name="llmusage_pending_idx"
@@ -179,6 +185,11 @@ class LLMUsageHistory(UsageRecord):
             models.Index(fields=["username", "-use_time"], name="llmusage_hist_username_idx"),
             models.Index(fields=["model_name", "-use_time"], name="llmusage_hist_model_time_idx"),
             models.Index(fields=["token_name", "-use_time"], name="llmusage_hist_token_time_idx"),
+            models.Index(
+                fields=["token_key_hash", "-use_time"],
+                condition=~Q(token_key_hash=""),
+                name="llmusage_hist_key_time_idx",
+            ),
             # What a given night's backup moved (an operator's audit of one run).
             models.Index(fields=["backup_time"], name="llmusage_hist_backup_idx"),
         ]
