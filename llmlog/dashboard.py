@@ -17,7 +17,6 @@ from urllib.parse import quote
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
@@ -26,8 +25,7 @@ from django.utils import timezone
 from accounting.models import AccountingFailure
 from llmlog import selectors
 from llmlog.admin_tools import MAX_FILTER_VALUES, distinct_values
-from llmlog.filters import apply_usage_filters, usage_filter_values
-from llmlog.models import LLMUsage, LLMUsageHistory, UsageRollup
+from llmlog.models import LLMUsage, LLMUsageHistory
 
 CHART_DAYS = 30
 TOP = 10
@@ -91,38 +89,6 @@ def dashboard_month(*, org: str = "", now: datetime, days: int = CHART_DAYS) -> 
     ]
     by_model = sorted(stats["by_model"], key=lambda entry: (-entry["amount"], entry["model_name"]))
     return {"by_day": by_day, "by_model": by_model[:TOP]}
-
-
-def usage_by_org(*, params: Mapping[str, Any], now: datetime) -> list[dict[str, Any]]:
-    """Sums per userorgid under `params` (llmlog.filters' parameters), most amount first.
-
-    The same split as selectors.usage_stats (which breaks down by model and by day, not by org):
-    whole closed hours already built come from the rollups, the rest from the rows.
-    """
-    values = usage_filter_values(params=params)
-    rows = apply_usage_filters(queryset=selectors.usage_records(), params=params).order_by()
-    window = selectors._rollup_window(values, now=now, built_through=selectors.rollups_built_through())
-    groups: list[Mapping[str, Any]] = []
-    if window is not None:
-        lo, hi = window
-        rollups = UsageRollup.objects.filter(hour__lt=hi)
-        if lo is not None:
-            rollups = rollups.filter(hour__gte=lo)
-            rows = rows.filter(Q(use_time__lt=lo) | Q(use_time__gte=hi))
-        else:
-            rows = rows.filter(use_time__gte=hi)
-        for name in ("userorgid", "model_name", "status"):
-            if name in values:
-                rollups = rollups.filter(**{name: values[name]})
-        groups += rollups.order_by().values("userorgid").annotate(**selectors._rollup_sums())
-    groups += rows.values("userorgid").annotate(**selectors._row_sums())
-    by_org: dict[str, dict[str, Any]] = {}
-    for group in groups:
-        selectors._add(by_org.setdefault(group["userorgid"], selectors._empty_totals()), group)
-    return [
-        {"userorgid": org, **sums}
-        for org, sums in sorted(by_org.items(), key=lambda item: (-item[1]["amount"], item[0]))
-    ]
 
 
 def open_failures(*, org: str = "") -> int:
@@ -274,7 +240,7 @@ def dashboard_context(
     for chart in DAY_CHARTS + ("models",):
         if chart_orgs[chart] not in months:
             months[chart_orgs[chart]] = dashboard_month(org=chart_orgs[chart], now=now)
-    by_org = usage_by_org(params=month_params(org=chart_orgs["orgs"], now=now), now=now)[:TOP]
+    by_org = selectors.usage_sums_by_org(params=month_params(org=chart_orgs["orgs"], now=now), now=now)[:TOP]
 
     def day_chart(chart: str) -> dict[str, Any]:
         name, unit = DAY_CHARTS_FIELDS[chart]
@@ -304,8 +270,8 @@ def _failures_url(org: str) -> str | None:
         url = reverse("admin:accounting_accountingfailure_changelist")
     except NoReverseMatch:
         return None
-    # status is one of the failures page's filters; the org goes through its search (exact userorgid).
-    return f"{url}?status__exact=open" + (f"&q={quote(org)}" if org else "")
+    # The failures page's own filters: status, and the org drop-down (its parameter is userorgid).
+    return f"{url}?status__exact=open" + (f"&userorgid={quote(org)}" if org else "")
 
 
 def dashboard_view(request: HttpRequest) -> TemplateResponse:

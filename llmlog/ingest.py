@@ -23,7 +23,15 @@ from psycopg.types.json import Jsonb
 from uuid_utils.compat import uuid7
 
 from llmlog.metrics import count_ingest
-from llmlog.models import MONEY_DIGITS, MONEY_PLACES, AccountingStatus, LLMUsage, ModelPrice, UsageAll
+from llmlog.models import (
+    MONEY_DIGITS,
+    MONEY_PLACES,
+    TOKEN_COUNT_FIELDS,
+    AccountingStatus,
+    LLMUsage,
+    ModelPrice,
+    UsageAll,
+)
 from llmlog.posting import request_posting_soon
 from llmlog.pricing import PriceBook, TokenCounts, charge, price_snapshot, quantize_money
 
@@ -392,22 +400,11 @@ def json_problem(value: Any, depth: int = 1) -> str | None:
     return None
 
 
-TOKEN_FIELDS = (
-    "input_tokens",
-    "output_tokens",
-    "cached_tokens",
-    "cache_creation_tokens",
-    "reasoning_tokens",
-    "image_input_tokens",
-    "web_search_count",
-)
-
-
 def _token_counts(record: UsageIn, errors: dict[str, str]) -> TokenCounts:
     """The record's counts, filling what it left out from its raw `usages`, checked against the convention."""
     derived = usage_counts_from_raw(record.usages, errors) if record.usages else {}
     counts = {}
-    for name in TOKEN_FIELDS:
+    for name in TOKEN_COUNT_FIELDS:
         sent = getattr(record, name)
         counts[name] = sent if sent is not None else derived.get(name, 0)
         limit = INT_MAX if name == "web_search_count" else BIG
@@ -519,7 +516,7 @@ def apply_prices(rows: list[dict[str, Any]]) -> dict[int, dict[str, str]]:
             row["amount"] = Decimal(0) if row["amount"] is None else row["amount"]
             row["cost"] = Decimal(0) if row["cost"] is None else row["cost"]
             continue
-        counts = TokenCounts(**{name: row[name] for name in TOKEN_FIELDS})
+        counts = TokenCounts(**{name: row[name] for name in TOKEN_COUNT_FIELDS})
         snapshot: dict[str, Any] = {}
         amount, cost = row["amount"], row["cost"]
         try:

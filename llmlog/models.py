@@ -17,6 +17,18 @@ def money_field(**kwargs) -> models.DecimalField:
     return models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, **kwargs)
 
 
+# The counts every usage record carries (web searches with the token kinds); total_tokens = input + output.
+TOKEN_COUNT_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "cache_creation_tokens",
+    "reasoning_tokens",
+    "image_input_tokens",
+    "web_search_count",
+)
+
+
 class UsageStatus(models.TextChoices):
     SUCCESS = "success"
     FAILED = "failed"

@@ -21,7 +21,7 @@ from django.db.models.functions import Coalesce, TruncHour
 from django.utils import timezone
 
 from llmlog.jobs import job_run
-from llmlog.models import LLMUsage, UsageAll, UsageRollup, UsageRollupState
+from llmlog.models import TOKEN_COUNT_FIELDS, LLMUsage, UsageAll, UsageRollup, UsageRollupState
 
 ROLLUP_JOB = "build_usage_rollups"
 HOUR = timedelta(hours=1)
@@ -34,18 +34,7 @@ SCAN_OVERLAP = timedelta(minutes=5)
 # Hours rebuilt per transaction on a first build or a catch-up: a day of buckets (at most hours x orgs x
 # models x 2) keeps each transaction short and lets a stopped run resume where it was.
 CHUNK = timedelta(hours=24)
-SUM_FIELDS = (
-    "input_tokens",
-    "output_tokens",
-    "cached_tokens",
-    "cache_creation_tokens",
-    "reasoning_tokens",
-    "image_input_tokens",
-    "web_search_count",
-    "total_tokens",
-    "amount",
-    "cost",
-)
+SUM_FIELDS = (*TOKEN_COUNT_FIELDS, "total_tokens", "amount", "cost")
 BUCKET_FIELDS = ("hour", "userorgid", "model_name", "status")
 
 

@@ -9,7 +9,7 @@ Money is returned as Decimal and tokens as int; callers (views, dialects) shape 
 
 import contextlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -20,18 +20,9 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from llmlog.filters import ROLLUP_FILTERS, day_range, filter_usage
-from llmlog.models import LLMUsageHistory, UsageAll, UsageRollup, UsageRollupState
+from llmlog.models import TOKEN_COUNT_FIELDS, LLMUsageHistory, UsageAll, UsageRollup, UsageRollupState
 
-TOKEN_FIELDS = (
-    "input_tokens",
-    "output_tokens",
-    "cached_tokens",
-    "cache_creation_tokens",
-    "reasoning_tokens",
-    "image_input_tokens",
-    "web_search_count",
-    "total_tokens",
-)
+TOKEN_FIELDS = (*TOKEN_COUNT_FIELDS, "total_tokens")
 MONEY_FIELDS = ("amount", "cost")
 TIME_FILTERS = ("start_time", "end_time", "use_date")
 # RPM and TPM count the records that started in this window before now.
@@ -174,6 +165,64 @@ def _rollup_window(
     return lo, hi
 
 
+def _grouped_sums(
+    *,
+    org: str,
+    params: Mapping[str, Any],
+    now: datetime,
+    group_by: Callable[[str], dict[str, Any]],
+) -> tuple[list[Mapping[str, Any]], tuple[datetime | None, datetime] | None]:
+    """Sums of the records `org` may see under `params`, grouped by `group_by(time column)` (the
+    rollups' time column is `hour`, the rows' `use_time`); and the [lo, hi) window read from rollups.
+
+    Whole closed UTC hours already built come from `llmusage_rollup`, the rest from the rows. The
+    same group can come back twice (once from each source): callers add them up.
+    """
+    rows, values = filter_usage(queryset=usage_records(org=org), params=params)
+    rows = rows.order_by()
+    window = _rollup_window(values, now=now, built_through=rollups_built_through())
+    groups: list[Mapping[str, Any]] = []
+    if window is not None:
+        lo, hi = window
+        rollups = UsageRollup.objects.filter(hour__lt=hi)
+        if lo is not None:
+            rollups = rollups.filter(hour__gte=lo)
+            rows = rows.filter(Q(use_time__lt=lo) | Q(use_time__gte=hi))
+        else:
+            rows = rows.filter(use_time__gte=hi)
+        for name in ("userorgid", "model_name", "status"):
+            if name in values:
+                rollups = rollups.filter(**{name: values[name]})
+        if org:
+            rollups = rollups.filter(userorgid=org)
+        groups += _values(rollups.order_by(), group_by("hour")).annotate(**_rollup_sums())
+    groups += _values(rows, group_by("use_time")).annotate(**_row_sums())
+    return groups, window
+
+
+def _values(queryset: QuerySet, spec: dict[str, Any]) -> QuerySet:
+    """values() by `spec`: a name mapped to None is the column itself, otherwise an expression."""
+    columns = [name for name, expression in spec.items() if expression is None]
+    expressions = {name: expression for name, expression in spec.items() if expression is not None}
+    return queryset.values(*columns, **expressions)
+
+
+def usage_sums_by_org(
+    *, org: str = "", params: Mapping[str, Any] | None = None, now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """[{userorgid, requests, <token kinds>, amount, cost}] under `params`, most amount first."""
+    groups, _ = _grouped_sums(
+        org=org, params=params or {}, now=now or timezone.now(), group_by=lambda _: {"userorgid": None}
+    )
+    by_org: dict[str, dict[str, Any]] = {}
+    for group in groups:
+        _add(by_org.setdefault(group["userorgid"], _empty_totals()), group)
+    return [
+        {"userorgid": name, **sums}
+        for name, sums in sorted(by_org.items(), key=lambda item: (-item[1]["amount"], item[0]))
+    ]
+
+
 def usage_stats(
     *, org: str = "", params: Mapping[str, Any] | None = None, now: datetime | None = None
 ) -> dict[str, Any]:
@@ -192,27 +241,13 @@ def usage_stats(
     """
     params = params or {}
     now = now or timezone.now()
-    rows, values = filter_usage(queryset=usage_records(org=org), params=params)
-    rows = rows.order_by()
-    window = _rollup_window(values, now=now, built_through=rollups_built_through())
-
     tz = timezone.get_current_timezone()
-    groups: list[Mapping[str, Any]] = []
-    if window is not None:
-        lo, hi = window
-        rollups = UsageRollup.objects.filter(hour__lt=hi)
-        if lo is not None:
-            rollups = rollups.filter(hour__gte=lo)
-            rows = rows.filter(Q(use_time__lt=lo) | Q(use_time__gte=hi))
-        else:
-            rows = rows.filter(use_time__gte=hi)
-        for name in ("userorgid", "model_name", "status"):
-            if name in values:
-                rollups = rollups.filter(**{name: values[name]})
-        if org:
-            rollups = rollups.filter(userorgid=org)
-        groups += rollups.values("model_name", day=TruncDate("hour", tzinfo=tz)).annotate(**_rollup_sums())
-    groups += rows.values("model_name", day=TruncDate("use_time", tzinfo=tz)).annotate(**_row_sums())
+    groups, window = _grouped_sums(
+        org=org,
+        params=params,
+        now=now,
+        group_by=lambda time_column: {"model_name": None, "day": TruncDate(time_column, tzinfo=tz)},
+    )
 
     totals = _empty_totals()
     by_model: dict[str, dict[str, Any]] = {}
