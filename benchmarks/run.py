@@ -21,7 +21,11 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import DEFAULT_DATABASE_URL  # noqa: E402
 
-ORDER = ["ingest", "posting", "backup", "query", "adapters"]
+# query, dialects and admin share one data set (half in history, rollups built); ingest and adapters
+# then write on top of it; posting and backup make their own.
+ORDER = ["query", "dialects", "admin", "ingest", "adapters", "posting", "backup", "load"]
+# The posting figure is defined on 100,000 pending records (issue: "posting rate for 100,000").
+MAX_ROWS = {"posting": 100_000}
 
 
 def machine() -> str:
@@ -61,10 +65,11 @@ def main() -> None:
     )
     sections = []
     for name, path in scripts(only):
-        print(f"== {name}: {path.name} --rows {args.rows}", flush=True)
+        rows = min(args.rows, MAX_ROWS.get(name, args.rows))
+        print(f"== {name}: {path.name} --rows {rows}", flush=True)
         started = time.monotonic()
         done = subprocess.run(
-            [sys.executable, str(path), "--rows", str(args.rows)], cwd=ROOT, capture_output=True, text=True
+            [sys.executable, str(path), "--rows", str(rows)], cwd=ROOT, capture_output=True, text=True
         )
         elapsed = time.monotonic() - started
         sys.stdout.write(done.stdout)
@@ -74,7 +79,7 @@ def main() -> None:
             table += (
                 f"\n\n**{path.name} failed (exit {done.returncode}):**\n\n```\n{done.stderr[-2000:]}\n```"
             )
-        sections.append(f"## {name}\n\n`benchmarks/{path.name}`, {elapsed:.0f} s.\n\n{table}\n")
+        sections.append(f"## {name}\n\n`benchmarks/{path.name} --rows {rows}`, {elapsed:.0f} s.\n\n{table}\n")
 
     report = "\n".join(
         [
