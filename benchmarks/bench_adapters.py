@@ -12,18 +12,23 @@ one persistent connection each, as many as gunicorn workers.
 
 import argparse
 import base64
-import http.client
 import json
-import os
 import sys
-import threading
 import time
 import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import ROOT, Figure, markdown_table, setup_django  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    Figure,
+    markdown_table,
+    post_bodies,
+    raw_connection,
+    setup_django,
+    start_app_server,
+    stop_app_server,
+)
 
 PORT = 8769
 LITELLM_BATCH = 512  # GenericAPILogger's default batch_size
@@ -211,73 +216,23 @@ def batches(count: int, size: int) -> list[tuple[int, int]]:
 # --- the app over HTTP -----------------------------------------------------------------------------
 
 
-def start_server(database_url: str, workers: int):
-    import subprocess
-
-    env = dict(
-        os.environ,
-        DATABASE_URL=database_url,
-        DJANGO_SECRET_KEY="benchmark-only",
-        DJANGO_DEBUG="false",
-        LOG_LEVEL="WARNING",
-        DJANGO_ALLOWED_HOSTS="127.0.0.1",
-    )
-    command = [
-        str(ROOT / ".venv/bin/gunicorn"),
-        "config.wsgi",
-        "--bind",
-        f"127.0.0.1:{PORT}",
-        "--workers",
-        str(workers),
-        "--worker-class",
-        "gthread",
-        "--threads",
-        "4",
-        "--keep-alive",
-        "30",
-        "--timeout",
-        "120",
-        "--log-level",
-        "warning",
-    ]
-    server = subprocess.Popen(command, cwd=ROOT, env=env)
-    for _ in range(200):
-        try:
-            http.client.HTTPConnection("127.0.0.1", PORT, timeout=1).request("GET", "/api/schema/")
-            return server
-        except OSError:
-            time.sleep(0.1)
-    server.kill()
-    raise RuntimeError("gunicorn did not start")
-
-
 def post_all(path: str, bodies: list[bytes], *, key: str, content_type: str, clients: int) -> float:
-    """POST every body over `clients` persistent connections; seconds elapsed. Any failure stops the run:
-    a figure counts only records that were stored."""
-    errors: list[str] = []
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": content_type}
+    """POST every body; seconds elapsed. An OTLP answer with a partial success counts as refused."""
 
-    def client(share: list[bytes]) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=120)
-        for body in share:
-            conn.request("POST", path, body=body, headers=headers)
-            response = conn.getresponse()
-            payload = response.read()
-            # OTLP: an empty protobuf answer, or {} in JSON, means every span was stored
-            partial = payload if content_type == "application/x-protobuf" else b"partialSuccess" in payload
-            if response.status not in (200, 201) or partial:
-                errors.append(f"{path} {response.status}: {payload[:300]!r}")
-        conn.close()
+    def refused(status: int, payload: bytes) -> bool:
+        # OTLP: an empty protobuf answer, or {} in JSON, means every span was stored
+        partial = payload if content_type == "application/x-protobuf" else b"partialSuccess" in payload
+        return status not in (200, 201) or bool(partial)
 
-    threads = [threading.Thread(target=client, args=(bodies[i::clients],)) for i in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
-    if errors:
-        raise RuntimeError(f"{len(errors)} requests failed, e.g. {errors[0]}")
+    elapsed, _ = post_bodies(
+        port=PORT,
+        path=path,
+        bodies=bodies,
+        key=key,
+        clients=clients,
+        content_type=content_type,
+        refused=refused,
+    )
     return elapsed
 
 
@@ -292,8 +247,6 @@ def main() -> None:
     args = parser.parse_args()
 
     setup_django()
-    import psycopg
-    from django.conf import settings
     from django.db import connection
 
     from benchmarks.bench_ingest import copy_ceiling
@@ -312,10 +265,7 @@ def main() -> None:
         )
         cursor.execute("VACUUM ANALYZE llmusage")
     _, key = api_key_create(name="bench-adapters", role="admin", scopes=["ingest"])
-    db = settings.DATABASES["default"]
-    raw = psycopg.connect(
-        host=db["HOST"], port=db["PORT"] or 5432, user=db["USER"], password=db["PASSWORD"], dbname=db["NAME"]
-    )
+    raw = raw_connection()
 
     n = args.records
     native = Figure(f"native bulk ingest, {NATIVE_BATCH}-record batches", "rows/s", note="ceiling: COPY")
@@ -326,7 +276,7 @@ def main() -> None:
     otlp_js = Figure(f"OTLP JSON, {OTLP_BATCH}-span exports", "rows/s", note="ceiling: native bulk")
     for figure in (litellm, otlp_pb):
         figure.note = "ceiling: native bulk"
-    server = start_server(os.environ["DATABASE_URL"], args.workers)
+    server = start_app_server(port=PORT, workers=args.workers)
     try:
         for rep in range(args.repeat):
             tag = f"{int(time.time())}-{rep}"
@@ -371,8 +321,7 @@ def main() -> None:
             del bodies, messages
             print(f"run {rep + 1}/{args.repeat} done ({size / 1024:.1f} KB per LiteLLM record)", flush=True)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_app_server(server)
         raw.close()
     stored = LLMUsage.objects.filter(transno__startswith="chatcmpl-bench-").count()
     expected = n * args.repeat

@@ -8,21 +8,27 @@ executemany in batches of 1000, and one INSERT per commit.
 """
 
 import argparse
-import http.client
 import json
-import os
 import statistics
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import ROOT, Figure, markdown_table, setup_django, timed  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    Figure,
+    markdown_table,
+    post_bodies,
+    raw_connection,
+    setup_django,
+    start_app_server,
+    stop_app_server,
+    timed,
+)
 
 PORT = 8765
+URL = "/api/llmusage/"
 
 
 def record(tag: str, i: int) -> dict:
@@ -115,76 +121,6 @@ def single_insert_ceiling(conn, tag: str, count: int) -> float:
 # --- the app over HTTP -----------------------------------------------------------------------------
 
 
-def start_server(database_url: str, workers: int) -> subprocess.Popen:
-    env = dict(
-        os.environ,
-        DATABASE_URL=database_url,
-        DJANGO_SECRET_KEY="benchmark-only",
-        DJANGO_DEBUG="false",
-        LOG_LEVEL="WARNING",
-        DJANGO_ALLOWED_HOSTS="127.0.0.1",
-        LLMLOG_INGEST_RATE="1000000/min",  # the per-key throttle still counts (and costs), never refuses
-    )
-    command = [
-        str(ROOT / ".venv/bin/gunicorn"),
-        "config.wsgi",
-        "--bind",
-        f"127.0.0.1:{PORT}",
-        "--workers",
-        str(workers),
-        "--worker-class",
-        "gthread",
-        "--threads",
-        "4",
-        "--keep-alive",
-        "30",
-        "--log-level",
-        "warning",
-    ]
-    server = subprocess.Popen(command, cwd=ROOT, env=env)
-    for _ in range(100):
-        try:
-            http.client.HTTPConnection("127.0.0.1", PORT, timeout=1).request("GET", "/api/schema/")
-            return server
-        except OSError:
-            time.sleep(0.1)
-    server.kill()
-    raise RuntimeError("gunicorn did not start")
-
-
-def post_all(bodies: list[bytes], key: str, clients: int) -> tuple[float, list[float]]:
-    """POST every body, `clients` persistent connections in parallel; (elapsed s, latencies ms)."""
-    latencies: list[float] = []
-    errors: list[str] = []
-    lock = threading.Lock()
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-
-    def client(share: list[bytes]) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=60)
-        mine = []
-        for body in share:
-            started = time.perf_counter()
-            conn.request("POST", "/api/llmusage/", body=body, headers=headers)
-            response = conn.getresponse()
-            payload = response.read()
-            mine.append((time.perf_counter() - started) * 1000)
-            if response.status not in (200, 201):
-                errors.append(f"{response.status}: {payload[:200]!r}")
-        with lock:
-            latencies.extend(mine)
-
-    threads = [threading.Thread(target=client, args=(bodies[i::clients],)) for i in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
-    if errors:
-        raise RuntimeError(f"{len(errors)} requests failed, e.g. {errors[0]}")
-    return elapsed, latencies
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -198,8 +134,6 @@ def main() -> None:
     args = parser.parse_args()
 
     setup_django()
-    import psycopg
-    from django.conf import settings
     from django.db import connection
 
     from llmlog.demo import load_demo_data
@@ -214,11 +148,7 @@ def main() -> None:
         cursor.execute("DELETE FROM llmusage WHERE transno LIKE 'bench-%%' OR transno LIKE 'raw-%%'")
         cursor.execute("VACUUM ANALYZE llmusage")
     _, key = api_key_create(name="bench", role="admin", scopes=["ingest", "read"])
-    db = settings.DATABASES["default"]
-    database_url = os.environ["DATABASE_URL"]
-    raw = psycopg.connect(
-        host=db["HOST"], port=db["PORT"] or 5432, user=db["USER"], password=db["PASSWORD"], dbname=db["NAME"]
-    )
+    raw = raw_connection()
 
     bulk = Figure("bulk ingest, 1000-record batches over HTTP", "rows/s", target=">= 0.60 of COPY")
     many = Figure("executemany ceiling, batches of 1000", "rows/s", note="raw SQL only")
@@ -226,7 +156,7 @@ def main() -> None:
     p50 = Figure(f"single-record latency p50, {args.clients} clients", "ms")
     p99 = Figure(f"single-record latency p99, {args.clients} clients", "ms", target="< 20 ms")
     batch_size = 1000
-    server = start_server(database_url, args.workers)
+    server = start_app_server(port=PORT, workers=args.workers)
     try:
         for rep in range(args.repeat):
             tag = f"{int(time.time())}-{rep}"
@@ -236,20 +166,21 @@ def main() -> None:
                 json.dumps([record(f"b-{tag}-{b}", i) for i in range(batch_size)]).encode()
                 for b in range(args.batches)
             ]
-            elapsed, _ = post_all(bodies, key, clients=args.workers)
+            elapsed, _ = post_bodies(port=PORT, path=URL, bodies=bodies, key=key, clients=args.workers)
             bulk.app.append(args.batches * batch_size / elapsed)
 
             single.ceiling.append(single_insert_ceiling(raw, f"one-{tag}", args.singles // 2))
             bodies = [json.dumps(record(f"s-{tag}", i)).encode() for i in range(args.singles)]
-            elapsed, latencies = post_all(bodies, key, clients=args.clients)
+            elapsed, latencies = post_bodies(
+                port=PORT, path=URL, bodies=bodies, key=key, clients=args.clients
+            )
             single.app.append(args.singles / elapsed)
             cuts = statistics.quantiles(latencies, n=100)
             p50.app.append(cuts[49])
             p99.app.append(cuts[98])
             print(f"run {rep + 1}/{args.repeat} done", flush=True)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_app_server(server)
         raw.close()
     print()
     print(markdown_table([bulk, many, single, p50, p99]))

@@ -4,9 +4,12 @@ Each figure is measured at least 3 times; the table shows the median with min an
 raw-SQL ceiling of the same operation measured in the same run, and their ratio.
 """
 
+import http.client
 import os
 import statistics
+import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -91,3 +94,107 @@ def markdown_table(figures: list[Figure]) -> str:
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(figure.row()) + " |" for figure in figures]
     return "\n".join(lines)
+
+
+# --- the app under gunicorn, and clients over keep-alive connections -------------------------------
+
+BENCH_REDIS_URL = "redis://127.0.0.1:6379/13"
+
+
+def start_app_server(*, port: int, workers: int = 2, threads: int = 4) -> "subprocess.Popen":
+    """gunicorn on the benchmark database with the production stack around it (Redis for the cache,
+    the throttle and the broker: BENCH_REDIS_URL), gthread workers for keep-alive. Stop it with
+    `stop_app_server`."""
+    env = dict(
+        os.environ,
+        DJANGO_SECRET_KEY="benchmark-only",
+        DJANGO_DEBUG="false",
+        LOG_LEVEL="WARNING",
+        DJANGO_ALLOWED_HOSTS="127.0.0.1",
+        REDIS_URL=os.environ.get("BENCH_REDIS_URL", BENCH_REDIS_URL),
+        LLMLOG_INGEST_RATE="100000000/min",  # the per-key throttle still counts (and costs), never refuses
+    )
+    command = [
+        str(ROOT / ".venv/bin/gunicorn"),
+        "config.wsgi",
+        f"--bind=127.0.0.1:{port}",
+        f"--workers={workers}",
+        "--worker-class=gthread",
+        f"--threads={threads}",
+        "--keep-alive=30",
+        "--timeout=120",
+        "--log-level=warning",
+        "--preload",  # workers start with the app loaded: no first-request import cost in the figures
+    ]
+    server = subprocess.Popen(command, cwd=ROOT, env=env)
+    for _ in range(200):
+        try:
+            http.client.HTTPConnection("127.0.0.1", port, timeout=1).request("GET", "/admin/login/")
+            return server
+        except OSError:
+            time.sleep(0.1)
+    server.kill()
+    raise RuntimeError("gunicorn did not start")
+
+
+def stop_app_server(server: "subprocess.Popen") -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+def post_bodies(
+    *,
+    port: int,
+    path: str,
+    bodies: list[bytes],
+    key: str,
+    clients: int,
+    content_type: str = "application/json",
+    refused: Callable[[int, bytes], bool] = lambda status, payload: status not in (200, 201),
+) -> tuple[float, list[float]]:
+    """POST every body over `clients` persistent connections: (seconds elapsed, latencies in ms).
+    Any refused answer stops the run: a figure counts only records that were stored."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": content_type}
+
+    def client(share: list[bytes]) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        mine = []
+        for body in share:
+            started = time.perf_counter()
+            conn.request("POST", path, body=body, headers=headers)
+            response = conn.getresponse()
+            payload = response.read()
+            mine.append((time.perf_counter() - started) * 1000)
+            if refused(response.status, payload):
+                errors.append(f"{path} {response.status}: {payload[:300]!r}")
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=client, args=(bodies[i::clients],)) for i in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"{len(errors)} requests failed, e.g. {errors[0]}")
+    return elapsed, latencies
+
+
+def raw_connection():
+    """A plain psycopg connection to the benchmark database, for the raw-SQL ceilings."""
+    import psycopg
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    return psycopg.connect(
+        host=db["HOST"], port=db["PORT"] or 5432, user=db["USER"], password=db["PASSWORD"], dbname=db["NAME"]
+    )
