@@ -1,44 +1,123 @@
-"""Accounts (top-up, freeze), the ledger (read-only), and failed postings (resolve, ignore).
+"""Accounts (top-up, freeze), the ledger (read-only), and the ledger's half of the failed-postings page.
 
-"Retry now" on failed postings reads usage rows, so llmlog's admin adds it (accounting never imports
-llmlog)."""
+The failed-postings page is registered by llmlog's admin (`llmlog.admin.AccountingFailureRetryAdmin`):
+it subclasses `AccountingFailureAdmin` below with "Retry now" (which reads usage rows), the big-table
+filters and CSV export, because accounting never imports llmlog. There is one failures admin, registered
+once, there.
 
+Every list here is bounded: the ledger grows by one transaction and three lines per usage record, and
+failures can pile up by the million when an org has no account, so no page COUNTs a whole table.
+"""
+
+from collections import Counter
+from datetime import datetime
 from decimal import Decimal
+from uuid import UUID
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
 from django.utils.functional import cached_property
+from django.utils.html import format_html
+from django.utils.text import Truncator
 
 from accounting.failures import FailureStateError, failure_ignore, failure_resolve
 from accounting.ledger import LedgerError, account_create, account_update, ledger_topup
 from accounting.models import Account, AccountingFailure, LedgerLine, LedgerTransaction
 
+# An action over more rows than this is refused: it runs in the request, row by row, and "select all"
+# on a big list would otherwise time out half done. Narrow the filters instead (or use the API).
+MAX_ACTION_ROWS = 10_000
+# How much of an error message the failures list shows; the full text is in the tooltip and on the row.
+SHORT_ERROR_CHARS = 60
+
 
 class BoundedCountPaginator(Paginator):
-    """The ledger grows by one transaction per usage record: never COUNT it all for a page."""
+    """Never COUNT a whole ledger table for a page: count at most `bound + 1` rows (a COUNT over a
+    LIMIT) and say "more than `bound`" past it (templates/admin/pagination.html reads `is_estimate`).
+    The same as llmlog.admin_tools.EstimatedCountPaginator, which accounting may not import."""
 
     bound = 10_000
 
     @cached_property
     def count(self) -> int:
-        return len(self.object_list[: self.bound + 1].values_list("pk", flat=True))
+        return self.object_list[: self.bound + 1].count()
+
+    @property
+    def is_estimate(self) -> bool:
+        return self.count > self.bound
+
+    @property
+    def bound_display(self) -> str:
+        return f"{self.bound:,}"
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class BigListAdmin(admin.ModelAdmin):
+    """A list of up to millions of rows: bounded count, no facet counts, no date hierarchy."""
+
+    paginator = BoundedCountPaginator
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    list_per_page = 50
+
+
+class ReadOnlyAdmin(BigListAdmin):
     """The ledger is written by the ledger services only."""
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+
+def short_time(value: datetime) -> str:
+    """A time in the operator's time zone, to the second, in the few characters a busy list has room for."""
+    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def as_uuid(term: str) -> UUID | None:
+    try:
+        return UUID(term)
+    except ValueError:
+        return None
+
+
+def clean_search_term(term: str) -> str | None:
+    """The term of an exact search, stripped; None when it cannot match anything (NUL is not text)."""
+    term = term.strip()
+    return None if "\x00" in term else term
+
+
+def too_many(model_admin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> bool:
+    """Refuse (with a message) an action over more than MAX_ACTION_ROWS rows."""
+    if queryset[: MAX_ACTION_ROWS + 1].count() <= MAX_ACTION_ROWS:
+        return False
+    model_admin.message_user(
+        request,
+        f"Nothing done: select at most {MAX_ACTION_ROWS:,} rows at once (narrow the filters).",
+        level=messages.ERROR,
+    )
+    return True
+
+
+def outcome_message(*, verb: str, done: int, failed: Counter[str]) -> str:
+    """ "Resolved 3 failure(s); 1 failed (1 already resolved)." — the reasons, most frequent first."""
+    return f"{verb} {done} failure(s); {failed.total()} failed{reasons(failed)}."
+
+
+def reasons(failed: Counter[str]) -> str:
+    """ " (2 no_account, 1 already resolved)": most frequent first, then by name; "" when none."""
+    ordered = sorted(failed.items(), key=lambda item: (-item[1], item[0]))
+    return " (" + ", ".join(f"{count} {reason}" for reason, count in ordered) + ")" if failed else ""
 
 
 # --- accounts -------------------------------------------------------------------------------------
@@ -55,7 +134,7 @@ class AccountForm(forms.ModelForm):
 class TopupForm(forms.Form):
     amount = forms.DecimalField(max_digits=18, decimal_places=5, min_value=Decimal("0.00001"))
     reference = forms.CharField(
-        max_length=128, required=False, help_text="Optional: the same reference twice tops up once."
+        max_length=100, required=False, help_text="Optional: the same reference twice tops up once."
     )
     memo = forms.CharField(max_length=255, required=False)
 
@@ -63,22 +142,36 @@ class TopupForm(forms.Form):
 @admin.register(Account)
 class AccountAdmin(admin.ModelAdmin):
     form = AccountForm
-    list_display = ("org", "kind", "currency", "balance", "credit_limit", "status", "updated_at")
+    list_display = (
+        "org",
+        "kind",
+        "currency",
+        "balance",
+        "credit_limit",
+        "available",
+        "status",
+        "updated_at",
+        "ledger_lines",
+    )
     list_filter = ("kind", "status", "currency")
     search_fields = ("=org",)
+    search_help_text = "Exact org id."
     ordering = ("org", "kind")
     actions = ("topup", "freeze", "unfreeze")
 
-    def get_readonly_fields(self, request, obj=None) -> tuple[str, ...]:
+    def get_readonly_fields(self, request: HttpRequest, obj: Account | None = None) -> tuple[str, ...]:
         # An account's identity never changes once it has lines; only its limit and status do.
         return ("org", "kind", "currency", "balance") if obj else ("balance",)
 
-    def get_form(self, request, obj=None, change=False, **kwargs):
+    def get_form(self, request: HttpRequest, obj: Account | None = None, change: bool = False, **kwargs):
         if obj is not None:
             kwargs["form"] = forms.ModelForm  # kind is read-only on change: the plain form
         return super().get_form(request, obj, change=change, **kwargs)
 
-    def save_model(self, request, obj: Account, form, change: bool) -> None:
+    def has_delete_permission(self, request: HttpRequest, obj: Account | None = None) -> bool:
+        return False  # its lines refer to it (PROTECT); freeze it instead
+
+    def save_model(self, request: HttpRequest, obj: Account, form: forms.ModelForm, change: bool) -> None:
         if change:
             account_update(account=obj, credit_limit=obj.credit_limit, status=obj.status)
             return
@@ -91,15 +184,25 @@ class AccountAdmin(admin.ModelAdmin):
         )
         obj.pk, obj.created_at, obj.updated_at = created.pk, created.created_at, created.updated_at
 
-    @admin.action(description="Top up the selected accounts")
+    @admin.display(description="available")
+    def available(self, account: Account) -> Decimal | str:
+        """What a customer can still spend: balance plus credit limit."""
+        return account.balance + account.credit_limit if account.kind == Account.Kind.CUSTOMER else "-"
+
+    @admin.display(description="ledger")
+    def ledger_lines(self, account: Account) -> str:
+        url = reverse("admin:accounting_ledgerline_changelist") + f"?account__id__exact={account.pk}"
+        return format_html('<a href="{}">lines</a>', url)
+
+    @admin.action(description="Top up the selected accounts", permissions=["change"])
     def topup(self, request: HttpRequest, queryset: QuerySet[Account]) -> TemplateResponse | None:
         form = TopupForm(request.POST if "apply" in request.POST else None)
         if "apply" in request.POST and form.is_valid():
-            done, failed = 0, []
+            done, repeated, errors = 0, 0, []
+            reference = form.cleaned_data["reference"]
             for account in queryset:
-                reference = form.cleaned_data["reference"]
                 try:
-                    ledger_topup(
+                    _, created = ledger_topup(
                         org=account.org,
                         kind=account.kind,
                         amount=form.cleaned_data["amount"],
@@ -107,12 +210,17 @@ class AccountAdmin(admin.ModelAdmin):
                         memo=form.cleaned_data["memo"],
                         created_by=request.user.get_username(),
                     )
-                    done += 1
                 except (LedgerError, ValueError) as exc:
-                    failed.append(f"{account}: {exc}")
-            self.message_user(request, f"Topped up {done} account(s); {len(failed)} failed.")
-            for message in failed:
-                self.message_user(request, message, level=messages.ERROR)
+                    errors.append(f"{account}: {exc}")
+                    continue
+                done += created
+                repeated += not created
+            message = f"Topped up {done} account(s); {len(errors)} failed."
+            if repeated:
+                message += f" {repeated} already topped up with this reference: not again."
+            self.message_user(request, message, level=messages.WARNING if errors else messages.SUCCESS)
+            for error in errors:
+                self.message_user(request, error, level=messages.ERROR)
             return None
         context = {
             **self.admin_site.each_context(request),
@@ -124,11 +232,11 @@ class AccountAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/accounting/account/topup.html", context)
 
-    @admin.action(description="Freeze the selected accounts (postings to them fail)")
+    @admin.action(description="Freeze the selected accounts (postings to them fail)", permissions=["change"])
     def freeze(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
         self._set_status(request, queryset, Account.Status.FROZEN)
 
-    @admin.action(description="Unfreeze the selected accounts")
+    @admin.action(description="Unfreeze the selected accounts", permissions=["change"])
     def unfreeze(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
         self._set_status(request, queryset, Account.Status.ACTIVE)
 
@@ -142,6 +250,19 @@ class AccountAdmin(admin.ModelAdmin):
 # --- the ledger -----------------------------------------------------------------------------------
 
 
+def org_account_ids(org: str) -> list[int]:
+    """The accounts of an org (a customer and an owner account at most): read first, so that the lines'
+    (account, -id) index answers the rest."""
+    return list(Account.objects.filter(org=org).values_list("pk", flat=True))
+
+
+def reference_match(term: str) -> Q:
+    """A top-up's or adjustment's reference, in the form of the partial unique index that serves it
+    (ledger_transaction_reference_idempotency). A usage transaction's reference is its transno, which
+    no ledger index holds: search usage by its id, or the transno on the failures and usage pages."""
+    return Q(reference=term) & ~Q(kind=LedgerTransaction.Kind.USAGE) & ~Q(reference="")
+
+
 class LedgerLineInline(admin.TabularInline):
     model = LedgerLine
     fields = ("account", "amount")
@@ -149,33 +270,75 @@ class LedgerLineInline(admin.TabularInline):
     extra = 0
     can_delete = False
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
 
 @admin.register(LedgerTransaction)
 class LedgerTransactionAdmin(ReadOnlyAdmin):
-    list_display = ("created_at", "kind", "reference", "amount", "currency", "usage_id", "created_by")
+    list_display = (
+        "created_at",
+        "kind",
+        "reference",
+        "amount",
+        "currency",
+        "usage_id",
+        "memo",
+        "created_by",
+    )
     list_filter = ("kind", "currency")
-    search_fields = ("=reference",)
+    search_fields = ("=usage_id", "=id", "=reference")  # and an org: see get_search_results
+    search_help_text = "A usage id or transaction id; an org (its newest 10,000); a top-up's reference."
     ordering = ("-id",)  # time-ordered (uuid7): newest first, by the primary key's index
     inlines = (LedgerLineInline,)
-    paginator = BoundedCountPaginator
-    show_full_result_count = False
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        term = clean_search_term(search_term)
+        if term is None:
+            return queryset.none(), False
+        if not term:
+            return queryset, False
+        uuid = as_uuid(term)
+        if uuid is not None:  # served by the primary key and the unique usage_id index
+            return queryset.filter(Q(pk=uuid) | Q(usage_id=uuid)), False
+        # An org's transactions: the ids of its newest lines (the (account, -id) index), bounded like
+        # the list's count, so a big org costs no more than a small one.
+        newest = (
+            LedgerLine.objects.filter(account_id__in=org_account_ids(term))
+            .order_by("-id")
+            .values("transaction_id")[: BoundedCountPaginator.bound + 1]
+        )
+        return queryset.filter(Q(pk__in=newest) | reference_match(term)), False
 
 
 @admin.register(LedgerLine)
 class LedgerLineAdmin(ReadOnlyAdmin):
-    list_display = ("id", "account", "amount", "transaction_kind", "reference", "created_at")
+    list_display = ("id", "account", "amount", "transaction_kind", "reference", "usage_id", "created_at")
     list_filter = ("account__kind", "transaction__kind")
-    search_fields = ("=account__org", "=transaction__reference")
+    search_fields = ("=account__org", "=transaction__usage_id", "=transaction__reference")
+    search_help_text = "An org, a usage id or transaction id, or a top-up's reference (exact)."
     list_select_related = ("account", "transaction")
     ordering = ("-id",)
-    paginator = BoundedCountPaginator
-    show_full_result_count = False
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        term = clean_search_term(search_term)
+        if term is None:
+            return queryset.none(), False
+        if not term:
+            return queryset, False
+        uuid = as_uuid(term)
+        if uuid is not None:
+            transactions = LedgerTransaction.objects.filter(Q(pk=uuid) | Q(usage_id=uuid)).values("pk")
+            return queryset.filter(transaction_id__in=transactions), False
+        topups = LedgerTransaction.objects.filter(reference_match(term)).values("pk")
+        return queryset.filter(Q(account_id__in=org_account_ids(term)) | Q(transaction_id__in=topups)), False
 
     @admin.display(description="kind")
     def transaction_kind(self, line: LedgerLine) -> str:
@@ -185,6 +348,10 @@ class LedgerLineAdmin(ReadOnlyAdmin):
     def reference(self, line: LedgerLine) -> str:
         return line.transaction.reference
 
+    @admin.display(description="usage id")
+    def usage_id(self, line: LedgerLine):
+        return line.transaction.usage_id
+
     @admin.display(description="created at")
     def created_at(self, line: LedgerLine):
         return line.transaction.created_at
@@ -193,49 +360,131 @@ class LedgerLineAdmin(ReadOnlyAdmin):
 # --- failed postings ------------------------------------------------------------------------------
 
 
-@admin.register(AccountingFailure)
-class AccountingFailureAdmin(admin.ModelAdmin):
+class AccountingFailureAdmin(BigListAdmin):
+    """The failed-postings page ("failed_accounting.ui"), the ledger's half: what it lists, search by
+    transno, resolve and ignore (who and when are recorded). Not registered here: see the module's
+    docstring. The rows are written by posting only; an operator acts on them through the actions."""
+
     list_display = (
-        "last_failed_at",
+        "last_failed",
         "transno",
         "userorgid",
         "userid",
         "model_name",
         "amount",
+        "cost",
         "error_code",
         "attempts",
-        "next_retry_at",
-        "status",
-        "resolved_by",
+        "last_error",
+        "first_failed",
+        "state",
     )
-    list_filter = ("status", "error_code", "use_date")
-    search_fields = ("=transno", "=userorgid", "=userid", "=model_name", "=llmid")
-    show_full_result_count = False
+    list_display_links = ("transno",)
+    search_fields = ("=transno", "=usage_id")
+    search_help_text = "Exact transno (or the usage record's id)."
+    # Newest failure first, as llmage's get_failed_accounting_records; the filters' indexes (use_date,
+    # userorgid + use_date) narrow the rows to sort.
+    ordering = ("-last_failed_at", "-id")
+    fieldsets = (
+        (None, {"fields": ("transno", "usage_id", "status", "resolved_by", "resolved_at")}),
+        (
+            "Error",
+            {"fields": ("error_code", "error_message", "attempts", "first_failed_at", "last_failed_at")},
+        ),
+        ("Retry", {"fields": ("next_retry_at",)}),
+        (
+            "Record",
+            {
+                "fields": (
+                    "use_date",
+                    "userorgid",
+                    "userid",
+                    "ownerid",
+                    "llmid",
+                    "model_name",
+                    "amount",
+                    "cost",
+                )
+            },
+        ),
+    )
     actions = ("resolve", "ignore")
 
-    def has_add_permission(self, request) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # failures are recorded by posting
 
-    def get_readonly_fields(self, request, obj=None) -> list[str]:
+    def has_delete_permission(self, request: HttpRequest, obj: AccountingFailure | None = None) -> bool:
+        return False  # the record of what failed stays: resolve or ignore it
+
+    def get_readonly_fields(self, request: HttpRequest, obj: AccountingFailure | None = None) -> list[str]:
         return [field.name for field in AccountingFailure._meta.fields]
 
-    @admin.action(description="Resolve (settled outside the ledger)")
-    def resolve(self, request: HttpRequest, queryset: QuerySet[AccountingFailure]) -> None:
-        failures = list(queryset)
-        for failure in failures:
-            failure_resolve(failure=failure, by=request.user.get_username())
-        self.message_user(request, f"Resolved {len(failures)} failure(s); 0 failed.")
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        """Exact and case-sensitive, so the transno index (or usage_id's unique one) answers it."""
+        term = clean_search_term(search_term)
+        if term is None:
+            return queryset.none(), False
+        if not term:
+            return queryset, False
+        uuid = as_uuid(term)
+        match = Q(transno=term) | Q(usage_id=uuid) if uuid is not None else Q(transno=term)
+        return queryset.filter(match), False
 
-    @admin.action(description="Ignore (never post; the scheduled retry skips them)")
-    def ignore(self, request: HttpRequest, queryset: QuerySet[AccountingFailure]) -> None:
-        done, failed = 0, 0
+    @admin.display(description="last failed", ordering="last_failed_at")
+    def last_failed(self, failure: AccountingFailure) -> str:
+        return short_time(failure.last_failed_at)
+
+    @admin.display(description="first failed", ordering="first_failed_at")
+    def first_failed(self, failure: AccountingFailure) -> str:
+        return short_time(failure.first_failed_at)
+
+    @admin.display(description="status", ordering="status")
+    def state(self, failure: AccountingFailure) -> str:
+        """Open, or who closed it and when."""
+        if failure.status == AccountingFailure.Status.OPEN:
+            return failure.get_status_display()
+        return format_html(
+            "{}<br><small>by {} at {}</small>",
+            failure.get_status_display(),
+            failure.resolved_by or "?",
+            short_time(failure.resolved_at) if failure.resolved_at else "?",
+        )
+
+    @admin.display(description="last error")
+    def last_error(self, failure: AccountingFailure) -> str:
+        short = Truncator(failure.error_message).chars(SHORT_ERROR_CHARS)
+        return format_html('<span title="{}">{}</span>', failure.error_message, short)
+
+    @admin.action(description="Resolve (settled outside the ledger)", permissions=["change"])
+    def resolve(self, request: HttpRequest, queryset: QuerySet[AccountingFailure]) -> None:
+        if too_many(self, request, queryset):
+            return
+        done, failed = 0, Counter()
         for failure in queryset:
+            if failure.status == AccountingFailure.Status.RESOLVED:
+                failed["already resolved"] += 1
+                continue
+            failure_resolve(failure=failure, by=request.user.get_username())
+            done += 1
+        self._report(request, outcome_message(verb="Resolved", done=done, failed=failed), failed)
+
+    @admin.action(description="Ignore (never post; the scheduled retry skips them)", permissions=["change"])
+    def ignore(self, request: HttpRequest, queryset: QuerySet[AccountingFailure]) -> None:
+        if too_many(self, request, queryset):
+            return
+        done, failed = 0, Counter()
+        for failure in queryset:
+            if failure.status == AccountingFailure.Status.IGNORED:
+                failed["already ignored"] += 1
+                continue
             try:
                 failure_ignore(failure=failure, by=request.user.get_username())
                 done += 1
             except FailureStateError:
-                failed += 1
-        level = messages.WARNING if failed else messages.SUCCESS
-        self.message_user(
-            request, f"Ignored {done} failure(s); {failed} failed (already resolved).", level=level
-        )
+                failed["already resolved"] += 1
+        self._report(request, outcome_message(verb="Ignored", done=done, failed=failed), failed)
+
+    def _report(self, request: HttpRequest, message: str, failed: Counter[str]) -> None:
+        self.message_user(request, message, level=messages.WARNING if failed else messages.SUCCESS)

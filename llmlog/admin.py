@@ -1,13 +1,21 @@
 """The operator's admin: usage and history (big tables: bounded counts, indexed filters and search, CSV
-export), model prices, API keys, job runs. The dashboard is llmlog.dashboard; the shared pieces for big
-lists are llmlog.admin_tools and llmlog.csv_export."""
+export), model prices, API keys, job runs, and the failed-postings page (accounting's admin plus "Retry
+now"). The dashboard is llmlog.dashboard; the shared pieces for big lists are llmlog.admin_tools and
+llmlog.csv_export."""
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from accounting.admin import AccountingFailureAdmin
+from accounting.admin import AccountingFailureAdmin, reasons, too_many
 from accounting.models import AccountingFailure
 from llmlog.admin_tools import BigTableAdmin, EstimatedCountPaginator, IndexedValuesFilter, date_range_filter
 from llmlog.csv_export import CsvColumn, CsvExportMixin
@@ -283,26 +291,125 @@ class JobRunAdmin(admin.ModelAdmin):
         return Truncator(run.error).chars(120)
 
 
-class AccountingFailureRetryAdmin(AccountingFailureAdmin):
-    """accounting's failures page plus "Retry now", which reads usage rows and so lives on llmlog's side."""
+# --- failed postings ------------------------------------------------------------------------------
 
+
+class ExactValueFilter(admin.FieldListFilter):
+    """A text box for a column with too many values to list and no index to list them from (userid,
+    model_name on the failures page): the rows whose column equals what is typed. Empty: no filter."""
+
+    template = "admin/accounting/exact_value_filter.html"
+
+    def __init__(self, field, request, params, model, model_admin, field_path) -> None:
+        self.lookup_kwarg = field_path
+        values = [value.strip() for value in params.get(field_path, [])]
+        if not any(values) or any("\x00" in value for value in values):
+            params.pop(field_path, None)  # nothing typed (or not text): no filter
+            values = []
+        else:
+            params[field_path] = values
+        self.lookup_val = values[-1] if values else ""
+        super().__init__(field, request, params, model, model_admin, field_path)
+
+    def expected_parameters(self) -> list[str]:
+        return [self.lookup_kwarg]
+
+    def choices(self, changelist) -> Iterator[dict[str, Any]]:
+        # One "choice": the form's state. The other parameters of the list ride along as hidden fields.
+        yield {
+            "selected": bool(self.lookup_val),
+            "value": self.lookup_val,
+            "parameter": self.lookup_kwarg,
+            "hidden": [
+                (name, value) for name, value in changelist.params.items() if name != self.lookup_kwarg
+            ],
+            "clear_query_string": changelist.get_query_string(remove=[self.lookup_kwarg]),
+        }
+
+
+ACCOUNTING_FAILURE_CSV_COLUMNS = (
+    CsvColumn("last_failed_at"),
+    CsvColumn("first_failed_at"),
+    CsvColumn("use_date"),
+    CsvColumn("transno"),
+    CsvColumn("usage_id"),
+    CsvColumn("userorgid"),
+    CsvColumn("userid"),
+    CsvColumn("ownerid"),
+    CsvColumn("llmid"),
+    CsvColumn("model_name"),
+    CsvColumn("amount", total=True),
+    CsvColumn("cost", total=True),
+    CsvColumn("error_code"),
+    CsvColumn("error_message"),
+    CsvColumn("attempts"),
+    CsvColumn("next_retry_at"),
+    CsvColumn("status"),
+    CsvColumn("resolved_at"),
+    CsvColumn("resolved_by"),
+)
+# What "Retry now" counts as a success: posted now, nothing to post (skipped), or posted already.
+RETRY_SUCCESSES = {"accounted", "skipped", "already_accounted"}
+# Why a retried failure did not post, as the action's message says it (a failure that failed again
+# is counted by its new error code).
+RETRY_FAILURE_REASONS = {"busy": "busy (being posted, or pending again)", "missing": "usage record gone"}
+
+
+@admin.register(AccountingFailure)
+class AccountingFailureRetryAdmin(CsvExportMixin, AccountingFailureAdmin):
+    """The failed-postings page: accounting's AccountingFailureAdmin (list, search by transno, resolve,
+    ignore) plus what needs llmlog: "Retry now" (it reads usage rows), the from-to picker and the org
+    drop-down of the big lists, a bounded count, CSV export, and a link to the usage record."""
+
+    paginator = EstimatedCountPaginator
+    list_filter = (
+        # From-to days on use_date: acct_failed_use_date_idx (or the org's (userorgid, use_date)).
+        ("use_date", date_range_filter("use date")),
+        "status",
+        "error_code",
+        # Its values come from acct_failed_org_date_idx, one probe each.
+        ("userorgid", IndexedValuesFilter),
+        ("userid", ExactValueFilter),
+        ("model_name", ExactValueFilter),
+    )
+    csv_columns = ACCOUNTING_FAILURE_CSV_COLUMNS
+    change_list_template = "admin/accounting/accountingfailure/change_list.html"  # the CSV one, styled
     actions = ("retry_now", *AccountingFailureAdmin.actions)
 
-    @admin.action(description="Retry now")
-    def retry_now(self, request, queryset) -> None:
+    def get_fieldsets(self, request: HttpRequest, obj: AccountingFailure | None = None) -> list:
+        (name, options), *rest = super().get_fieldsets(request, obj)
+        return [(name, {**options, "fields": (*options["fields"], "usage_record")}), *rest]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: AccountingFailure | None = None) -> list[str]:
+        return [*super().get_readonly_fields(request, obj), "usage_record"]
+
+    @admin.display(description="usage record")
+    def usage_record(self, failure: AccountingFailure) -> str:
+        """The record in llmusage and its accounting status (a failed record never moves to history)."""
+        status = (
+            LLMUsage.objects.filter(pk=failure.usage_id).values_list("accounting_status", flat=True).first()
+        )
+        if status is None:
+            return "not in llmusage (deleted?)"
+        url = reverse("admin:llmlog_llmusage_change", args=[failure.usage_id])
+        return format_html('<a href="{}">{}</a> ({})', url, failure.usage_id, status)
+
+    @admin.action(description="Retry now", permissions=["change"])
+    def retry_now(self, request: HttpRequest, queryset: QuerySet[AccountingFailure]) -> None:
+        if too_many(self, request, queryset):
+            return
         result = retry_failed_accounting(
             ids=list(queryset.values_list("pk", flat=True)), by=request.user.get_username()
         )
-        counts = result.counts
-        succeeded = counts["accounted"] + counts["skipped"] + counts["already_accounted"]
-        failed = counts["failed"] + counts["busy"] + counts["missing"]
-        self.message_user(
-            request,
-            f"Retried {len(result.outcomes)} failure(s): {succeeded} succeeded, {failed} failed "
-            f"({counts['failed']} failed again, {counts['busy']} busy, {counts['missing']} missing).",
-            level=messages.WARNING if failed else messages.SUCCESS,
+        outcomes = result.outcomes
+        succeeded = sum(1 for outcome in outcomes.values() if outcome in RETRY_SUCCESSES)
+        failed = Counter(RETRY_FAILURE_REASONS[o] for o in outcomes.values() if o in RETRY_FAILURE_REASONS)
+        # A failure that failed again is counted by its new error code, e.g. "2 insufficient_balance".
+        failed_again = [pk for pk, outcome in outcomes.items() if outcome == "failed"]
+        failed.update(
+            AccountingFailure.objects.filter(pk__in=failed_again).values_list("error_code", flat=True)
         )
-
-
-admin.site.unregister(AccountingFailure)
-admin.site.register(AccountingFailure, AccountingFailureRetryAdmin)
+        message = f"Retried {len(outcomes)} failure(s): {succeeded} succeeded, {failed.total()} failed"
+        self.message_user(
+            request, f"{message}{reasons(failed)}.", level=messages.WARNING if failed else messages.SUCCESS
+        )
