@@ -134,6 +134,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "llmlog.api.pagination.PagePagination",
+    # A JSON API: bodies are JSON (the ingest views read theirs raw), so the schema promises only JSON.
+    "DEFAULT_PARSER_CLASSES": ["llmlog.api.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "llmlog.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
@@ -147,6 +149,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Every operation documents the errors it can answer (400/401/403/404/429): llmlog.api.schema.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "llmlog.api.schema.document_error_responses",
+    ],
     # Several models have a `kind` or `status`: name their enums after the model, not a hash.
     "ENUM_NAME_OVERRIDES": {
         "AccountKindEnum": "accounting.models.Account.Kind",

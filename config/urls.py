@@ -26,3 +26,6 @@ urlpatterns = [
     path("api/ingest/otlp/v1/traces", OTLPTracesView.as_view(), name="ingest-otlp"),
     path("v1/traces", OTLPTracesView.as_view(), name="otlp-traces"),
 ]
+
+# An unknown path under /api/ (or /v1/) answers JSON like every API error; the rest Django's page.
+handler404 = "llmlog.api.errors.not_found"

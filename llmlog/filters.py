@@ -19,6 +19,7 @@ from typing import Any
 
 import django_filters
 from django import forms
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db.models import F, QuerySet, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -30,6 +31,12 @@ from llmlog.models import AccountingStatus, UsageAll, UsageStatus
 
 # A bare number at or above this is read as milliseconds (1e11 seconds is the year 5138).
 UNIX_MS_THRESHOLD = 100_000_000_000
+# Times and days a filter may name. Nothing is stored outside them (ingest takes 2000 on), so a bound
+# past them finds nothing or everything, as it should; the margins keep every computation on a bound
+# (the next hour or day, a time zone's offset) inside the range of a datetime, which past them would
+# be an OverflowError instead of an answer.
+FILTER_DAY_MIN = date(1900, 1, 1)
+FILTER_DAY_MAX = date(9999, 12, 30)
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 
 
@@ -55,20 +62,24 @@ def parse_time(value: str | int | float, *, name: str = "time", unit: str = "aut
         if unit == "ms" or (unit == "auto" and abs(number) >= UNIX_MS_THRESHOLD):
             number /= 1000
         try:
-            return datetime.fromtimestamp(number, tz=UTC)
+            parsed = datetime.fromtimestamp(number, tz=UTC)
         except (OverflowError, OSError, ValueError):
             raise InvalidFilter({name: [f"{text!r} is out of range as a unix timestamp."]}) from None
-    try:
-        parsed = parse_datetime(text.replace(" ", "T", 1) if "T" not in text else text)
+    else:
+        try:
+            parsed = parse_datetime(text.replace(" ", "T", 1) if "T" not in text else text)
+            if parsed is None:
+                day = parse_date(text)
+                parsed = datetime.combine(day, time()) if day else None
+        except ValueError:
+            parsed = None
         if parsed is None:
-            day = parse_date(text)
-            parsed = datetime.combine(day, time()) if day else None
-    except ValueError:
-        parsed = None
-    if parsed is None:
-        raise InvalidFilter(
-            {name: [f"{text!r} is not a time: use ISO 8601 or unix seconds or milliseconds."]}
-        )
+            raise InvalidFilter(
+                {name: [f"{text!r} is not a time: use ISO 8601 or unix seconds or milliseconds."]}
+            )
+    if not FILTER_DAY_MIN <= parsed.date() <= FILTER_DAY_MAX:
+        message = f"{text!r} is out of range: from {FILTER_DAY_MIN} to {FILTER_DAY_MAX}."
+        raise InvalidFilter({name: [message]})
     if timezone.is_naive(parsed):
         parsed = timezone.make_aware(parsed, timezone.get_current_timezone())
     return parsed
@@ -91,7 +102,8 @@ class TimeField(forms.Field):
         try:
             return parse_time(value, name="value")
         except InvalidFilter as exc:
-            raise forms.ValidationError(exc.errors["value"][0]) from None
+            # The message quotes the value, which may hold a "%": passed as a parameter, never formatted.
+            raise forms.ValidationError("%(message)s", params={"message": exc.errors["value"][0]}) from None
 
 
 @extend_schema_field(
@@ -165,7 +177,12 @@ class UsageFilter(django_filters.FilterSet):
         lookup_expr="lt",
         label="Records before this time (exclusive): ISO 8601, or unix seconds or milliseconds.",
     )
-    use_date = django_filters.DateFilter(field_name="use_date", label="Day of use in TIME_ZONE, YYYY-MM-DD.")
+    use_date = django_filters.DateFilter(
+        field_name="use_date",
+        label="Day of use in TIME_ZONE, YYYY-MM-DD.",
+        input_formats=["%Y-%m-%d"],  # ISO only, as the schema says (not Django's 11/20/2026)
+        validators=[MinValueValidator(FILTER_DAY_MIN), MaxValueValidator(FILTER_DAY_MAX)],
+    )
     userid = django_filters.CharFilter(field_name="userid")
     userorgid = django_filters.CharFilter(field_name="userorgid")
     ownerid = django_filters.CharFilter(field_name="ownerid", label="Org that owns the model.")

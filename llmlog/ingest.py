@@ -356,7 +356,19 @@ def _money(value: Decimal | None, name: str, errors: dict[str, str]) -> Decimal 
     if rounded is None or rounded.adjusted() >= MONEY_DIGITS - MONEY_PLACES:
         errors[name] = f"At most {MONEY_DIGITS - MONEY_PLACES} digits before the decimal point."
         return None
+    if connection.vendor == "sqlite" and len(rounded.normalize().as_tuple().digits) > SQLITE_MONEY_DIGITS:
+        # SQLite keeps a decimal column as a double: past 15 significant digits it would store another
+        # amount than the one sent (and reading it back can fail). Refused, never silently changed.
+        errors[name] = (
+            f"At most {SQLITE_MONEY_DIGITS} significant digits on SQLite (this amount is stored exactly "
+            "on PostgreSQL)."
+        )
+        return None
     return rounded
+
+
+# What a double (SQLite's storage of a decimal column) holds exactly.
+SQLITE_MONEY_DIGITS = 15
 
 
 def _ip(value: str | None, errors: dict[str, str]) -> str | None:

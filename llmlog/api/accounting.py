@@ -16,7 +16,13 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.http import Http404
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import exceptions, filters, mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import IsAuthenticated
@@ -33,11 +39,20 @@ from accounting.failures import (
 from accounting.ledger import AccountExists, LedgerError, account_create, account_update, ledger_topup
 from accounting.models import MONEY_DIGITS, MONEY_PLACES, Account, AccountingFailure, LedgerLine
 from llmlog.api.auth import Caller, HasScope, caller_of
+from llmlog.api.errors import SingleValuedQueryMixin
+from llmlog.api.serializers import StrictCharField, StrictRegexField
 from llmlog.models import ApiKey
 from llmlog.posting import retry_failed_accounting
 
 ADMIN_ROLES = frozenset({ApiKey.Role.ADMIN, ApiKey.Role.OWNER})
+CONFLICT = OpenApiResponse(
+    {"type": "object", "properties": {"detail": {"type": "string"}}, "additionalProperties": True},
+    "It exists already (an account), or the same reference was used for another amount (a top-up), "
+    "or the failure is resolved (ignore).",
+)
 MAX_RETRY_IDS = 1000
+# Failure ids are 64-bit: a larger number names no failure (and SQLite cannot even compare with it).
+MAX_FAILURE_ID = 2**63 - 1
 
 
 def is_platform_admin(caller: Caller) -> bool:
@@ -65,6 +80,11 @@ class RoleForAction(permissions.BasePermission):
             self.message = "Only a key with role admin or owner may do this."
             return caller.role in ADMIN_ROLES
         return True
+
+
+def given_params(request: Request) -> dict[str, str]:
+    """The query parameters sent with a value: an empty one is one not sent, as everywhere in the API."""
+    return {name: value for name, value in request.query_params.items() if value != ""}
 
 
 def _field_errors(exc: ValueError) -> dict[str, str]:
@@ -98,9 +118,9 @@ class AccountSerializer(serializers.ModelSerializer):
 
 
 class AccountCreateSerializer(serializers.Serializer):
-    org = serializers.CharField(max_length=64)
+    org = StrictCharField(max_length=64)
     kind = serializers.ChoiceField(choices=Account.CREATABLE_KIND_CHOICES)
-    currency = serializers.RegexField(
+    currency = StrictRegexField(
         r"^[A-Z]{3}$", default="USD", error_messages={"invalid": "Expected a 3-letter ISO code such as USD."}
     )
     credit_limit = _money_field(min_value=0, default=0)
@@ -128,8 +148,8 @@ class AccountQuerySerializer(serializers.Serializer):
 class TopupSerializer(serializers.Serializer):
     amount = _money_field()
     kind = serializers.ChoiceField(choices=[Account.Kind.CUSTOMER, Account.Kind.OWNER], default="customer")
-    reference = serializers.CharField(max_length=128, required=False, default="", allow_blank=True)
-    memo = serializers.CharField(max_length=255, required=False, default="", allow_blank=True)
+    reference = StrictCharField(max_length=128, required=False, default="", allow_blank=True)
+    memo = StrictCharField(max_length=255, required=False, default="", allow_blank=True)
 
     def validate_amount(self, value):
         if value <= 0:
@@ -187,7 +207,7 @@ TopupResponseSerializer = inline_serializer(
     create=extend_schema(
         summary="Create an org's account (platform admin)",
         request=AccountCreateSerializer,
-        responses={201: AccountSerializer},
+        responses={201: AccountSerializer, 409: CONFLICT},
     ),
     retrieve=extend_schema(summary="An org's accounts and balances", responses=OrgAccountsSerializer),
     partial_update=extend_schema(
@@ -196,7 +216,7 @@ TopupResponseSerializer = inline_serializer(
         responses=AccountSerializer,
     ),
 )
-class AccountViewSet(viewsets.GenericViewSet):
+class AccountViewSet(SingleValuedQueryMixin, viewsets.GenericViewSet):
     serializer_class = AccountSerializer
     permission_classes = [IsAuthenticated, HasScope, RoleForAction]
     required_scopes = {"list": "read", "retrieve": "read", "lines": "read"}
@@ -210,7 +230,7 @@ class AccountViewSet(viewsets.GenericViewSet):
         return queryset if caller.is_platform else queryset.filter(org=caller.userorgid)
 
     def list(self, request: Request) -> Response:
-        query = AccountQuerySerializer(data=request.query_params)
+        query = AccountQuerySerializer(data=given_params(request))
         query.is_valid(raise_exception=True)
         queryset = self.get_queryset().filter(**query.validated_data)
         page = self.paginate_queryset(queryset)
@@ -243,7 +263,7 @@ class AccountViewSet(viewsets.GenericViewSet):
     @extend_schema(
         summary="Top up an org's account (platform admin); idempotent on `reference`",
         request=TopupSerializer,
-        responses={201: TopupResponseSerializer, 200: TopupResponseSerializer},
+        responses={201: TopupResponseSerializer, 200: TopupResponseSerializer, 409: CONFLICT},
     )
     @action(detail=True, methods=["post"])
     def topup(self, request: Request, org: str) -> Response:
@@ -283,7 +303,7 @@ class AccountViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["get"])
     def lines(self, request: Request, org: str) -> Response:
         accounts = self.get_queryset().filter(org=org)
-        kind = request.query_params.get("kind")
+        kind = given_params(request).get("kind")
         if kind is not None:
             if kind not in Account.Kind.values:
                 raise exceptions.ValidationError(
@@ -340,7 +360,9 @@ class FailureQuerySerializer(serializers.Serializer):
 
 class RetryManySerializer(serializers.Serializer):
     ids = serializers.ListField(
-        child=serializers.IntegerField(min_value=1), min_length=1, max_length=MAX_RETRY_IDS
+        child=serializers.IntegerField(min_value=1, max_value=MAX_FAILURE_ID),
+        min_length=1,
+        max_length=MAX_RETRY_IDS,
     )
 
 
@@ -364,7 +386,9 @@ RetryManyResponseSerializer = inline_serializer(
     ),
     retrieve=extend_schema(summary="One failed posting"),
 )
-class AccountingFailureViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class AccountingFailureViewSet(
+    SingleValuedQueryMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
     serializer_class = AccountingFailureSerializer
     permission_classes = [IsAuthenticated, HasScope, RoleForAction]
     required_scopes = {"list": "read", "retrieve": "read"}
@@ -377,7 +401,7 @@ class AccountingFailureViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
     def get_queryset(self) -> QuerySet[AccountingFailure]:
         params: dict[str, Any] = {}
         if self.action == "list":
-            query = FailureQuerySerializer(data=self.request.query_params)
+            query = FailureQuerySerializer(data=given_params(self.request))
             query.is_valid(raise_exception=True)
             params = query.validated_data
         queryset = get_failed_accounting_records(**params)
@@ -385,8 +409,8 @@ class AccountingFailureViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
         return queryset if caller.is_platform else queryset.filter(userorgid=caller.userorgid)
 
     def get_object(self) -> AccountingFailure:
-        lookup = self.kwargs["pk"]
-        if not str(lookup).isdigit():
+        lookup = str(self.kwargs["pk"])
+        if not (lookup.isascii() and lookup.isdigit()) or int(lookup) > MAX_FAILURE_ID:
             raise exceptions.ValidationError({"id": f"{lookup!r} is not a failure id (an integer)."})
         return super().get_object()
 
@@ -427,7 +451,7 @@ class AccountingFailureViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
     @extend_schema(
         summary="Never post it; the scheduled retry leaves it alone (platform admin)",
         request=None,
-        responses=AccountingFailureSerializer,
+        responses={200: AccountingFailureSerializer, 409: CONFLICT},
     )
     @action(detail=True, methods=["post"])
     def ignore(self, request: Request, pk: str) -> Response:

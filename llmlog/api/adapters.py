@@ -92,7 +92,9 @@ class LiteLLMIngestView(APIView):
             "is reported in `items` and does not block the others. gzip bodies are accepted."
         ),
         request={
-            "application/json": {"type": "array", "items": {"type": "object"}},
+            "application/json": {
+                "oneOf": [{"type": "array", "items": {"type": "object"}, "minItems": 1}, {"type": "object"}]
+            },
             "application/x-ndjson": {"type": "string"},
         },
         responses={

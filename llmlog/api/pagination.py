@@ -15,9 +15,32 @@ from llmlog.filters import InvalidFilter, Ordering
 
 
 class PagePagination(PageNumberPagination):
+    """Page numbers for the small lists (accounts, ledger lines, failures). A page that is not a whole
+    number from 1, or a page_size that is not one from 1 to 100, is a 400 naming it (DRF would answer
+    404 "Invalid page." or quietly use the default); a page past the end stays DRF's 404."""
+
     page_size = 20
     page_size_query_param = "page_size"
     max_page_size = 100
+
+    def paginate_queryset(self, queryset, request, view=None):
+        limits = {self.page_query_param: None, self.page_size_query_param: self.max_page_size}
+        for name, maximum in limits.items():
+            raw = request.query_params.get(name, "")
+            value = int(raw) if raw.isascii() and raw.isdigit() else 0
+            if raw and not 1 <= value <= (maximum or value):
+                bound = f" to {maximum}" if maximum else ""
+                message = f"Expected a whole number from 1{bound}, got {raw!r}."
+                raise exceptions.ValidationError({name: [message]})
+        return super().paginate_queryset(queryset, request, view)
+
+    def get_schema_operation_parameters(self, view) -> list[dict]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            parameter["schema"]["minimum"] = 1
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"]["maximum"] = self.max_page_size
+        return parameters
 
 
 # --- usage lists: page numbers near the top, a keyset cursor for deep pages ---------------------------

@@ -1,15 +1,18 @@
 """Output shapes. Ingest validates with msgspec (llmlog.ingest); these only shape what is read."""
 
+import json
 from collections.abc import Mapping
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from django.conf import settings
 from django.db.models import Model
 from django.utils import timezone
 from rest_framework import serializers
 
+from llmlog.ingest import json_problem
 from llmlog.models import MONEY_DIGITS, MONEY_PLACES, LLMUsage, LLMUsageHistory, UsageAll, UsageStatus
 
 HIDDEN_FIELDS = ("payload_hash",)
@@ -71,6 +74,29 @@ class LLMUsageHistorySerializer(UsageRepresentationMixin, serializers.ModelSeria
         read_only_fields = [f.name for f in LLMUsageHistory._meta.concrete_fields]
 
 
+class StrictTextMixin:
+    """Text fields that take text as sent: DRF's CharField turns 0 or true into "0" or "True", and trims
+    white space before checking the length, where the schema (and a client reading its error) says the
+    field is a string of at most that length. Ingest keeps text as sent too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(*args, **kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictCharField(StrictTextMixin, serializers.CharField):
+    pass
+
+
+class StrictRegexField(StrictTextMixin, serializers.RegexField):
+    pass
+
+
 class IngestItemSerializer(serializers.Serializer):
     index = serializers.IntegerField()
     status = serializers.ChoiceField(["created", "duplicate", "conflict", "error"])
@@ -102,18 +128,28 @@ class UsagePatchSerializer(serializers.Serializer):
 
     amount = serializers.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, min_value=0)
     cost = serializers.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, min_value=0)
-    model_name = serializers.CharField(max_length=150, min_length=1)
-    llmid = serializers.CharField(max_length=64, allow_blank=True)
-    ownerid = serializers.CharField(max_length=64, allow_blank=True)
-    userid = serializers.CharField(max_length=64, allow_blank=True)
-    username = serializers.CharField(max_length=150, allow_blank=True)
-    token_name = serializers.CharField(max_length=150, allow_blank=True)
-    group = serializers.CharField(max_length=64, allow_blank=True)
-    feature = serializers.CharField(max_length=64, allow_blank=True)
+    model_name = StrictCharField(max_length=150, min_length=1)
+    llmid = StrictCharField(max_length=64, allow_blank=True)
+    ownerid = StrictCharField(max_length=64, allow_blank=True)
+    userid = StrictCharField(max_length=64, allow_blank=True)
+    username = StrictCharField(max_length=150, allow_blank=True)
+    token_name = StrictCharField(max_length=150, allow_blank=True)
+    group = StrictCharField(max_length=64, allow_blank=True)
+    feature = StrictCharField(max_length=64, allow_blank=True)
     status = serializers.ChoiceField(UsageStatus.choices)
     code = serializers.IntegerField(allow_null=True, min_value=0, max_value=999)
-    error_message = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    error_message = StrictCharField(allow_blank=True)
     metadata = serializers.DictField()
+
+    def validate_metadata(self, value: dict) -> dict:
+        """The bounds ingest holds metadata to: size, depth, and no NUL (PostgreSQL's jsonb refuses it)."""
+        limit = settings.LLMLOG_METADATA_MAX_BYTES
+        if len(json.dumps(value, ensure_ascii=False).encode()) > limit:
+            raise serializers.ValidationError(f"At most {limit} bytes of JSON.")
+        problem = json_problem(value)
+        if problem:
+            raise serializers.ValidationError(problem)
+        return value
 
     def validate(self, attrs: dict) -> dict:
         unknown = sorted(set(self.initial_data) - set(self.fields))

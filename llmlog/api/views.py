@@ -4,7 +4,13 @@ from contextlib import contextmanager
 
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import IsAuthenticated
@@ -12,6 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from llmlog.api.auth import HasScope, caller_of
+from llmlog.api.errors import SingleValuedQueryMixin
 from llmlog.api.pagination import UsagePagination
 from llmlog.api.schema import openapi_schema
 from llmlog.api.serializers import (
@@ -44,10 +51,20 @@ USAGE_IN_SCHEMA = openapi_schema(UsageIn)
 INGEST_REQUEST_SCHEMA = {
     "oneOf": [USAGE_IN_SCHEMA, {"type": "array", "items": USAGE_IN_SCHEMA, "minItems": 1, "maxItems": 1000}]
 }
+# A single record is answered with the record, a list with the summary of its items.
+INGEST_ANSWER = PolymorphicProxySerializer(
+    component_name="IngestAnswer",
+    serializers=[LLMUsageSerializer, BulkIngestResponseSerializer],
+    resource_type_field_name=None,
+)
 
 
-class OrgScopedMixin:
+class OrgScopedMixin(SingleValuedQueryMixin):
     """An org key sees its org's records only; a record of another org is a 404, never a 403."""
+
+    # Any id reaches the view, which answers a 400 for one that is not a UUID (DRF's default, [^/.]+,
+    # leaves an id with a dot to Django's HTML 404 page).
+    lookup_value_regex = "[^/]+"
 
     def scope_to_caller(self, queryset: QuerySet) -> QuerySet:
         caller = caller_of(self.request)
@@ -142,8 +159,10 @@ class LLMUsageViewSet(
         summary="Ingest one record or a list of up to 1000",
         request={"application/json": INGEST_REQUEST_SCHEMA},
         responses={
-            201: OpenApiResponse(LLMUsageSerializer, "Single record created (bulk: a summary, see 207)."),
-            200: OpenApiResponse(LLMUsageSerializer, "Same transno and payload again: the existing record."),
+            201: OpenApiResponse(INGEST_ANSWER, "Created: the record (a list: the summary of its items)."),
+            200: OpenApiResponse(
+                INGEST_ANSWER, "Nothing new: the existing record (a list: the summary of its items)."
+            ),
             207: OpenApiResponse(BulkIngestResponseSerializer, "Bulk with some items in error or conflict."),
             400: OpenApiResponse(description="Malformed body or invalid record; names the field."),
             409: OpenApiResponse(description="Known transno with a different payload."),

@@ -46,6 +46,7 @@ from llmlog.api.dialects.common import (
     iso,
     money_number,
     time_param,
+    timestamp_schema,
 )
 from llmlog.models import UsageStatus
 from llmlog.selectors import usage_count, usage_records
@@ -295,12 +296,24 @@ ERROR = OpenApiResponse(
     "success false; the message names the bad parameter.",
 )
 PARAMETERS = [
-    OpenApiParameter("page", int, description=f"Page, from 1; page × per_page ≤ {MAX_PAGE_DEPTH}."),
-    OpenApiParameter("per_page", int, description=f"Default {DEFAULT_PER_PAGE}, at most {MAX_PAGE_SIZE}."),
+    OpenApiParameter(
+        "page",
+        {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_DEPTH},
+        description=f"Page, from 1; page × per_page ≤ {MAX_PAGE_DEPTH}.",
+    ),
+    OpenApiParameter(
+        "per_page",
+        {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+        description=f"Default {DEFAULT_PER_PAGE}, at most {MAX_PAGE_SIZE}.",
+    ),
     OpenApiParameter("model_name", str),
     OpenApiParameter("token_name", str),
-    OpenApiParameter("start_timestamp", int, description="From this time on, unix milliseconds."),
-    OpenApiParameter("end_timestamp", int, description="Up to this time (inclusive), unix milliseconds."),
+    OpenApiParameter(
+        "start_timestamp", timestamp_schema("ms"), description="From this time on, unix milliseconds."
+    ),
+    OpenApiParameter(
+        "end_timestamp", timestamp_schema("ms"), description="Up to this time (inclusive), unix milliseconds."
+    ),
     OpenApiParameter("code_type", str, enum=list(CODE_TYPES), description="Default all."),
 ]
 

@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from llmlog.api.auth import HasScope, caller_of
+from llmlog.api.errors import SingleValuedQueryMixin
 from llmlog.filters import InvalidFilter, parse_time
 
 MAX_PAGE_SIZE = 100
@@ -48,18 +49,31 @@ def int_param(
     return value
 
 
+# A required text parameter: something besides white space (it is stripped before use).
+NOT_BLANK: dict[str, Any] = {"type": "string", "pattern": "\\S"}
+# The last whole second a timestamp may name: 9999-12-29T23:59:59Z, so that an inclusive end (+1 s or
+# +1 ms) stays within the days the native filters take (llmlog.filters.FILTER_DAY_MAX).
+MAX_UNIX_SECONDS = 253_402_127_999
+
+
+def timestamp_schema(unit: str) -> dict[str, Any]:
+    """The OpenAPI schema of a timestamp parameter in `unit` ("s" or "ms")."""
+    return {"type": "integer", "minimum": 0, "maximum": MAX_UNIX_SECONDS * (1000 if unit == "ms" else 1)}
+
+
 def time_param(params: Mapping[str, Any], name: str, *, unit: str) -> datetime | None:
-    """A unix timestamp parameter in `unit` ("s" or "ms"); absent, empty or 0 means no bound (as in
-    new-api and AI Proxy, whose clients send 0 for "not set")."""
+    """A unix timestamp parameter in `unit` ("s" or "ms"), a whole number as new-api and AI Proxy take
+    it; absent, empty or 0 means no bound (their clients send 0 for "not set")."""
     raw = params.get(name)
     if raw is None or str(raw).strip() in ("", "0"):
         return None
     text = str(raw).strip()
-    try:
-        float(text)
-    except ValueError:
-        label = "unix seconds" if unit == "s" else "unix milliseconds"
-        raise bad_input(name, f"Expected a timestamp in {label}, got {text!r}.") from None
+    label = "unix seconds" if unit == "s" else "unix milliseconds"
+    if not (text.isascii() and text.isdigit()):
+        raise bad_input(name, f"Expected a timestamp in {label} (a whole number), got {text!r}.")
+    limit = timestamp_schema(unit)["maximum"]
+    if int(text) > limit:
+        raise bad_input(name, f"Expected a timestamp in {label} of at most {limit} (the year 9999).")
     try:
         return parse_time(text, name=name, unit=unit)
     except InvalidFilter as exc:
@@ -129,7 +143,7 @@ def flatten_errors(data: Any) -> str:
     return str(data)
 
 
-class DialectView(APIView):
+class DialectView(SingleValuedQueryMixin, APIView):
     """A dialect endpoint: API key (or staff session) with the `read` scope; errors in the dialect's
     envelope with a message naming the parameter."""
 

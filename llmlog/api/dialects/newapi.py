@@ -42,6 +42,7 @@ from llmlog.api.auth import caller_of
 from llmlog.api.dialects.common import (
     MAX_PAGE_DEPTH,
     MAX_PAGE_SIZE,
+    NOT_BLANK,
     DialectView,
     bad_input,
     check_page_depth,
@@ -49,6 +50,7 @@ from llmlog.api.dialects.common import (
     int_param,
     money_number,
     time_param,
+    timestamp_schema,
     unix_seconds,
 )
 from llmlog.models import AccountingStatus, ApiKey, LLMUsage, LLMUsageHistory, UsageStatus
@@ -316,10 +318,17 @@ STAT_SCHEMA = envelope(
 )
 FILTER_PARAMETERS = [
     OpenApiParameter(
-        "type", int, description="Log type: 2 consume (success), 4 error (failed); 0 or none: all."
+        "type",
+        {"type": "integer", "enum": list(KNOWN_LOG_TYPES)},
+        description="Log type: 2 consume (success), 4 error (failed); 0 or none: all. "
+        "1 top-up, 3 manage and 5 system are not usage records: they find nothing.",
     ),
-    OpenApiParameter("start_timestamp", int, description="From this time on, unix seconds."),
-    OpenApiParameter("end_timestamp", int, description="Up to this time (inclusive), unix seconds."),
+    OpenApiParameter(
+        "start_timestamp", timestamp_schema("s"), description="From this time on, unix seconds."
+    ),
+    OpenApiParameter(
+        "end_timestamp", timestamp_schema("s"), description="Up to this time (inclusive), unix seconds."
+    ),
     OpenApiParameter("username", str),
     OpenApiParameter("token_name", str),
     OpenApiParameter("model_name", str),
@@ -327,11 +336,19 @@ FILTER_PARAMETERS = [
     OpenApiParameter("group", str),
 ]
 PAGE_PARAMETERS = [
-    OpenApiParameter("p", int, description=f"Page, from 1; p × page_size ≤ {MAX_PAGE_DEPTH}."),
-    OpenApiParameter("page_size", int, description=f"Default {DEFAULT_PAGE_SIZE}, at most {MAX_PAGE_SIZE}."),
+    OpenApiParameter(
+        "p",
+        {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_DEPTH},
+        description=f"Page, from 1; p × page_size ≤ {MAX_PAGE_DEPTH}.",
+    ),
+    OpenApiParameter(
+        "page_size",
+        {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+        description=f"Default {DEFAULT_PAGE_SIZE}, at most {MAX_PAGE_SIZE}.",
+    ),
 ]
 KEYWORD = OpenApiParameter(
-    "keyword", str, required=True, description="transno, user, org, model, token, error."
+    "keyword", NOT_BLANK, required=True, description="transno, user, org, model, token, error."
 )
 
 
@@ -424,7 +441,11 @@ class LogView(NewApiView):
         "target_timestamp, in batches; pending and failed records are never deleted. An owner or admin "
         "key: an org key deletes its org's records, a platform key every org's. data: how many.",
         tags=[TAG],
-        parameters=[OpenApiParameter("target_timestamp", int, required=True, description="unix seconds")],
+        parameters=[
+            OpenApiParameter(
+                "target_timestamp", timestamp_schema("s"), required=True, description="unix seconds"
+            )
+        ],
         responses={200: OpenApiResponse(envelope({"type": "integer"})), 400: ERROR, 403: ERROR},
     )
     def delete(self, request: Request) -> Response:
@@ -543,7 +564,9 @@ class TokenLogView(NewApiView):
         "its sha256, with or without the sk- prefix). No API key needed; CORS allowed from any origin.",
         tags=[TAG],
         auth=[],
-        parameters=[OpenApiParameter("key", str, required=True, description="The gateway key (token).")],
+        parameters=[
+            OpenApiParameter("key", NOT_BLANK, required=True, description="The gateway key (token).")
+        ],
         responses={200: OpenApiResponse(LIST_SCHEMA), 400: ERROR},
     )
     def get(self, request: Request) -> Response:

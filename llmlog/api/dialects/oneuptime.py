@@ -387,22 +387,31 @@ def parse_sort(sort: Any) -> list[Any]:
 
 # --- views ----------------------------------------------------------------------------------------
 
+# The names each object may hold are listed (another name is a 400); null is the same as leaving it out.
 SELECT_SCHEMA = {
     "type": "object",
-    "description": "Fields to answer besides _id, each set to true.",
-    "additionalProperties": {"type": "boolean"},
+    "nullable": True,
+    "description": "Fields to answer besides _id, each set to true (a relation: true or a sub-select).",
+    "properties": {name: {} for name in FIELDS},
+    "additionalProperties": False,
     "example": {"costInUSDCents": True, "projectId": True, "status": True, "totalTokens": True},
 }
 QUERY_SCHEMA = {
     "type": "object",
+    "nullable": True,
     "description": 'Field -> value, null, or an operator such as {"_type": "GreaterThan", "value": 100}.',
-    "additionalProperties": True,
+    "properties": {name: {} for name in QUERYABLE},
+    "additionalProperties": False,
     "example": {"status": "Success"},
 }
 SORT_SCHEMA = {
     "type": "object",
-    "description": f"Field -> -1 or 1. Sortable: {', '.join(SORTABLE)}.",
-    "additionalProperties": {"oneOf": [{"type": "integer", "enum": [-1, 1]}, {"type": "string"}]},
+    "nullable": True,
+    "description": f'Field -> -1 or 1 (or "DESC" or "ASC"). Sortable: {", ".join(SORTABLE)}.',
+    "properties": {
+        name: {"oneOf": [{"type": "integer", "enum": [-1, 1]}, {"type": "string"}]} for name in SORTABLE
+    },
+    "additionalProperties": False,
     "example": {"createdAt": -1},
 }
 ITEM_SCHEMA = {
@@ -455,12 +464,12 @@ class OneUptimeView(DialectView):
                 if text:
                     try:
                         body[name] = json.loads(text)
-                    except ValueError:
+                    except (ValueError, RecursionError):  # malformed, or nested past the decoder
                         raise bad_input(name, "Expected JSON.") from None
             return body
         data = request.data
         if not isinstance(data, Mapping) or hasattr(data, "getlist"):
-            if not data:
+            if hasattr(data, "getlist") and not data:  # no body at all
                 return {}
             raise bad_input("body", "Expected a JSON object with select, query and sort.")
         return data
@@ -471,9 +480,15 @@ class OneUptimeView(DialectView):
 
 def _list_schema(method: str) -> Any:
     parameters = [
-        OpenApiParameter("skip", int, description=f"Records to skip; skip + limit ≤ {MAX_PAGE_DEPTH}."),
         OpenApiParameter(
-            "limit", int, description=f"Records to return, default {DEFAULT_LIMIT}, at most 100."
+            "skip",
+            {"type": "integer", "minimum": 0, "maximum": MAX_PAGE_DEPTH},
+            description=f"Records to skip; skip + limit ≤ {MAX_PAGE_DEPTH}.",
+        ),
+        OpenApiParameter(
+            "limit",
+            {"type": "integer", "minimum": 0, "maximum": MAX_PAGE_SIZE},
+            description=f"Records to return, default {DEFAULT_LIMIT}, at most {MAX_PAGE_SIZE}.",
         ),
     ]
     if method == "GET":

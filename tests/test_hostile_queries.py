@@ -1,0 +1,488 @@
+"""Hostile input beyond ingest: every read endpoint and dialect, and the admin.
+
+- SQL, HTML, LIKE wildcards and oversized text in every search keyword and text filter: a 4xx naming
+  the parameter or a correct answer (nothing matches them), never a 500; the tables are intact after.
+- Times far in the past and the future in every time filter, in more than one TIME_ZONE.
+- Ids that are not UUIDs (or integers, for failures) in every path that takes one: a 400 naming it or a
+  404, never a 500. Paths are read from the OpenAPI schema, so a new one is covered by being there.
+- The admin escapes everything stored: a record whose every text holds <script> shows as text in the
+  usage and history lists and change pages, the failures list and the dashboard.
+
+Hostile ingest bodies are tests/llmlog/test_hostile_ingest.py's.
+"""
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import pytest
+from django.test import override_settings
+from django.urls import reverse
+from drf_spectacular.generators import SchemaGenerator
+
+from llmlog.models import LLMUsage, LLMUsageHistory
+from tests.conftest import bearer
+from tests.hardening import ACME_MARK, seed_orgs
+
+pytestmark = pytest.mark.django_db
+
+HOSTILE = [
+    "' OR '1'='1",
+    "'; DROP TABLE llmusage; --",
+    '" OR ""="',
+    "<script>alert(1)</script>",
+    "<img src=x onerror=alert(1)>",
+    "%",
+    "_",
+    "\\",
+    "acme' --",
+    "${jndi:ldap://x}",
+    "😀\u202e\ufeff",
+    "x" * 5000,
+]
+
+
+@pytest.fixture
+def seeded(db, settings) -> dict:
+    settings.LLMLOG_INGEST_RATE = None
+    return seed_orgs()
+
+
+def get(api, key: str, path: str, params: dict[str, Any] | None = None):
+    query = f"?{urlencode(params)}" if params else ""
+    return api.get(f"{path}{query}", **bearer(key))
+
+
+def post_json(api, key: str, path: str, body: Any):
+    return api.post(path, data=json.dumps(body), content_type="application/json", **bearer(key))
+
+
+def assert_clean_refusal(response, params: list[str]) -> None:
+    """A 4xx whose message names one of `params` (in whatever envelope the endpoint answers)."""
+    assert 400 <= response.status_code < 500, response.content[:300]
+    text = response.content.decode()
+    assert any(name in text for name in params), text[:500]
+
+
+# --- what each read answers when nothing matches ------------------------------------------------
+
+
+def native_empty(body: dict) -> bool:
+    if "results" in body:
+        return body["results"] == []
+    if "requests" in body:
+        return body["requests"] == 0 and body["amount"] == "0.00000" and body["by_model"] == []
+    if "rpm" in body:
+        return body == {"rpm": 0, "tpm": 0}
+    return body["count"] == 0
+
+
+def newapi_empty(body: dict) -> bool:
+    data = body["data"]
+    if isinstance(data, list):
+        return data == []
+    if "items" in data:
+        return data["items"] == [] and data["total"] == 0
+    return data == {"quota": 0, "rpm": 0, "tpm": 0}
+
+
+def aiproxy_empty(body: dict) -> bool:
+    return body["data"]["logs"] == [] and body["data"]["total"] == 0
+
+
+# (path, text parameters, how "nothing found" looks); `keyword` and `key` are the search texts.
+TEXT_READS: list[tuple[str, tuple[str, ...], Callable[[dict], bool]]] = [
+    (
+        "/api/llmusage/",
+        ("userid", "userorgid", "ownerid", "llmid", "model_name", "token_name", "group", "feature"),
+        native_empty,
+    ),
+    ("/api/llmusage/search/", ("keyword",), native_empty),
+    ("/api/llmusage/search/", ("keyword", "userid", "model_name"), native_empty),
+    ("/api/llmusage/count/", ("userid", "userorgid", "model_name", "token_name", "group"), native_empty),
+    ("/api/llmusage/stats/", ("userid", "userorgid", "model_name", "token_name", "feature"), native_empty),
+    ("/api/llmusage/rates/", ("userid", "model_name", "group"), native_empty),
+    ("/api/llmusage-history/", ("userid", "userorgid", "model_name", "token_name"), native_empty),
+    ("/api/llmusage-history/count/", ("userid", "model_name"), native_empty),
+    ("/api/log/", ("username", "token_name", "model_name", "channel", "group"), newapi_empty),
+    ("/api/log/self", ("username", "token_name", "model_name", "channel", "group"), newapi_empty),
+    ("/api/log/stat", ("username", "token_name", "model_name", "channel", "group"), newapi_empty),
+    ("/api/log/self/stat", ("username", "model_name"), newapi_empty),
+    ("/api/log/search", ("keyword",), newapi_empty),
+    ("/api/log/self/search", ("keyword",), newapi_empty),
+    ("/api/log/token", ("key",), newapi_empty),
+    ("/api/logs/search", ("model_name", "token_name"), aiproxy_empty),
+]
+
+
+# Reads whose text parameters the tests below cover another way (a path parameter, a JSON query).
+COVERED_ELSEWHERE = {
+    "/api/log/{group}/search",
+    "/api/llm-log/get-list",
+    "/api/llm-log/{id}/get-item",
+    "/api/accounting-failures/",
+    "/api/accounts/",
+    "/api/accounts/{org}/lines/",
+}
+
+
+def test_every_read_with_a_text_parameter_is_covered():
+    """A new read endpoint with a free-text query parameter must join TEXT_READS (or say where else
+    its hostile input is tried)."""
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    reads = {
+        path
+        for path, operations in schema["paths"].items()
+        for parameter in operations.get("get", {}).get("parameters", [])
+        if parameter["in"] == "query"
+        and parameter.get("schema", {}).get("type") == "string"
+        and "enum" not in parameter.get("schema", {})
+        and parameter["name"] not in ("cursor", "ordering", "start_time", "end_time")
+    }
+    assert {"/api/llmusage/", "/api/log/self", "/api/logs/search"} <= reads
+    assert reads - {path for path, _, _ in TEXT_READS} - COVERED_ELSEWHERE == set()
+
+
+@pytest.mark.parametrize("value", HOSTILE, ids=lambda v: v[:12])
+@pytest.mark.parametrize(
+    ("path", "params", "empty"), TEXT_READS, ids=lambda p: p if isinstance(p, str) else ""
+)
+def test_sql_and_html_in_text_filters_find_nothing_and_break_nothing(
+    api, platform_key, seeded, path, params, empty, value
+):
+    response = get(api, platform_key, path, dict.fromkeys(params, value))
+
+    if response.status_code != 200:
+        assert_clean_refusal(response, list(params))
+    else:
+        assert empty(response.json()), response.content[:500]
+    assert LLMUsage.objects.count() == 8 and LLMUsageHistory.objects.count() == 2  # nothing dropped
+
+
+@pytest.mark.parametrize("value", HOSTILE, ids=lambda v: v[:12])
+def test_sql_and_html_in_a_group_path_and_oneuptime_queries_find_nothing(api, platform_key, seeded, value):
+    group = get(api, platform_key, f"/api/log/{quote(value, safe='')}/search")
+    query = {"modelName": value, "userId": {"_type": "Search", "value": value}, "projectId": value}
+    listed = post_json(api, platform_key, "/api/llm-log/get-list", {"query": query})
+    listed_by_get = get(api, platform_key, "/api/llm-log/get-list", {"query": json.dumps(query)})
+    counted = post_json(api, platform_key, "/api/llm-log/count", {"query": query})
+
+    if "/" in value:  # a group name with a slash is another path, which does not exist: a JSON 404
+        assert group.status_code == 404 and group.json()["detail"], group.content[:300]
+    else:
+        assert group.status_code == 200 and aiproxy_empty(group.json()), group.content[:300]
+    assert listed.status_code == 200 and listed.json()["data"] == [] and listed.json()["count"] == 0
+    assert listed_by_get.json()["data"] == []
+    assert counted.json() == {"count": 0}
+    assert LLMUsage.objects.count() == 8
+
+
+@pytest.mark.parametrize("value", HOSTILE, ids=lambda v: v[:12])
+def test_sql_and_html_in_accounting_filters_find_nothing(api, platform_key, seeded, value):
+    failures = get(api, platform_key, "/api/accounting-failures/", {"transno": value, "userid": value})
+    accounts = get(api, platform_key, "/api/accounts/", {"org": value})
+    lines = get(api, platform_key, f"/api/accounts/{quote(value, safe='')}/lines/")
+
+    for response in (failures, accounts):
+        if response.status_code == 400:  # longer than the column: named
+            assert_clean_refusal(response, ["transno", "userid", "org"])
+        else:
+            assert response.status_code == 200 and response.json()["results"] == []
+    assert lines.status_code == 404
+
+
+@pytest.mark.parametrize("value", ["%", "_", "\\", "' OR '1'='1", "<script>"])
+def test_search_is_literal_wildcards_and_quotes_match_only_themselves(api, platform_key, seeded, value):
+    """`%` and `_` are not LIKE wildcards, and a quote does not end the string: a keyword finds the
+    records that hold it, and only those."""
+    from tests.builders import make_usage
+
+    holder = make_usage(userorgid="acme", error_message=f"upstream said {value} and hung up", userid=value)
+
+    native = get(api, platform_key, "/api/llmusage/search/", {"keyword": value}).json()["results"]
+    newapi = get(api, platform_key, "/api/log/search", {"keyword": value}).json()["data"]
+    by_userid = get(api, platform_key, "/api/llmusage/", {"userid": value}).json()["results"]
+
+    assert [row["id"] for row in native] == [str(holder.pk)]
+    assert [row["id"] for row in newapi] == [str(holder.pk)]
+    assert [row["id"] for row in by_userid] == [str(holder.pk)]
+
+
+# --- times far away ---------------------------------------------------------------------------------
+
+FAR_NATIVE = [
+    "0",
+    "-1",
+    "-62135596800",
+    "253402300799",
+    "253402300800",
+    "1e20",
+    "99999999999999999999999",
+    "0001-01-01",
+    "0001-01-01T00:00:00+14:00",
+    "9999-12-31",
+    "9999-12-31T23:59:59-12:00",
+    "10000-01-01",
+    "2026-13-45",
+    "1970-01-01T00:00:00Z",
+]
+FAR_UNIX = [
+    "1",
+    "-1",
+    "0.5",
+    "1e3",
+    "253402127999",
+    "253402128000",
+    "253402214399",
+    "99999999999999999999999",
+    "abc",
+]
+NATIVE_TIME_READS = [
+    "/api/llmusage/",
+    "/api/llmusage/count/",
+    "/api/llmusage/stats/",
+    "/api/llmusage/search/",
+    "/api/llmusage-history/",
+    "/api/llmusage-history/count/",
+]
+
+
+@pytest.mark.parametrize("tz", ["UTC", "Pacific/Kiritimati", "Etc/GMT+12"])
+@pytest.mark.parametrize("value", FAR_NATIVE)
+def test_far_times_in_native_filters_are_answered_or_named(api, platform_key, seeded, value, tz):
+    with override_settings(TIME_ZONE=tz):
+        for path in NATIVE_TIME_READS:
+            for name in ("start_time", "end_time"):
+                params = {name: value, "keyword": ACME_MARK + "-user"}
+                response = get(api, platform_key, path, params)
+                if response.status_code != 200:
+                    assert_clean_refusal(response, [name])
+            for day in ("0001-01-01", "9999-12-31", "1900-01-01", "9999-12-30"):
+                response = get(api, platform_key, path, {"use_date": day, "keyword": "x"})
+                if response.status_code != 200:
+                    assert_clean_refusal(response, ["use_date"])
+                else:
+                    assert native_empty(response.json())
+
+
+@pytest.mark.parametrize("tz", ["UTC", "Pacific/Kiritimati"])
+@pytest.mark.parametrize("value", FAR_UNIX)
+def test_far_times_in_dialect_filters_are_answered_or_named(api, platform_key, seeded, value, tz):
+    ms = value + "000" if value.isdigit() else value
+    with override_settings(TIME_ZONE=tz):
+        calls = [
+            (path, {name: value}, name)
+            for path in ("/api/log/", "/api/log/self", "/api/log/stat", "/api/log/self/stat")
+            for name in ("start_timestamp", "end_timestamp")
+        ]
+        calls += [("/api/logs/search", {name: ms}, name) for name in ("start_timestamp", "end_timestamp")]
+        calls += [("/api/log/acme/search", {name: ms}, name) for name in ("start_timestamp", "end_timestamp")]
+        for path, params, name in calls:
+            response = get(api, platform_key, path, params)
+            if response.status_code != 200:
+                assert_clean_refusal(response, [name])
+        for operator in ("GreaterThan", "LessThan"):
+            query = {"createdAt": {"_type": operator, "value": value}}
+            response = post_json(api, platform_key, "/api/llm-log/count", {"query": query})
+            if response.status_code != 200:
+                assert_clean_refusal(response, ["createdAt"])
+        deleted = api.delete(f"/api/log/?target_timestamp={value}", **bearer(platform_key))
+        if deleted.status_code != 200:
+            assert_clean_refusal(deleted, ["target_timestamp"])
+
+
+def test_the_far_past_and_future_bound_what_they_should(api, platform_key, seeded):
+    everything = get(api, platform_key, "/api/llmusage/count/", {"start_time": "1900-01-01"}).json()
+    nothing = get(api, platform_key, "/api/llmusage/count/", {"start_time": "9999-12-30"}).json()
+    newapi = get(api, platform_key, "/api/log/", {"end_timestamp": "253402127999"}).json()["data"]
+
+    assert everything["count"] == 10
+    assert nothing["count"] == 0
+    assert newapi["total"] == 10
+
+
+# --- ids that are not ids ---------------------------------------------------------------------------
+
+NOT_IDS = [
+    "abc",
+    "1",
+    "0.5",
+    "-1",
+    "..",
+    "' OR '1'='1",
+    "<script>",
+    "%00",
+    "00000000-0000-0000-0000",
+    "x" * 300,
+]
+
+
+def id_paths() -> list[tuple[str, str, str]]:
+    """(METHOD, path template, parameter) of every operation in the schema whose path takes an id."""
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    found = []
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "path":
+                    found.append((method.upper(), path, parameter["name"]))
+    return found
+
+
+@pytest.mark.parametrize("value", NOT_IDS, ids=lambda v: v[:12])
+def test_a_path_id_that_is_no_id_is_a_400_or_404_never_a_500(api, platform_key, seeded, value):
+    paths = id_paths()
+    assert {path for _, path, _ in paths} >= {
+        "/api/llmusage/{id}/",
+        "/api/llmusage-history/{id}/",
+        "/api/llm-log/{id}/get-item",
+        "/api/accounting-failures/{id}/",
+        "/api/accounts/{org}/",
+        "/api/log/{group}/search",
+    }
+    for method, template, name in paths:
+        path = template.replace("{" + name + "}", quote(value, safe=""))
+        body = json.dumps({} if method != "PATCH" else {"feature": "x"})
+        response = api.generic(
+            method, path, data=body, content_type="application/json", **bearer(platform_key)
+        )
+        assert response.status_code < 500, (method, path, response.content[:300])
+        if name in ("org", "group"):
+            continue  # free text: any value is an org, maybe one without records (404 or empty)
+        if value == "1" and "accounting-failures" in template:
+            continue  # failure ids are integers: 1 is one
+        assert response.status_code in (400, 404), (method, path, response.status_code)
+        if response.status_code == 400:
+            assert "id" in response.content.decode(), response.content
+    assert LLMUsage.objects.count() == 8
+
+
+# --- bodies and JSON parameters no parser can follow -------------------------------------------------
+
+
+def body_paths() -> list[tuple[str, str]]:
+    """(METHOD, path template) of every operation in the schema that takes a JSON body."""
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    return [
+        (method.upper(), path)
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+        if "application/json" in operation.get("requestBody", {}).get("content", {})
+    ]
+
+
+@pytest.mark.parametrize("body", ["[" * 100_000, '{"a":' * 100_000, "[" * 999 + "]" * 999, "nul\u0000"])
+def test_a_body_nested_past_any_parser_or_not_json_is_a_400(api, platform_key, seeded, body):
+    record = seeded["acme"].hot[0]
+    for method, template in body_paths():
+        path = template.replace("{id}", str(record.pk)).replace("{org}", "acme")
+        if "accounting-failures/{id}" in template:
+            path = template.replace("{id}", "1")
+        response = api.generic(
+            method, path, data=body, content_type="application/json", **bearer(platform_key)
+        )
+        assert 400 <= response.status_code < 500, (method, path, response.status_code, response.content[:200])
+
+
+def test_a_deep_json_query_parameter_is_a_400(api, platform_key, seeded):
+    response = get(api, platform_key, "/api/llm-log/get-list", {"query": "[" * 50_000})
+
+    assert_clean_refusal(response, ["query"])
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [{"a": "x\u0000"}, {"x\u0000": 1}, {"deep": json.loads("[" * 100 + "]" * 100)}, {"big": "x" * 9000}],
+)
+def test_a_correction_holding_what_ingest_refuses_is_a_400(api, platform_key, seeded, metadata):
+    record = seeded["acme"].hot[0]
+
+    body = json.dumps({"metadata": metadata})
+    response = api.patch(
+        f"/api/llmusage/{record.pk}/", body, content_type="application/json", **bearer(platform_key)
+    )
+
+    assert response.status_code == 400 and "metadata" in response.json()
+    record.refresh_from_db()
+    assert record.metadata == {"incidentId": f"{ACME_MARK}-incident", "tag": ACME_MARK}
+
+
+# --- the admin escapes what it shows ----------------------------------------------------------------
+
+XSS = '<script>alert("xss")</script>'
+RAW = re.compile(r"<script>alert\(")
+
+
+@pytest.fixture
+def xss_record(db):
+    from accounting.failures import FailedPosting, failures_record
+    from tests.builders import make_usage
+
+    fields = dict.fromkeys(
+        ("userid", "userorgid", "token_name", "group", "feature", "llmid", "ownerid", "provider"), XSS
+    )
+    record = make_usage(
+        transno=XSS,
+        model_name=XSS,
+        username=XSS,
+        error_message=f"failed: {XSS}",
+        endpoint=XSS,
+        metadata={XSS: XSS},
+        ioinfo={"request": XSS, "response": XSS, "truncated": False},
+        status="failed",
+        accounting_status="failed",
+        **fields,
+    )
+    old = make_usage(model=LLMUsageHistory, transno=f"{XSS}-old", model_name=XSS, userid=XSS)
+    failures_record(
+        failures=[
+            FailedPosting(
+                usage_id=record.pk,
+                transno=XSS,
+                use_date=record.use_date,
+                error_code="internal",
+                error_message=XSS,
+                userid=XSS,
+                userorgid=XSS,
+                model_name=XSS,
+            )
+        ]
+    )
+    return record, old
+
+
+def assert_escaped(html: str) -> None:
+    assert not RAW.search(html), html[max(0, RAW.search(html).start() - 300) : RAW.search(html).end() + 100]
+    assert "&lt;script&gt;alert(" in html
+
+
+def test_the_admin_escapes_everything_stored(admin_client, xss_record):
+    record, old = xss_record
+    pages = [
+        reverse("admin:llmlog_llmusage_changelist"),
+        reverse("admin:llmlog_llmusage_changelist") + "?q=" + quote(XSS),
+        reverse("admin:llmlog_llmusage_change", args=[record.pk]),
+        reverse("admin:llmlog_llmusagehistory_changelist"),
+        reverse("admin:llmlog_llmusagehistory_change", args=[old.pk]),
+        reverse("admin:accounting_accountingfailure_changelist"),
+    ]
+    for page in pages:
+        response = admin_client.get(page)
+        assert response.status_code == 200, page
+        assert_escaped(response.content.decode())
+
+
+def test_the_dashboard_escapes_org_and_model_names(admin_client, xss_record):
+    from llmlog.rollups import build_usage_rollups
+
+    build_usage_rollups()
+    everything = admin_client.get("/admin/dashboard/")
+    one_org = admin_client.get("/admin/dashboard/", {"org": XSS})
+
+    for response in (everything, one_org):
+        assert response.status_code == 200
+        html = response.content.decode()
+        assert not RAW.search(html)
+        assert "&lt;script&gt;" in html
