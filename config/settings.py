@@ -166,6 +166,8 @@ SPECTACULAR_SETTINGS = {
 
 # --- llmlog -------------------------------------------------------------------------------------
 LLMLOG_IO_LIMIT = env_int("LLMLOG_IO_LIMIT", 4096, minimum=0)
+# How long a process trusts an API key it looked up (a revocation elsewhere takes this long to apply).
+LLMLOG_API_KEY_CACHE_SECONDS = env_int("LLMLOG_API_KEY_CACHE_SECONDS", 5, minimum=0)
 LLMLOG_BACKUP_HOUR = env_int("LLMLOG_BACKUP_HOUR", 1, minimum=0)
 if LLMLOG_BACKUP_HOUR > 23:
     raise ImproperlyConfigured(f"LLMLOG_BACKUP_HOUR must be between 0 and 23, got {LLMLOG_BACKUP_HOUR}")

@@ -3,6 +3,7 @@ import re
 
 import pytest
 from django.test import override_settings
+from django.utils import timezone
 
 from llmlog.keys import api_key_revoke
 from llmlog.models import ApiKey, LLMUsage
@@ -220,3 +221,14 @@ def test_openapi_schema_and_docs_are_served_without_a_cdn(client, db):
     assets = re.findall(r'(?:src|href)="([^"]+)"', docs.content.decode())
     assert assets, "the docs page loads its scripts and styles"
     assert all(url.startswith("/static/") for url in assets), assets
+
+
+def test_a_key_revoked_in_another_process_stops_working_within_the_cache_time(api, acme_key, settings):
+    assert api.get(URL, **bearer(acme_key)).status_code == 200
+    # Another process revokes it: this one does not hear of it until its remembered lookup expires.
+    ApiKey.objects.filter(userorgid="acme").update(revoked_at=timezone.now())
+
+    settings.LLMLOG_API_KEY_CACHE_SECONDS = 60
+    assert api.get(URL, **bearer(acme_key)).status_code == 200
+    settings.LLMLOG_API_KEY_CACHE_SECONDS = 0
+    assert api.get(URL, **bearer(acme_key)).status_code == 401
