@@ -170,7 +170,7 @@ def main() -> None:
             )
         ),
         "≤ 3x",
-        "no index on token_key_hash: both scan the tables",
+        "both read the token_key_hash index",
     )
 
     # --- AI Proxy ---
