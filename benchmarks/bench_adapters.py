@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import (  # noqa: E402
     Figure,
+    fill_usage,
     markdown_table,
     post_bodies,
     raw_connection,
@@ -247,23 +248,12 @@ def main() -> None:
     args = parser.parse_args()
 
     setup_django()
-    from django.db import connection
 
     from benchmarks.bench_ingest import copy_ceiling
-    from llmlog.demo import load_demo_data
     from llmlog.keys import api_key_create
     from llmlog.models import LLMUsage
 
-    existing = LLMUsage.objects.count()
-    if existing < args.rows:
-        print(f"loading {args.rows - existing:,} demo rows ...", flush=True)
-        load_demo_data(rows=args.rows - existing)
-    with connection.cursor() as cursor:
-        cursor.execute("DELETE FROM llmusage WHERE transno LIKE 'bench-%%' OR transno LIKE 'raw-%%'")
-        cursor.execute(
-            "DELETE FROM llmusage WHERE transno LIKE 'chatcmpl-bench-%%' OR transno LIKE 'bebebebe%%'"
-        )
-        cursor.execute("VACUUM ANALYZE llmusage")
+    fill_usage(rows=args.rows, leftovers=("bench-", "raw-", "chatcmpl-bench-", "bebebebe"))
     _, key = api_key_create(name="bench-adapters", role="admin", scopes=["ingest"])
     raw = raw_connection()
 

@@ -189,6 +189,24 @@ def post_bodies(
     return elapsed, latencies
 
 
+def fill_usage(*, rows: int, leftovers: tuple[str, ...] = ()) -> None:
+    """At least `rows` records in llmusage (demo data), without the records earlier runs left behind
+    (transno prefixes in `leftovers`), analyzed as autovacuum would have."""
+    from django.db import connection
+
+    from llmlog.demo import load_demo_data
+    from llmlog.models import LLMUsage
+
+    existing = LLMUsage.objects.count()
+    if existing < rows:
+        print(f"loading {rows - existing:,} demo rows ...", flush=True)
+        load_demo_data(rows=rows - existing)
+    with connection.cursor() as cursor:
+        for prefix in leftovers:
+            cursor.execute("DELETE FROM llmusage WHERE transno LIKE %s", [prefix + "%"])
+        cursor.execute("VACUUM ANALYZE llmusage")
+
+
 def raw_connection():
     """A plain psycopg connection to the benchmark database, for the raw-SQL ceilings."""
     import psycopg
