@@ -4,9 +4,10 @@
 
 Data: --rows demo records over the last 30 days (20 orgs, a few big ones), those older than 15 days
 moved to llmusage_history in one SQL statement (accounted, as the nightly backup leaves them), then the
-hourly rollups built. Each API figure is one request end to end through Django (URL routing, API-key
-authentication, DRF, JSON) with django.test.Client, with an org key of the biggest org or a platform
-key; its ceiling is the same query sent with psycopg on its own connection in the same run.
+hourly rollups built. Each API figure is one request end to end through Django's WSGI application, as
+gunicorn calls it (every middleware, URL routing, API-key authentication, DRF, JSON), with an org key of
+the biggest org or a platform key; its ceiling is the same query sent with psycopg on its own
+connection in the same run.
 """
 
 import argparse
@@ -19,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import Figure, markdown_table, setup_django, timed  # noqa: E402
+from benchmarks.common import Figure, markdown_table, setup_django, timed, wsgi_client  # noqa: E402
 
 HISTORY_AFTER = timedelta(days=15)
 DEPTH = 100_000
@@ -101,7 +102,6 @@ def main() -> None:
 
     import psycopg
     from django.db import connection
-    from django.test import Client
     from django.utils import timezone
 
     from llmlog.keys import api_key_create
@@ -121,14 +121,16 @@ def main() -> None:
     ).fetchone()
     _, org_key = api_key_create(userorgid=biggest_org, role="reader", scopes=["read"], name="bench")
     _, platform_key = api_key_create(userorgid="", role="admin", scopes=["read"], name="bench")
-    client = Client()
+    clients = {key: wsgi_client(key) for key in (org_key, platform_key)}
 
     def api(path: str, key: str, expect: int = 200, **params) -> Callable[[], object]:
+        get = clients[key]
+
         def call() -> object:
-            response = client.get(path, params, HTTP_AUTHORIZATION=f"Bearer {key}")
-            if response.status_code != expect:
-                raise RuntimeError(f"{path} {params}: {response.status_code} {response.content[:300]!r}")
-            return response
+            status, body = get(path, params)
+            if status != expect:
+                raise RuntimeError(f"{path} {params}: {status} {body[:300]!r}")
+            return body
 
         return call
 

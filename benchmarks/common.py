@@ -216,3 +216,37 @@ def raw_connection():
     return psycopg.connect(
         host=db["HOST"], port=db["PORT"] or 5432, user=db["USER"], password=db["PASSWORD"], dbname=db["NAME"]
     )
+
+
+def wsgi_client(key: str) -> Callable[..., tuple[int, bytes]]:
+    """GET through Django's WSGI application, called as gunicorn calls it: every middleware, URL
+    routing, authentication, DRF and rendering, without an HTTP server's parsing. django.test.Client
+    adds its own work to each request (template-render signals, a request factory), which production
+    never pays. Returns get(path, params) -> (status, body)."""
+    import io
+    from urllib.parse import urlencode
+
+    from django.core.handlers.wsgi import WSGIHandler
+
+    application = WSGIHandler()
+
+    def get(path: str, params: dict | None = None) -> tuple[int, bytes]:
+        environ = {
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": path,
+            "QUERY_STRING": urlencode(params or {}),
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "80",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "HTTP_HOST": "127.0.0.1",
+            "REMOTE_ADDR": "127.0.0.1",
+            "HTTP_AUTHORIZATION": f"Bearer {key}",
+            "wsgi.input": io.BytesIO(b""),
+            "wsgi.url_scheme": "http",
+            "wsgi.errors": sys.stderr,
+        }
+        status: list[str] = []
+        body = b"".join(application(environ, lambda line, headers: status.append(line)))
+        return int(status[0].split()[0]), body
+
+    return get

@@ -136,6 +136,10 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "llmlog.api.pagination.PagePagination",
     # A JSON API: bodies are JSON (the ingest views read theirs raw), so the schema promises only JSON.
     "DEFAULT_PARSER_CLASSES": ["llmlog.api.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "llmlog.api.renderers.JSONRenderer",  # msgspec: DRF's encoding, several times faster
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "llmlog.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,

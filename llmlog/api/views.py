@@ -41,6 +41,7 @@ from llmlog.selectors import (
     history_records,
     usage_count,
     usage_record,
+    usage_record_values,
     usage_records,
     usage_rpm_tpm,
     usage_search,
@@ -71,12 +72,18 @@ class OrgScopedMixin(SingleValuedQueryMixin):
         return queryset if caller.is_platform else queryset.filter(userorgid=caller.userorgid)
 
     def get_object(self):
-        lookup = self.kwargs.get(self.lookup_field)
-        try:
-            uuid.UUID(str(lookup))
-        except ValueError:
-            raise exceptions.ValidationError({"id": f"{lookup!r} is not a valid UUID."}) from None
+        _check_uuid(self.kwargs.get(self.lookup_field))
         return super().get_object()
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        """Get-item without a model instance or a serializer: the hottest read, kept to one query."""
+        _check_uuid(pk)
+        model = self.get_queryset().model
+        try:
+            record = usage_record_values(org=caller_of(request).userorgid, id=pk, model=model)
+        except model.DoesNotExist:
+            raise exceptions.NotFound(f"No {model._meta.object_name} matches the given query.") from None
+        return Response(usage_representation(record))
 
 
 def _filter_parameters() -> list[OpenApiParameter]:
