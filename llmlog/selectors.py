@@ -8,6 +8,7 @@ Money is returned as Decimal and tokens as int; callers (views, dialects) shape 
 """
 
 import contextlib
+import functools
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
@@ -49,6 +50,48 @@ def usage_record(*, org: str = "", id: str | uuid.UUID) -> UsageAll:  # noqa: A0
     return usage_records(org=org).get(pk=id)
 
 
+def usage_record_values(
+    *,
+    org: str = "",
+    id: str | uuid.UUID,  # noqa: A002 - the design's name
+    model: type[UsageAll] | type[LLMUsageHistory] = UsageAll,
+) -> dict[str, Any]:
+    """One record by id as {attname: value}: hot or history (`UsageAll`), or history only. Raises
+    `model.DoesNotExist` when absent or of another org.
+
+    Get-item is the hottest read, and on PostgreSQL compiling its 50-column SELECT and building a model
+    instance cost twice the query itself: the statement is composed once per model and its rows read
+    plain. Elsewhere (SQLite) the ORM does it, with its own conversions.
+    """
+    if connection.vendor != "postgresql":
+        queryset = model.objects.filter(userorgid=org) if org else model.objects.all()
+        return queryset.values().get(pk=id)
+    sql, names, json_fields = _record_statement(model)
+    params: list[Any] = [id]
+    if org:
+        sql += " AND userorgid = %s"
+        params.append(org)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        raise model.DoesNotExist(f"No {model._meta.verbose_name} {id}.")
+    values = dict(zip(names, row, strict=True))
+    for name, field in json_fields:
+        values[name] = field.from_db_value(values[name], None, connection)
+    return values
+
+
+@functools.cache
+def _record_statement(model) -> tuple[str, tuple[str, ...], tuple[tuple[str, Any], ...]]:
+    fields = model._meta.concrete_fields
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(field.column) for field in fields)
+    sql = f"SELECT {columns} FROM {quote(model._meta.db_table)} WHERE id = %s"
+    json_fields = tuple((f.attname, f) for f in fields if f.get_internal_type() == "JSONField")
+    return sql, tuple(field.attname for field in fields), json_fields
+
+
 # --- totals, rates, counts, search ---------------------------------------------------------------
 
 
@@ -84,6 +127,23 @@ def usage_rpm_tpm(*, queryset: QuerySet, now: datetime | None = None) -> dict[st
     return {"rpm": sums["rpm"] or 0, "tpm": sums["tpm"] or 0}
 
 
+# The planner's row estimate of each named table; a partitioned table (llmusage_history on PostgreSQL)
+# has none of its own, so its partitions' are summed. reltuples is -1 for a table never analysed: an
+# empty one (no pages) counts 0, one with rows makes the answer NULL.
+_ESTIMATE_SQL = """
+    WITH tables AS (
+        SELECT c.relname, COALESCE(part.oid, c.oid) AS oid
+        FROM pg_class c
+        LEFT JOIN pg_inherits i ON c.relkind = 'p' AND i.inhparent = c.oid
+        LEFT JOIN pg_class part ON part.oid = i.inhrelid
+        WHERE c.relname = ANY(%s) AND c.relkind IN ('r', 'p')
+    )
+    SELECT CASE WHEN bool_and(p.reltuples >= 0 OR p.relpages = 0) THEN sum(greatest(p.reltuples, 0)) END
+    FROM tables t JOIN pg_class p ON p.oid = t.oid
+    GROUP BY t.relname
+"""
+
+
 def usage_count(*, queryset: QuerySet, estimate: bool = False) -> dict[str, Any]:
     """{count, estimated}. With `estimate` (the caller asks for a whole table, unfiltered) PostgreSQL
     answers from the planner's statistics instead of counting every row, and says so; elsewhere, or
@@ -92,12 +152,10 @@ def usage_count(*, queryset: QuerySet, estimate: bool = False) -> dict[str, Any]
         model = queryset.model
         tables = ["llmusage", "llmusage_history"] if model is UsageAll else [model._meta.db_table]
         with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT reltuples FROM pg_class WHERE relkind = 'r' AND relname = ANY(%s)", [tables]
-            )
+            cursor.execute(_ESTIMATE_SQL, [tables])
             estimates = [row[0] for row in cursor.fetchall()]
-        # reltuples is -1 for a table never vacuumed or analysed: no estimate to give.
-        if len(estimates) == len(tables) and all(value >= 0 for value in estimates):
+        # NULL when a table (or a partition holding rows) was never vacuumed or analysed: no estimate.
+        if len(estimates) == len(tables) and all(value is not None for value in estimates):
             return {"count": int(sum(estimates)), "estimated": True}
     return {"count": queryset.order_by().count(), "estimated": False}
 
