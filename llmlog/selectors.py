@@ -127,6 +127,29 @@ def usage_rpm_tpm(*, queryset: QuerySet, now: datetime | None = None) -> dict[st
     return {"rpm": sums["rpm"] or 0, "tpm": sums["tpm"] or 0}
 
 
+def usage_rates(*, org: str = "", now: datetime | None = None) -> dict[str, int]:
+    """{rpm, tpm} of every record `org` may see, unfiltered: what a dashboard polls every few seconds.
+
+    The nightly move takes days before today only, so a minute that lies within today has all its
+    records in llmusage: on PostgreSQL one composed statement reads that table alone (compiling the
+    aggregate and planning the llmusage_all view cost more than the query). Across midnight, or on
+    SQLite, it is `usage_rpm_tpm` over the view.
+    """
+    now = now or timezone.now()
+    since = now - RATE_WINDOW
+    if connection.vendor != "postgresql" or timezone.localdate(since) < timezone.localdate(now):
+        return usage_rpm_tpm(queryset=usage_records(org=org), now=now)
+    sql = "SELECT count(*), sum(total_tokens) FROM llmusage WHERE use_time >= %s"
+    params: list[Any] = [since]
+    if org:
+        sql += " AND userorgid = %s"
+        params.append(org)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rpm, tpm = cursor.fetchone()
+    return {"rpm": rpm, "tpm": int(tpm or 0)}
+
+
 # The planner's row estimate of each named table; a partitioned table (llmusage_history on PostgreSQL)
 # has none of its own, so its partitions' are summed. reltuples is -1 for a table never analysed: an
 # empty one (no pages) counts 0, one with rows makes the answer NULL.

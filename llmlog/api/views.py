@@ -40,6 +40,7 @@ from llmlog.selectors import (
     TIME_FILTERS,
     history_records,
     usage_count,
+    usage_rates,
     usage_record,
     usage_record_values,
     usage_records,
@@ -265,6 +266,8 @@ class LLMUsageViewSet(
     @action(detail=False, methods=["get"])
     def rates(self, request: Request) -> Response:
         params = {name: value for name, value in request.query_params.items() if name not in TIME_FILTERS}
+        if not any(params.get(name) for name in UsageFilter.base_filters):
+            return Response(usage_rates(org=caller_of(request).userorgid))
         try:
             queryset = apply_usage_filters(queryset=self.get_queryset(), params=params)
         except InvalidFilter as exc:

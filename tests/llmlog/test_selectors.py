@@ -7,11 +7,13 @@ from django.test import override_settings
 from django.utils import timezone
 
 from llmlog.filters import InvalidFilter
-from llmlog.models import UsageAll
+from llmlog.models import LLMUsageHistory, UsageAll
 from llmlog.selectors import (
     history_records,
     usage_count,
+    usage_rates,
     usage_record,
+    usage_record_values,
     usage_records,
     usage_rpm_tpm,
     usage_search,
@@ -86,6 +88,53 @@ def test_rpm_and_tpm_count_the_last_60_seconds():
     make_usage(use_time=now - timedelta(seconds=5), userorgid="globex")
 
     assert usage_rpm_tpm(queryset=usage_records(org="acme"), now=now) == {"rpm": 2, "tpm": 160}
+
+
+def test_rates_unfiltered_count_the_minute_and_reach_into_history_across_midnight():
+    now = timezone.now()
+    make_usage(use_time=now - timedelta(seconds=10), input_tokens=100, output_tokens=50)
+    make_usage(use_time=now - timedelta(seconds=90), input_tokens=999, output_tokens=1)
+    make_usage(
+        use_time=now - timedelta(seconds=5),
+        userorgid="globex",
+        input_tokens=5,
+        output_tokens=5,
+        cached_tokens=0,
+    )
+
+    assert usage_rates(org="acme", now=now) == {"rpm": 1, "tpm": 150}
+    assert usage_rates(now=now) == {"rpm": 2, "tpm": 160}
+    assert usage_rates(org="nobody", now=now) == {"rpm": 0, "tpm": 0}
+
+    # Just after midnight the minute reaches into yesterday, whose records the nightly move may have
+    # taken to history already.
+    midnight = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    late = make_usage(
+        use_time=midnight - timedelta(seconds=20),
+        userorgid="night",
+        input_tokens=7,
+        output_tokens=0,
+        cached_tokens=0,
+    )
+    move_to_history(late)
+    assert usage_rates(org="night", now=midnight + timedelta(seconds=10)) == {"rpm": 1, "tpm": 7}
+
+
+def test_record_values_are_the_fields_of_one_record_scoped_to_the_org():
+    hot = make_usage(transno="hot", amount=Decimal("1.25"), metadata={"team": "search"})
+    moved = make_usage(transno="moved")
+    move_to_history(moved)
+
+    values = usage_record_values(org="acme", id=hot.pk)
+    assert values["transno"] == "hot" and values["amount"] == Decimal("1.25")
+    assert values["metadata"] == {"team": "search"} and values["id"] == hot.pk
+    assert values["source"] == "hot"
+    assert usage_record_values(id=moved.pk)["source"] == "history"
+    assert usage_record_values(id=moved.pk, model=LLMUsageHistory)["backup_time"] is not None
+    with pytest.raises(UsageAll.DoesNotExist):
+        usage_record_values(org="globex", id=hot.pk)
+    with pytest.raises(LLMUsageHistory.DoesNotExist):
+        usage_record_values(id=hot.pk, model=LLMUsageHistory)
 
 
 def test_count_is_exact_when_filtered_or_off_postgresql():
