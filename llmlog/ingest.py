@@ -9,6 +9,7 @@ whose payload hash matches is a duplicate, anything else under a known transno i
 import hashlib
 import ipaddress
 import math
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -581,6 +582,45 @@ def write_usage_rows(rows: list[dict[str, Any]]) -> None:
     if connection.vendor != "postgresql":
         LLMUsage.objects.bulk_create([LLMUsage(**row) for row in rows], batch_size=500)
         return
+    table, columns, values = _row_writer()
+    connection.ensure_connection()
+    # The raw psycopg cursor raises psycopg's errors; wrapped, a taken transno is Django's IntegrityError,
+    # which the caller's retry sorts into duplicate or conflict (otherwise a concurrent resend is a 500).
+    with connection.wrap_database_errors, connection.connection.cursor() as cursor:
+        if len(rows) <= SMALL_WRITE:
+            placeholders = ", ".join(["%s"] * len(USAGE_FIELDS))
+            sql = f"INSERT INTO {table} ({columns}) VALUES ({placeholders})"
+            if len(rows) == 1:
+                cursor.execute(sql, values(rows[0]))  # executemany would set up a pipeline for one row
+            else:
+                cursor.executemany(sql, map(values, rows))
+            return
+        with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(values(row))
+
+
+def insert_usage_row_if_new(row: dict[str, Any]) -> bool:
+    """PostgreSQL: insert one prepared row unless its transno is in llmusage; True when inserted.
+
+    One round trip, where look-up then insert take two. It does not look in llmusage_history: the
+    caller uses it only for a record of today, which the nightly move (past days only) cannot have
+    taken there.
+    """
+    table, columns, values = _row_writer()
+    placeholders = ", ".join(["%s"] * len(USAGE_FIELDS))
+    sql = (
+        f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) "
+        "ON CONFLICT (transno) DO NOTHING RETURNING 1"
+    )
+    connection.ensure_connection()
+    with connection.wrap_database_errors, connection.connection.cursor() as cursor:
+        cursor.execute(sql, values(row))
+        return cursor.fetchone() is not None
+
+
+def _row_writer() -> tuple[str, str, Callable[[dict[str, Any]], list[Any]]]:
+    """(table, quoted column list, row -> values in column order with JSON wrapped) for raw writes."""
     names = [f.attname for f in USAGE_FIELDS]
     json_at = [i for i, name in enumerate(names) if name in JSON_COLUMNS]
 
@@ -591,23 +631,8 @@ def write_usage_rows(rows: list[dict[str, Any]]) -> None:
                 out[i] = Jsonb(out[i])
         return out
 
-    table = LLMUsage._meta.db_table
     columns = ", ".join(connection.ops.quote_name(f.column) for f in USAGE_FIELDS)
-    connection.ensure_connection()
-    # The raw psycopg cursor raises psycopg's errors; wrapped, a taken transno is Django's IntegrityError,
-    # which the caller's retry sorts into duplicate or conflict (otherwise a concurrent resend is a 500).
-    with connection.wrap_database_errors, connection.connection.cursor() as cursor:
-        if len(rows) <= SMALL_WRITE:
-            placeholders = ", ".join(["%s"] * len(names))
-            sql = f"INSERT INTO {table} ({columns}) VALUES ({placeholders})"
-            if len(rows) == 1:
-                cursor.execute(sql, values(rows[0]))  # executemany would set up a pipeline for one row
-            else:
-                cursor.executemany(sql, map(values, rows))
-            return
-        with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(values(row))
+    return LLMUsage._meta.db_table, columns, values
 
 
 # Below this many rows a plain INSERT beats COPY, whose set-up costs extra round trips.
@@ -672,6 +697,8 @@ def usage_ingest_records(
         result.items[positions[position]].errors = errors
         del prepared[positions[position]]
 
+    if _inserted_alone(prepared, result):
+        return result
     # Three tries: a transno taken by a concurrent request between our look-up and our insert makes
     # the COPY fail whole; the next look-up sees it and sorts it into duplicate or conflict.
     for attempt in range(3):
@@ -683,15 +710,33 @@ def usage_ingest_records(
             if attempt == 2:
                 raise
             continue
-        for index, record in to_insert:
-            result.items[index].status = "created"
-            result.items[index].id = str(record.row["id"])
-            result.items[index].row = record.row
-        if any(record.row["accounting_status"] == AccountingStatus.PENDING for _, record in to_insert):
-            transaction.on_commit(request_posting_soon)  # debounced: one task per few seconds at most
-        count_ingest(item.status for item in result.items)  # /metrics: llmlog_ingest_records_total
+        _created(to_insert, result)
         return result
     raise AssertionError("unreachable")
+
+
+def _inserted_alone(prepared: dict[int, PreparedRecord], result: IngestResult) -> bool:
+    """The hot path of a gateway sending one record at a time: a record of today on PostgreSQL is
+    inserted in one statement, without the look-up. False when it does not apply or the transno is
+    taken (the look-up then tells duplicate from conflict)."""
+    if len(prepared) != 1 or connection.vendor != "postgresql":
+        return False
+    ((index, record),) = prepared.items()
+    if record.row["use_date"] < timezone.localdate() or not insert_usage_row_if_new(record.row):
+        return False
+    result.items[index].transno = record.row["transno"]
+    _created([(index, record)], result)
+    return True
+
+
+def _created(inserted: list[tuple[int, PreparedRecord]], result: IngestResult) -> None:
+    for index, record in inserted:
+        result.items[index].status = "created"
+        result.items[index].id = str(record.row["id"])
+        result.items[index].row = record.row
+    if any(record.row["accounting_status"] == AccountingStatus.PENDING for _, record in inserted):
+        transaction.on_commit(request_posting_soon)  # debounced: one task per few seconds at most
+    count_ingest(item.status for item in result.items)  # /metrics: llmlog_ingest_records_total
 
 
 def _write_transaction(count: int) -> AbstractContextManager:

@@ -5,6 +5,7 @@ from decimal import Decimal
 
 import pytest
 from django.test import override_settings
+from django.utils import timezone
 
 from llmlog.ingest import BodyError, usage_ingest
 from llmlog.models import LLMUsage, LLMUsageHistory, ModelPrice
@@ -61,6 +62,27 @@ def test_transno_already_moved_to_history_is_a_duplicate():
 
     assert result.items[0].status == "duplicate"
     assert not LLMUsage.objects.filter(transno="old-1").exists()
+
+
+def test_a_record_of_today_is_created_once_then_a_duplicate_or_a_conflict():
+    """Today's single records take the one-statement path on PostgreSQL: same answers as any other."""
+    now = timezone.now().isoformat()
+    payload = usage_payload(transno="today-1", use_time=now, output_tokens=300)
+
+    created = ingest(payload)
+    again = ingest(payload)
+    changed = ingest({**payload, "output_tokens": 301})
+
+    assert [created.items[0].status, again.items[0].status, changed.items[0].status] == [
+        "created",
+        "duplicate",
+        "conflict",
+    ]
+    assert created.items[0].transno == "today-1" and created.items[0].row["output_tokens"] == 300
+    assert again.items[0].id == changed.items[0].id == created.items[0].id
+    record = LLMUsage.objects.get(transno="today-1")
+    assert str(record.id) == created.items[0].id and record.output_tokens == 300
+    assert record.use_date == timezone.localdate()
 
 
 def test_bulk_keeps_good_items_and_reports_each_bad_one():
