@@ -33,10 +33,11 @@ URL = "/api/llmusage/"
 
 
 def record(tag: str, i: int) -> dict:
-    """A gateway record of the usual size: who, what, tokens, money, outcome."""
+    """A gateway record of the usual size: who, what, tokens, money, outcome; of the last few minutes,
+    as a gateway reports its calls."""
     return {
         "transno": f"bench-{tag}-{i}",
-        "use_time": 1_763_600_000 + i % 86_400,
+        "use_time": int(time.time()) - i % 300,
         "userid": f"user-{i % 500}",
         "username": f"User {i % 500}",
         "userorgid": f"org-{i % 20:02d}",

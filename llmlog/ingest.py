@@ -6,6 +6,7 @@ and on PostgreSQL the rows go in with COPY. Idempotency is the unique constraint
 whose payload hash matches is a duplicate, anything else under a known transno is a conflict.
 """
 
+import functools
 import hashlib
 import ipaddress
 import math
@@ -17,6 +18,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
 import msgspec
+import psycopg
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -614,11 +616,14 @@ def insert_usage_row_if_new(row: dict[str, Any]) -> bool:
         "ON CONFLICT (transno) DO NOTHING RETURNING 1"
     )
     connection.ensure_connection()
-    with connection.wrap_database_errors, connection.connection.cursor() as cursor:
-        cursor.execute(sql, values(row))
+    # A prepared statement with its parameters bound by the server (Django's cursors quote 50 values
+    # into the SQL text, and the server parses all of it again): each connection prepares it once.
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, values(row), prepare=True)
         return cursor.fetchone() is not None
 
 
+@functools.cache
 def _row_writer() -> tuple[str, str, Callable[[dict[str, Any]], list[Any]]]:
     """(table, quoted column list, row -> values in column order with JSON wrapped) for raw writes."""
     names = [f.attname for f in USAGE_FIELDS]
