@@ -21,6 +21,7 @@ import msgspec
 import psycopg
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import CharField
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 from uuid_utils.compat import uuid7
@@ -32,6 +33,7 @@ from llmlog.models import (
     TOKEN_COUNT_FIELDS,
     AccountingStatus,
     LLMUsage,
+    LLMUsageHistory,
     ModelPrice,
     UsageAll,
 )
@@ -603,24 +605,32 @@ def write_usage_rows(rows: list[dict[str, Any]]) -> None:
 
 
 def insert_usage_row_if_new(row: dict[str, Any]) -> bool:
-    """PostgreSQL: insert one prepared row unless its transno is in llmusage; True when inserted.
-
-    One round trip, where look-up then insert take two. It does not look in llmusage_history: the
-    caller uses it only for a record of today, which the nightly move (past days only) cannot have
-    taken there.
-    """
-    table, columns, values = _row_writer()
-    placeholders = ", ".join(["%s"] * len(USAGE_FIELDS))
-    sql = (
-        f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) "
-        "ON CONFLICT (transno) DO NOTHING RETURNING 1"
-    )
+    """PostgreSQL: insert one prepared row unless its transno is taken, in llmusage or in history;
+    True when inserted. One round trip, where look-up then insert take two."""
     connection.ensure_connection()
     # A prepared statement with its parameters bound by the server (Django's cursors quote 50 values
     # into the SQL text, and the server parses all of it again): each connection prepares it once.
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, values(row), prepare=True)
+        cursor.execute(_insert_if_new_sql(), [*_row_writer()[2](row), row["transno"]], prepare=True)
         return cursor.fetchone() is not None
+
+
+@functools.cache
+def _insert_if_new_sql() -> str:
+    # INSERT ... SELECT types its values by themselves, not by the target columns as INSERT ... VALUES
+    # does: each is cast to its column's type. Text stays text: a cast to varchar(n) would cut an
+    # over-long value silently, where the insert's own conversion refuses it.
+    table, columns, _ = _row_writer()
+    typed = ", ".join(
+        f"%s::{'text' if isinstance(field, CharField) else field.db_type(connection)}"
+        for field in USAGE_FIELDS
+    )
+    history = LLMUsageHistory._meta.db_table
+    return (
+        f"INSERT INTO {table} ({columns}) SELECT {typed} "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {history} WHERE transno = %s) "
+        "ON CONFLICT (transno) DO NOTHING RETURNING 1"
+    )
 
 
 @functools.cache
@@ -721,13 +731,13 @@ def usage_ingest_records(
 
 
 def _inserted_alone(prepared: dict[int, PreparedRecord], result: IngestResult) -> bool:
-    """The hot path of a gateway sending one record at a time: a record of today on PostgreSQL is
-    inserted in one statement, without the look-up. False when it does not apply or the transno is
-    taken (the look-up then tells duplicate from conflict)."""
+    """The hot path of a gateway sending one record at a time: on PostgreSQL a new record is inserted
+    in one statement, without the look-up. False when it does not apply or the transno is taken (the
+    look-up then tells duplicate from conflict)."""
     if len(prepared) != 1 or connection.vendor != "postgresql":
         return False
     ((index, record),) = prepared.items()
-    if record.row["use_date"] < timezone.localdate() or not insert_usage_row_if_new(record.row):
+    if not insert_usage_row_if_new(record.row):
         return False
     result.items[index].transno = record.row["transno"]
     _created([(index, record)], result)
