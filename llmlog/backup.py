@@ -12,6 +12,10 @@ DELETE over the same id range inside one write transaction; SQLite's single writ
 two runs batch by batch.
 
 Pending and failed records are never selected, so never moved and never locked.
+
+On PostgreSQL `llmusage_history` is partitioned by month of use_date (migration 0006, llmlog.partitions):
+before moving, the backup creates the partitions of the months it is about to fill, and the purge drops
+the months wholly before its cut-off (instant, no dead tuples) and deletes the rest in batches.
 """
 
 import logging
@@ -21,12 +25,19 @@ from uuid import UUID
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from llmlog.jobs import job_run
 from llmlog.models import AccountingStatus, LLMUsage, LLMUsageHistory
+from llmlog.partitions import (
+    drop_history_partition,
+    ensure_history_months,
+    history_partitions,
+    month_start,
+    next_month,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +89,7 @@ def backup_accounted_llmusage(
     with job_run(BACKUP_JOB) as run:
         run.counts = {"before": before.isoformat(), "moved": 0, "batches": 0}
         columns = usage_columns()
+        _prepare_history_partitions(before)
         move_batch = _move_batch_postgresql if connection.vendor == "postgresql" else _move_batch_sqlite
         # First pass: walk the ids upwards, taking only rows nobody holds (a concurrent run holds its
         # batch: it moves those). Last pass: from the start again, waiting for rows still held, so a
@@ -97,6 +109,43 @@ def backup_accounted_llmusage(
                     break
         run.counts.update(_left_behind(before))
         return dict(run.counts)
+
+
+def _prepare_history_partitions(before: date) -> None:
+    """Create the monthly history partitions this run fills: the months that hold movable records, and
+    this month and the next (so a month's partition exists before its first row). Failing here never
+    stops the backup: a row whose month has no partition goes to the DEFAULT partition, and the run that
+    makes the month moves it out."""
+    if connection.vendor != "postgresql":
+        return
+    this_month = month_start(timezone.localdate())
+    try:
+        ensure_history_months([*_movable_months(before), this_month, next_month(this_month)])
+    except DatabaseError:  # a lock not granted in time, or a race with another writer; all rolled back
+        logger.warning("backup: history partitions not created this run", exc_info=True)
+
+
+def _movable_months(before: date) -> list[date]:
+    """The months (first days) that hold movable records before `before`, oldest first: one probe of the
+    use_date index per month found, never a scan. Only those months: a lone record of years ago must not
+    make a partition for every month since (each partition costs every unpruned query a little)."""
+    sql = """
+        WITH RECURSIVE found(month) AS (
+            SELECT date_trunc('month', min(use_date)::timestamp)::date FROM llmusage
+            WHERE accounting_status = ANY(%(statuses)s) AND use_date < %(before)s
+          UNION ALL
+            SELECT (
+                SELECT date_trunc('month', min(use_date)::timestamp)::date FROM llmusage
+                WHERE accounting_status = ANY(%(statuses)s) AND use_date < %(before)s
+                    AND use_date >= (found.month + interval '1 month')::date
+            )
+            FROM found WHERE found.month IS NOT NULL
+        )
+        SELECT month FROM found WHERE month IS NOT NULL
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"statuses": [str(status) for status in MOVABLE], "before": before})
+        return [month for (month,) in cursor.fetchall()]
 
 
 def _eligible(before: date) -> QuerySet[LLMUsage]:
@@ -218,13 +267,24 @@ def purge_history(
         run.counts = {**counts, "batches": 0}
         if before is None:
             return dict(run.counts)
-        lock = "FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
-        sql = f"""
-            DELETE FROM llmusage_history WHERE id IN (
-                SELECT id FROM llmusage_history WHERE use_date < %s LIMIT %s {lock}
-            )
-        """
-        params = [connection.ops.adapt_datefield_value(before), batch_size]
+        run.counts.update(_drop_history_months(before))
+        run.counts["purged"] += run.counts["dropped_rows"]
+        if connection.vendor == "postgresql":
+            # The ids as an array (an InitPlan run once): each partition is then probed by its primary
+            # key index. With `id IN (SELECT ...)` the planner hash-joins and reads every partition whole.
+            sql = """
+                DELETE FROM llmusage_history WHERE use_date < %(before)s AND id = ANY(ARRAY(
+                    SELECT id FROM llmusage_history WHERE use_date < %(before)s LIMIT %(limit)s
+                    FOR UPDATE SKIP LOCKED
+                ))
+            """
+        else:
+            sql = """
+                DELETE FROM llmusage_history WHERE id IN (
+                    SELECT id FROM llmusage_history WHERE use_date < %(before)s LIMIT %(limit)s
+                )
+            """
+        params = {"before": connection.ops.adapt_datefield_value(before), "limit": batch_size}
         while True:
             with transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute(sql, params)
@@ -234,3 +294,23 @@ def purge_history(
             run.counts["purged"] += deleted
             run.counts["batches"] += 1
         return dict(run.counts)
+
+
+def _drop_history_months(before: date) -> dict[str, int]:
+    """Drop the monthly partitions of history that end on or before `before` (every row in them is to be
+    purged): {partitions_dropped, dropped_rows}. A month whose locks are not granted in time is left to
+    the batched delete that follows."""
+    dropped = {"partitions_dropped": 0, "dropped_rows": 0}
+    for partition in history_partitions():
+        if partition.is_default or partition.end > before:
+            continue
+        try:
+            rows = drop_history_partition(partition)
+        except DatabaseError:
+            logger.warning(
+                "purge: partition %s not dropped, deleting its rows instead", partition.name, exc_info=True
+            )
+            continue
+        dropped["partitions_dropped"] += 1
+        dropped["dropped_rows"] += rows
+    return dropped

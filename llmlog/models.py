@@ -178,7 +178,16 @@ class LLMUsage(UsageRecord):
 
 
 class LLMUsageHistory(UsageRecord):
-    """Accounted records of past days, moved here nightly with their id."""
+    """Accounted records of past days, moved here nightly with their id.
+
+    On PostgreSQL the table is partitioned by month of use_date (migration 0006, llmlog.partitions),
+    and PostgreSQL wants every unique key of a partitioned table to include the partition key: in the
+    database the primary key is (id, use_date) and `llmusagehistory_transno_unique` is (transno,
+    use_date). Django's state keeps id as the primary key and transno unique, and both stay true by
+    construction: a row reaches history only by the backup's move out of llmusage, where id and transno
+    are unique, and ingest refuses a transno already in history (llmlog.ingest looks in both), so a
+    transno never enters llmusage again once it is in history. tests/llmlog/test_partitions.py proves it.
+    """
 
     backup_time = models.DateTimeField(db_index=False)
 
