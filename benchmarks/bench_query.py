@@ -44,9 +44,11 @@ def measure(repeat: int, app: Callable[[], object] | None, ceiling: Callable[[],
 
 def prepare_data(rows: int, reload: bool) -> None:
     from django.db import connection
+    from django.utils import timezone
 
     from llmlog.demo import load_demo_data
     from llmlog.models import LLMUsageHistory, UsageAll, UsageRollupState
+    from llmlog.partitions import ensure_history_partitions
     from llmlog.rollups import build_usage_rollups
 
     have = UsageAll.objects.count()
@@ -69,6 +71,9 @@ def prepare_data(rows: int, reload: bool) -> None:
         else f'"{c}"'
         for c in columns
     )
+    # The monthly partitions of history the moved rows need, as the nightly backup makes them.
+    today = timezone.localdate()
+    ensure_history_partitions(today - timedelta(days=40), today)
     with connection.cursor() as cursor:
         # One statement: what the nightly backup does over many nights, for the older half.
         cursor.execute(
