@@ -5,7 +5,9 @@
 Data as in bench_query.py (--rows demo records over 30 days, the older half in llmusage_history,
 rollups built; reused when already there). Each admin figure is one request end to end through Django
 (session auth, the admin, templates) with django.test.Client as a superuser; its ceiling is the page's
-own query (the 50 rows, or the sums) sent with psycopg on its own connection in the same run.
+own query (the 50 rows, or the sums) sent with psycopg on its own connection in the same run. The CSV
+export of 100,000 records is measured as a rate beside COPY ... TO STDOUT of the same rows, and as the
+peak of Python's allocations while it streams, beside the same for a tenth of the rows.
 """
 
 import argparse
@@ -17,7 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import Figure, markdown_table, setup_django  # noqa: E402
+from benchmarks.common import Figure, markdown_table, setup_django, timed  # noqa: E402
+
+# The issue's figure: the CSV export of 100,000 records, its rate and its memory.
+EXPORT_ROWS = 100_000
 
 
 def main() -> None:
@@ -137,7 +142,79 @@ def main() -> None:
         app_ms, ceiling_ms = measure(repeat, app, ceiling)
         print(f"{name}: {time.perf_counter() - started:.1f}s", file=sys.stderr, flush=True)
         figures.append(Figure(name, "ms", app_ms, ceiling_ms, target="< 1000 ms"))
+    figures += csv_export_figures(client, raw, last_day=day, repeat=3)
     print(markdown_table(figures))
+
+
+def csv_export_figures(client, raw, *, last_day, repeat: int) -> list[Figure]:
+    """The usage list's CSV export of the newest days holding at least EXPORT_ROWS records (all of
+    llmusage on a small table): rows/s beside a raw COPY ... TO STDOUT of the same rows, and the peak
+    of Python's allocations while streaming it, beside the same for a tenth of the rows (flat: equal)."""
+    import tracemalloc
+
+    from django.utils import timezone
+
+    def days_back(rows: int) -> int:
+        days = 1
+        while days < 60:
+            since = timezone.make_aware(datetime.combine(last_day - timedelta(days=days - 1), clock()))
+            if (
+                raw.execute("SELECT count(*) FROM llmusage WHERE use_time >= %s", (since,)).fetchone()[0]
+                >= rows
+            ):
+                break
+            days += 1
+        return days
+
+    def export(days: int):
+        first = last_day - timedelta(days=days - 1)
+        params = {"use_time__range__gte": str(first), "use_time__range__lte": str(last_day)}
+        lines = 0
+
+        def run() -> None:
+            nonlocal lines
+            response = client.get("/admin/llmlog/llmusage/export-csv/", params)
+            assert response.status_code == 200, response.status_code
+            lines = sum(chunk.count(b"\n") for chunk in response.streaming_content)
+
+        run()
+        since = timezone.make_aware(datetime.combine(first, clock()))
+        until = timezone.make_aware(datetime.combine(last_day + timedelta(days=1), clock()))
+        copy = (
+            "COPY (SELECT use_time, transno, userorgid, userid, model_name, input_tokens, output_tokens, "
+            "total_tokens, amount, cost, error_message FROM llmusage WHERE use_time >= %s AND use_time < %s "
+            "ORDER BY use_time DESC, id DESC) TO STDOUT WITH CSV HEADER"
+        )
+
+        def ceiling() -> None:
+            with raw.cursor() as cursor, cursor.copy(copy, (since, until)) as out:
+                for _ in out:
+                    pass
+
+        return run, ceiling, lines - 2  # header and totals rows
+
+    big_days = days_back(EXPORT_ROWS)
+    run, ceiling, rows = export(big_days)
+    rate = Figure(
+        f"CSV export, {rows:,} records (usage list, {big_days} days)", "rows/s", note="ceiling: COPY"
+    )
+    for _ in range(repeat):
+        rate.app.append(rows / timed(run))
+        rate.ceiling.append(rows / timed(ceiling))
+    peaks = []
+    for days in (max(1, big_days // 10), big_days):
+        run, _, exported = export(days)
+        for _ in range(repeat):
+            tracemalloc.start()
+            run()
+            peaks.append((exported, tracemalloc.get_traced_memory()[1] / 1024))
+            tracemalloc.stop()
+    memory = []
+    for exported in sorted({n for n, _ in peaks}):
+        figure = Figure(f"CSV export peak memory, {exported:,} records (tracemalloc)", "KiB")
+        figure.app = [kib for n, kib in peaks if n == exported]
+        memory.append(figure)
+    return [rate, *memory]
 
 
 if __name__ == "__main__":

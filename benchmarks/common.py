@@ -19,8 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/llmlog_bench"
 
 
-def setup_django() -> None:
-    """Point Django at the benchmark database (BENCH_DATABASE_URL, created when missing) and set it up."""
+def setup_django(*, migrate: bool = True) -> None:
+    """Point Django at the benchmark database (BENCH_DATABASE_URL, created when missing) and set it up;
+    migrate=False in a helper process whose parent has migrated (saves a second or two per process)."""
     sys.path.insert(0, str(ROOT))
     url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
     os.environ["DATABASE_URL"] = url
@@ -31,6 +32,8 @@ def setup_django() -> None:
     import django
 
     django.setup()
+    if not migrate:
+        return
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
@@ -108,6 +111,7 @@ def start_app_server(*, port: int, workers: int = 2, threads: int = 4) -> "subpr
     env = dict(
         os.environ,
         DJANGO_SECRET_KEY="benchmark-only",
+        PROMETHEUS_MULTIPROC_DIR=str(ROOT / "var" / "bench-prometheus"),  # not a dev server's
         DJANGO_DEBUG="false",
         LOG_LEVEL="WARNING",
         DJANGO_ALLOWED_HOSTS="127.0.0.1",
@@ -124,7 +128,9 @@ def start_app_server(*, port: int, workers: int = 2, threads: int = 4) -> "subpr
         "--keep-alive=30",
         "--timeout=120",
         "--log-level=warning",
-        "--preload",  # workers start with the app loaded: no first-request import cost in the figures
+        # Production's settings (scripts/run.sh): per-worker metrics files, gc.freeze once the app is
+        # loaded. Each worker loads the app as it starts, as in production (no --preload).
+        "--config=config/gunicorn.py",
     ]
     server = subprocess.Popen(command, cwd=ROOT, env=env)
     for _ in range(200):
@@ -189,22 +195,30 @@ def post_bodies(
     return elapsed, latencies
 
 
-def fill_usage(*, rows: int, leftovers: tuple[str, ...] = ()) -> None:
+def fill_usage(*, rows: int, leftovers: tuple[str, ...] = (), vacuum: bool = True) -> bool:
     """At least `rows` records in llmusage (demo data), without the records earlier runs left behind
-    (transno prefixes in `leftovers`), analyzed as autovacuum would have."""
+    (transno prefixes in `leftovers`), analyzed as autovacuum would have. Returns whether the table
+    changed; an unchanged table is not vacuumed again, nor is any with vacuum=False (the caller changes
+    it further and vacuums once)."""
     from django.db import connection
 
     from llmlog.demo import load_demo_data
     from llmlog.models import LLMUsage
 
+    deleted = 0
+    with connection.cursor() as cursor:  # before counting: leftovers are not part of the `rows`
+        for prefix in leftovers:
+            cursor.execute("DELETE FROM llmusage WHERE transno LIKE %s", [prefix + "%"])
+            deleted += cursor.rowcount
     existing = LLMUsage.objects.count()
     if existing < rows:
         print(f"loading {rows - existing:,} demo rows ...", flush=True)
         load_demo_data(rows=rows - existing)
-    with connection.cursor() as cursor:
-        for prefix in leftovers:
-            cursor.execute("DELETE FROM llmusage WHERE transno LIKE %s", [prefix + "%"])
-        cursor.execute("VACUUM ANALYZE llmusage")
+    changed = bool(deleted) or existing < rows
+    if changed and vacuum:
+        with connection.cursor() as cursor:
+            cursor.execute("VACUUM ANALYZE llmusage")
+    return changed
 
 
 def raw_connection():
