@@ -115,20 +115,7 @@ class TimeField(forms.Field):
     }
 )
 class TimeFilter(django_filters.Filter):
-    """A bound on use_time, and the matching bound on use_date: PostgreSQL skips the monthly partitions
-    of history by use_date (their key), never by use_time. The day bound has a day to spare either
-    side, so it never drops a record whatever TIME_ZONE was when use_date was set."""
-
     field_class = TimeField
-
-    def filter(self, qs: QuerySet, value: datetime | None) -> QuerySet:
-        qs = super().filter(qs, value)
-        if value is None:
-            return qs
-        day = timezone.localtime(value).date()
-        if self.lookup_expr == "gte":
-            return qs.filter(use_date__gte=day - timedelta(days=1))
-        return qs.filter(use_date__lte=day + timedelta(days=1))
 
 
 # Orderings a client may ask for. Each sorts by one column then by id (unique, so the order is total and

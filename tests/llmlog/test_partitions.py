@@ -16,7 +16,6 @@ from django.utils import timezone
 
 from llmlog import partitions
 from llmlog.backup import backup_accounted_llmusage, purge_history
-from llmlog.filters import filter_usage
 from llmlog.models import LLMUsage, LLMUsageHistory
 from llmlog.partitions import (
     DEFAULT_PARTITION,
@@ -25,7 +24,6 @@ from llmlog.partitions import (
     history_partitions,
     month_partition_name,
 )
-from llmlog.selectors import usage_records
 from tests.builders import make_usage
 from tests.conftest import bearer, usage_payload
 from tests.llmlog.test_backup import rows, usage
@@ -400,21 +398,3 @@ def test_list_get_item_and_count_over_history_in_several_months_and_the_default(
     november = {"start_time": "2023-11-01T00:00:00+00:00", "end_time": "2023-12-01T00:00:00+00:00"}
     assert get("/api/llmusage-history/count/", **november)["count"] == 1
     assert get("/api/llmusage/count/", **november)["count"] == 1
-
-
-@pytest.mark.postgres
-@pytest.mark.django_db
-def test_a_time_range_reads_only_the_months_of_history_it_covers():
-    for day in (date(2023, 10, 15), date(2023, 11, 15), date(2023, 12, 15)):
-        on(day)
-    backup_accounted_llmusage()
-    queryset, _ = filter_usage(
-        queryset=usage_records(),
-        params={"start_time": "2023-11-10T00:00:00+00:00", "end_time": "2023-11-20T00:00:00+00:00"},
-    )
-
-    plan = queryset.explain()
-
-    assert queryset.count() == 1
-    assert "llmusage_history_y2023m11" in plan
-    assert "llmusage_history_y2023m10" not in plan and "llmusage_history_y2023m12" not in plan
