@@ -1,6 +1,6 @@
 """Load: 50 concurrent clients on loopback, mixed ingest and reads, against gunicorn; nothing lost.
 
-    python benchmarks/bench_load.py --rows 1000000 --seconds 30
+    python benchmarks/bench_load.py --rows 1000000 --seconds 20
 
 Each client is a thread with one keep-alive connection and its own org key (20 orgs). A client sends,
 in a fixed random mix: one record (60%), a batch of 20 records (10%), and reads (30%: the list, count,
@@ -11,8 +11,8 @@ every answer must have been a 2xx (error rate 0). The round is repeated (median,
 
 Ceilings, measured in the same run with as many threads on raw psycopg connections for 10 seconds each:
 one INSERT per commit (what a single-record ingest must do) and the list read's SELECT.
-A 30-second round sends some 3,000 requests at a million rows (more on a smaller table), so each p99
-rests on the slowest few dozen (the reads' on about ten), and the raw statements run over 10,000 times in
+A 20-second round sends some 1,500 requests at a million rows (more on a smaller table), so each p99
+rests on the slowest dozen or so (the reads' on about five), and the raw statements run over 10,000 times in
 10 seconds: longer rounds only lengthen `make bench`.
 
 tests/test_load.py runs the same load for 15 seconds in CI (`run_load`).
@@ -223,7 +223,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows in llmusage before the load")
-    parser.add_argument("--seconds", type=float, default=30, help="length of each round")
+    parser.add_argument("--seconds", type=float, default=20, help="length of each round")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--clients", type=int, default=CLIENTS)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")

@@ -96,7 +96,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rows", type=int, default=1_000_000, help="usage records, hot and history")
-    parser.add_argument("--repeat", type=int, default=5, help="measurements per figure (at least 3)")
+    parser.add_argument("--repeat", type=int, default=3, help="measurements per figure (at least 3)")
     parser.add_argument("--reload", action="store_true", help="reload the data even if it is there")
     parser.add_argument("--explain", action="store_true", help="print the plans of the main queries")
     args = parser.parse_args()
