@@ -607,11 +607,12 @@ def write_usage_rows(rows: list[dict[str, Any]]) -> None:
 def insert_usage_row_if_new(row: dict[str, Any]) -> bool:
     """PostgreSQL: insert one prepared row unless its transno is taken, in llmusage or in history;
     True when inserted. One round trip, where look-up then insert take two."""
+    _, _, values = _row_writer()
     connection.ensure_connection()
     # A prepared statement with its parameters bound by the server (Django's cursors quote 50 values
     # into the SQL text, and the server parses all of it again): each connection prepares it once.
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(_insert_if_new_sql(), [*_row_writer()[2](row), row["transno"]], prepare=True)
+        cursor.execute(_insert_if_new_sql(), [*values(row), row["transno"]], prepare=True)
         return cursor.fetchone() is not None
 
 

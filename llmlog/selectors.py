@@ -67,13 +67,7 @@ def usage_record_values(
         queryset = model.objects.filter(userorgid=org) if org else model.objects.all()
         return queryset.values().get(pk=id)
     sql, names, json_fields = _record_statement(model)
-    params: list[Any] = [id]
-    if org:
-        sql += " AND userorgid = %s"
-        params.append(org)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
+    row = _fetch_one(sql, [id], org=org)
     if row is None:
         raise model.DoesNotExist(f"No {model._meta.verbose_name} {id}.")
     values = dict(zip(names, row, strict=True))
@@ -140,14 +134,17 @@ def usage_rates(*, org: str = "", now: datetime | None = None) -> dict[str, int]
     if connection.vendor != "postgresql" or timezone.localdate(since) < timezone.localdate(now):
         return usage_rpm_tpm(queryset=usage_records(org=org), now=now)
     sql = "SELECT count(*), sum(total_tokens) FROM llmusage WHERE use_time >= %s"
-    params: list[Any] = [since]
+    rpm, tpm = _fetch_one(sql, [since], org=org)
+    return {"rpm": rpm, "tpm": int(tpm or 0)}
+
+
+def _fetch_one(sql: str, params: list[Any], *, org: str) -> tuple | None:
+    """The first row of a composed statement (its WHERE ends the SQL), scoped to `org` unless "" (all)."""
     if org:
-        sql += " AND userorgid = %s"
-        params.append(org)
+        sql, params = f"{sql} AND userorgid = %s", [*params, org]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        rpm, tpm = cursor.fetchone()
-    return {"rpm": rpm, "tpm": int(tpm or 0)}
+        return cursor.fetchone()
 
 
 # The planner's row estimate of each named table; a partitioned table (llmusage_history on PostgreSQL)
