@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import Figure, markdown_table, setup_django, timed  # noqa: E402
+from benchmarks.common import Figure, markdown_table, measure, setup_django, timed  # noqa: E402
 
 # The figure: the CSV export of 100,000 records, its rate and its memory.
 EXPORT_ROWS = 100_000
@@ -43,7 +43,7 @@ def main() -> None:
     from django.test import Client
     from django.utils import timezone
 
-    from benchmarks.bench_query import measure, prepare_data
+    from benchmarks.bench_query import prepare_data
     from llmlog.models import LLMUsage
 
     prepare_data(args.rows, args.reload)

@@ -19,20 +19,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_query import prepare_data  # noqa: E402
-from benchmarks.common import Figure, markdown_table, setup_django, timed  # noqa: E402
+from benchmarks.common import Figure, markdown_table, measure, setup_django  # noqa: E402
 
 GATEWAY_KEY = "sk-bench-gateway-key"
 GATEWAY_KEY_RECORDS = 2_000
-
-
-def measure(repeat: int, app: Callable[[], object], ceiling: Callable[[], object]) -> tuple[list, list]:
-    """Both sides `repeat` times in ms, alternating, so that a busy moment of the machine hits both."""
-    app(), ceiling()  # warm: connections, plans, caches
-    times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(repeat):
-        for side, fn in enumerate((app, ceiling)):
-            times[side].append(timed(fn) * 1000)
-    return times
 
 
 def main() -> None:

@@ -20,26 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import Figure, markdown_table, setup_django, timed, wsgi_client  # noqa: E402
+from benchmarks.common import Figure, markdown_table, measure, setup_django, wsgi_client  # noqa: E402
 
 HISTORY_AFTER = timedelta(days=15)
 DEPTH = 100_000
-
-
-def ms(seconds: float) -> float:
-    return seconds * 1000
-
-
-def measure(repeat: int, app: Callable[[], object] | None, ceiling: Callable[[], object] | None):
-    """Each side `repeat` times, alternating, so that a busy moment of the machine hits both alike."""
-    sides = [fn for fn in (app, ceiling) if fn is not None]
-    for fn in sides:
-        fn()  # warm: connections, plans, caches
-    times: dict[int, list[float]] = {id(fn): [] for fn in sides}
-    for _ in range(repeat):
-        for fn in sides:
-            times[id(fn)].append(ms(timed(fn)))
-    return (times[id(app)] if app else []), (times[id(ceiling)] if ceiling else [])
 
 
 def prepare_data(rows: int, reload: bool) -> None:

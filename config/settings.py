@@ -32,7 +32,6 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
-    "django_prometheus",  # request latency and counts for /metrics (llmlog.metrics)
     "rangefilter",  # the admin's from-to date filter (django-admin-rangefilter)
     "accounting",
     "llmlog",
@@ -41,7 +40,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: every later middleware's log lines carry the request id; the access line times it all.
     "llmlog.logging.RequestIdMiddleware",
-    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "llmlog.metrics.RequestMetricsMiddleware",  # second: its latency covers every other middleware
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -50,7 +49,6 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "django_prometheus.middleware.PrometheusAfterMiddleware",  # last: sees the final response
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -143,6 +141,7 @@ REST_FRAMEWORK = {
         "llmlog.api.renderers.JSONRenderer",  # msgspec: DRF's encoding, several times faster
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "llmlog.api.renderers.ContentNegotiation",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "llmlog.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,

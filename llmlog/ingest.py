@@ -18,7 +18,6 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
 import msgspec
-import psycopg
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import CharField
@@ -26,6 +25,7 @@ from django.utils import timezone
 from psycopg.types.json import Jsonb
 from uuid_utils.compat import uuid7
 
+from llmlog.db import bound_cursor
 from llmlog.metrics import count_ingest
 from llmlog.models import (
     MONEY_DIGITS,
@@ -608,10 +608,8 @@ def insert_usage_row_if_new(row: dict[str, Any]) -> bool:
     """PostgreSQL: insert one prepared row unless its transno is taken, in llmusage or in history;
     True when inserted. One round trip, where look-up then insert take two."""
     _, _, values = _row_writer()
-    connection.ensure_connection()
-    # A prepared statement with its parameters bound by the server (Django's cursors quote 50 values
-    # into the SQL text, and the server parses all of it again): each connection prepares it once.
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+    # Prepared, with its 50 values bound by the server: each connection parses and plans it once.
+    with bound_cursor() as cursor:
         cursor.execute(_insert_if_new_sql(), [*values(row), row["transno"]], prepare=True)
         return cursor.fetchone() is not None
 

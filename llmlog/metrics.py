@@ -1,7 +1,7 @@
 """Prometheus metrics for the engineer on call, served at `/metrics`.
 
-- Requests: latency histograms and counts by view, method and status from django-prometheus' middleware
-  (`django_http_*`).
+- Requests: a latency histogram by view and method and a count by status, view and method
+  (`RequestMetricsMiddleware`), under django-prometheus' names so that its dashboards keep working.
 - Ingest: `llmlog_ingest_records_total{result}` (created | duplicate | conflict | error), counted by
   `usage_ingest_records`, the one path every ingest endpoint (native, LiteLLM, OTLP) goes through.
 - Computed at scrape time from the database, each with one indexed query (`UsageCollector`): records
@@ -24,13 +24,13 @@ import logging
 import os
 import time
 from collections import Counter as Tally
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from django.conf import settings
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest, multiprocess
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -47,6 +47,21 @@ for _result in INGEST_RESULTS:
 
 BACKUP_JOB = "backup_accounted_llmusage"
 
+REQUEST_LATENCY = Histogram(
+    "django_http_requests_latency_seconds_by_view_method",
+    "Seconds from a request's arrival in Django to its response, by view and method.",
+    ["view", "method"],
+    # API reads take milliseconds, exports and the dashboard up to seconds.
+    buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+RESPONSES = Counter(
+    "django_http_responses_total_by_status_view_method",
+    "Responses by HTTP status, view and method.",
+    ["status", "view", "method"],
+)
+# Any other method string is one label value, so a scanner cannot grow the series without bound.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+
 
 def count_ingest(statuses: Iterator[str]) -> None:
     """Count one ingest request's records by their outcome."""
@@ -57,6 +72,29 @@ def count_ingest(statuses: Iterator[str]) -> None:
 def uuid7_seconds(value) -> float:
     """The unix time in a uuid7: its first 48 bits are milliseconds."""
     return (value.int >> 80) / 1000
+
+
+class RequestMetricsMiddleware:
+    """Times every request and counts its response, second in MIDDLEWARE (after the request id) so
+    that the latency covers every other middleware.
+
+    django-prometheus' two middlewares updated twelve series per request, three of them histograms
+    (under gunicorn each update is a write to a shared file), for a tenth of an RPM/TPM request's time;
+    the two series operators read are kept, under the same names.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        response = self.get_response(request)
+        match = getattr(request, "resolver_match", None)
+        view = (match and match.view_name) or "<unnamed view>"
+        method = request.method if request.method in HTTP_METHODS else "<invalid method>"
+        RESPONSES.labels(str(response.status_code), view, method).inc()
+        REQUEST_LATENCY.labels(view, method).observe(time.perf_counter() - started)
+        return response
 
 
 class UsageCollector(Collector):

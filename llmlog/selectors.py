@@ -20,6 +20,7 @@ from django.db.models import Count, Exists, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from llmlog.db import bound_cursor
 from llmlog.filters import ROLLUP_FILTERS, day_range, filter_usage
 from llmlog.models import TOKEN_COUNT_FIELDS, LLMUsageHistory, UsageAll, UsageRollup, UsageRollupState
 
@@ -142,7 +143,7 @@ def _fetch_one(sql: str, params: list[Any], *, org: str) -> tuple | None:
     """The first row of a composed statement (its WHERE ends the SQL), scoped to `org` unless "" (all)."""
     if org:
         sql, params = f"{sql} AND userorgid = %s", [*params, org]
-    with connection.cursor() as cursor:
+    with bound_cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone()
 

@@ -217,6 +217,33 @@ def test_request_latency_and_counts_are_exported(client, token, acme_key):
 
 
 @pytest.mark.django_db
+def test_responses_are_counted_by_status_view_and_method(client, token, acme_key):
+    def responses(status: str, view: str, method: str) -> float:
+        series = (
+            "django_http_responses_total_by_status_view_method_total",
+            (("method", method), ("status", status), ("view", view)),
+        )
+        return scrape(client, **token).get(series, 0)
+
+    before = {
+        "ok": responses("200", "llmusage-list", "GET"),
+        "refused": responses("401", "llmusage-list", "GET"),
+        "no route": responses("404", "<unnamed view>", "GET"),
+        "odd method": responses("405", "llmusage-list", "<invalid method>"),
+    }
+
+    client.get("/api/llmusage/", **bearer(acme_key))
+    client.get("/api/llmusage/")
+    client.get("/api/no-such-endpoint/", **bearer(acme_key))
+    client.generic("BREW", "/api/llmusage/", **bearer(acme_key))
+
+    assert responses("200", "llmusage-list", "GET") == before["ok"] + 1
+    assert responses("401", "llmusage-list", "GET") == before["refused"] + 1
+    assert responses("404", "<unnamed view>", "GET") == before["no route"] + 1
+    assert responses("405", "llmusage-list", "<invalid method>") == before["odd method"] + 1
+
+
+@pytest.mark.django_db
 def test_database_unreadable_still_answers_with_database_up_zero(client, token, monkeypatch):
     def unreadable():
         raise DatabaseError("connection refused")

@@ -1,13 +1,16 @@
-"""JSON rendering for the DRF views, encoded by msgspec (already the ingest decoder).
+"""JSON rendering for the DRF views, encoded by msgspec (already the ingest decoder), and the content
+negotiation that picks it.
 
 DRF's JSONRenderer runs json.dumps with a Python `default` hook; on a page of usage records that is a
 fifth of the request's CPU. msgspec encodes the same values the same way (datetimes in ISO 8601 with
 `Z` for UTC, UUIDs as text) about eight times faster, and gives anything it does not know to DRF's own
-encoder, so every response keeps DRF's shapes.
+encoder, so every response keeps DRF's shapes. One type differs, and no answer holds it: msgspec writes
+a timedelta as an ISO 8601 duration ("PT1.25S") where DRF writes its seconds ("1.25").
 """
 
 import msgspec
 from rest_framework import renderers
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.utils.encoders import JSONEncoder
 
 _drf_default = JSONEncoder().default
@@ -39,3 +42,19 @@ class JSONRenderer(renderers.JSONRenderer):
             if raw in body:
                 body = body.replace(raw, escaped)
         return body
+
+
+class ContentNegotiation(DefaultContentNegotiation):
+    """DRF's negotiation, with the usual case answered at once: a client that asks for no format (no
+    `?format=`, no suffix) and accepts anything (no Accept header, or `*/*`, as curl, requests and
+    fetch send) gets the view's first renderer, as DRF would give it, without parsing and ranking the
+    header against every renderer: a tenth of a small API request's time."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        if (
+            not format_suffix
+            and request.META.get("HTTP_ACCEPT", "*/*") == "*/*"
+            and self.settings.URL_FORMAT_OVERRIDE not in request.query_params
+        ):
+            return renderers[0], renderers[0].media_type
+        return super().select_renderer(request, renderers, format_suffix)
