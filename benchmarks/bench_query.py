@@ -7,7 +7,8 @@ moved to llmusage_history in one SQL statement (accounted, as the nightly backup
 hourly rollups built. Each API figure is one request end to end through Django's WSGI application, as
 gunicorn calls it (every middleware, URL routing, API-key authentication, DRF, JSON), with an org key of
 the biggest org or a platform key; its ceiling is the same query sent with psycopg on its own
-connection in the same run.
+connection in the same run, unprepared (llmlog prepares its hottest statements: the prepared ceilings
+of page 1 and get-item are printed too, for reference).
 """
 
 import argparse
@@ -98,12 +99,15 @@ def main() -> None:
 
     prepare_data(args.rows, args.reload)
 
-    # Sent as Django sends them: no automatic prepared statements (psycopg prepares a query after 5 runs;
-    # the generic plan of a prepared search cannot use the indexes and scans the tables).
+    # The ceilings are sent as Django sends its queries: unprepared, planned at every run. llmlog
+    # prepares its page, get-item and RPM/TPM statements (llmlog.db); the same statements prepared on
+    # raw psycopg are measured too, for reference, as ceiling-only lines.
     raw = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True, prepare_threshold=None)
+    raw_prepared = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True, prepare_threshold=0)
 
-    def sql(query: str, params: tuple = ()) -> Callable[[], object]:
-        return lambda: raw.execute(query, params).fetchall()
+    def sql(query: str, params: tuple = (), *, prepared: bool = False) -> Callable[[], object]:
+        connection_ = raw_prepared if prepared else raw
+        return lambda: connection_.execute(query, params).fetchall()
 
     biggest_org, org_rows = raw.execute(
         "SELECT userorgid, count(*) FROM llmusage_all GROUP BY 1 ORDER BY 2 DESC LIMIT 1"
@@ -141,6 +145,13 @@ def main() -> None:
         api("/api/llmusage/", org_key),
         sql(page_sql, (biggest_org,)),
         "≤ 3x",
+    )
+    figure(
+        "page 1 of the biggest org, raw SQL prepared",
+        None,
+        sql(page_sql, (biggest_org,), prepared=True),
+        "",
+        "reference: the ceiling above as a prepared statement, which llmlog's own page is",
     )
     figure(
         "page 1, all orgs (platform key)",
@@ -184,6 +195,13 @@ def main() -> None:
         api(f"/api/llmusage/{history_id}/", platform_key),
         sql(item_sql, (history_id,)),
         "≤ 3x",
+    )
+    figure(
+        "get-item (history), raw SQL prepared",
+        None,
+        sql(item_sql, (history_id,), prepared=True),
+        "",
+        "reference: the ceiling above as a prepared statement, which llmlog's own get-item is",
     )
 
     figure(

@@ -79,6 +79,13 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Django's backend, with a health check that asks the socket instead of the server (no round trip).
     DATABASES["default"]["ENGINE"] = "llmlog.backends.postgresql"
+    # llmlog.db's cursors prepare the hottest statements (get-item, RPM/TPM, list pages, single-record
+    # ingest) on each connection; Django turns psycopg's prepared statements off unless asked, and its
+    # own cursors never prepare. Off behind a pooler in transaction mode without prepared statement
+    # support (PgBouncer before 1.21, or max_prepared_statements = 0).
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
+        5 if env_bool("DATABASE_PREPARED_STATEMENTS", True) else None
+    )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the web process read while the worker writes; the timeout rides out short write locks.
     DATABASES["default"]["OPTIONS"] = {

@@ -608,7 +608,7 @@ def insert_usage_row_if_new(row: dict[str, Any]) -> bool:
     """PostgreSQL: insert one prepared row unless its transno is taken, in llmusage or in history;
     True when inserted. One round trip, where look-up then insert take two."""
     _, _, values = _row_writer()
-    # Prepared, with its 50 values bound by the server: each connection parses and plans it once.
+    # Prepared (llmlog.db), with its 50 values bound by the server: each connection parses it once.
     with bound_cursor() as cursor:
         cursor.execute(_insert_if_new_sql(), [*values(row), row["transno"]], prepare=True)
         return cursor.fetchone() is not None

@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connection
 from django.db.models import Count, Exists, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
@@ -67,24 +68,65 @@ def usage_record_values(
     if connection.vendor != "postgresql":
         queryset = model.objects.filter(userorgid=org) if org else model.objects.all()
         return queryset.values().get(pk=id)
-    sql, names, json_fields = _record_statement(model)
-    row = _fetch_one(sql, [id], org=org)
+    row = _fetch_one(_record_statement(model), [id], org=org)
     if row is None:
         raise model.DoesNotExist(f"No {model._meta.verbose_name} {id}.")
+    return _plain_row(model, _column_names(model), row)
+
+
+def usage_rows(queryset: QuerySet, *, prepare: bool = False) -> list[dict[str, Any]]:
+    """A queryset of usage records (any filters, order and slice) as {attname: value} rows, as get-item
+    reads its one: what a page of the API shows.
+
+    On PostgreSQL the ORM composes the statement and its rows are read plain, only the JSON columns
+    converted: building twenty 50-column model instances and running each value through the ORM's
+    converters costs as much as the query. With `prepare` the statement is prepared (llmlog.db): for
+    statements whose plan does not hang on the values, not for a search, whose generic plan cannot use
+    the trigram index. Elsewhere (SQLite) `.values()`, with the ORM's conversions.
+    """
+    if connection.vendor != "postgresql":
+        return list(queryset.values())
+    try:
+        sql, params = queryset.query.sql_with_params()
+    except EmptyResultSet:  # a condition nothing can meet (`id IN ()`): the ORM answers no rows unasked
+        return []
+    with bound_cursor() as cursor:
+        cursor.execute(sql, params, prepare=prepare)
+        attnames = _attnames(queryset.model)
+        names = tuple(attnames.get(column.name, column.name) for column in cursor.description)
+        rows = cursor.fetchall()
+    return [_plain_row(queryset.model, names, row) for row in rows]
+
+
+def _plain_row(model, names: tuple[str, ...], row: tuple) -> dict[str, Any]:
     values = dict(zip(names, row, strict=True))
-    for name, field in json_fields:
-        values[name] = field.from_db_value(values[name], None, connection)
+    for name, field in _json_fields(model):
+        if name in values:  # Django's connection loads jsonb as text; the field decodes it
+            values[name] = field.from_db_value(values[name], None, connection)
     return values
 
 
 @functools.cache
-def _record_statement(model) -> tuple[str, tuple[str, ...], tuple[tuple[str, Any], ...]]:
-    fields = model._meta.concrete_fields
+def _json_fields(model) -> tuple[tuple[str, Any], ...]:
+    return tuple((f.attname, f) for f in model._meta.concrete_fields if f.get_internal_type() == "JSONField")
+
+
+@functools.cache
+def _column_names(model) -> tuple[str, ...]:
+    return tuple(field.attname for field in model._meta.concrete_fields)
+
+
+@functools.cache
+def _attnames(model) -> dict[str, str]:
+    """column -> attname (the same today; a db_column someday must not rename a key of the answer)."""
+    return {field.column: field.attname for field in model._meta.concrete_fields}
+
+
+@functools.cache
+def _record_statement(model) -> str:
     quote = connection.ops.quote_name
-    columns = ", ".join(quote(field.column) for field in fields)
-    sql = f"SELECT {columns} FROM {quote(model._meta.db_table)} WHERE id = %s"
-    json_fields = tuple((f.attname, f) for f in fields if f.get_internal_type() == "JSONField")
-    return sql, tuple(field.attname for field in fields), json_fields
+    columns = ", ".join(quote(field.column) for field in model._meta.concrete_fields)
+    return f"SELECT {columns} FROM {quote(model._meta.db_table)} WHERE id = %s"
 
 
 # --- totals, rates, counts, search ---------------------------------------------------------------
@@ -144,7 +186,7 @@ def _fetch_one(sql: str, params: list[Any], *, org: str) -> tuple | None:
     if org:
         sql, params = f"{sql} AND userorgid = %s", [*params, org]
     with bound_cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(sql, params, prepare=True)
         return cursor.fetchone()
 
 

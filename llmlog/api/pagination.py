@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from llmlog.filters import InvalidFilter, Ordering
+from llmlog.selectors import usage_rows
 
 
 class PagePagination(PageNumberPagination):
@@ -86,7 +87,10 @@ class UsagePagination(BasePagination):
                     }
                 )
             offset = (self.page - 1) * self.page_size_value
-        rows = list(queryset[offset : offset + self.page_size_value + 1])
+        # Lists are prepared: PostgreSQL keeps a generic plan only where it costs no more than planning
+        # for the values. Searches are not (llmlog.selectors.usage_rows).
+        prepare = getattr(view, "action", None) == "list"
+        rows = usage_rows(queryset[offset : offset + self.page_size_value + 1], prepare=prepare)
         self.has_next = len(rows) > self.page_size_value
         rows = rows[: self.page_size_value]
         self.next_cursor = self._encode(rows[-1]) if self.has_next else None
@@ -172,13 +176,13 @@ class UsagePagination(BasePagination):
             raise exceptions.ValidationError({name: ["Must be 1 or more."]})
         return value
 
-    def _encode(self, row) -> str:
-        value = getattr(row, self.ordering.field)
+    def _encode(self, row: dict) -> str:
+        value = row[self.ordering.field]
         if value is None:  # nullable money sorts as 0 (llmlog.filters.Ordering)
             value = 0
         if isinstance(value, datetime):
             value = value.isoformat()
-        position = {"o": self.ordering.value, "v": str(value), "id": str(row.pk)}
+        position = {"o": self.ordering.value, "v": str(value), "id": str(row["id"])}
         return (
             base64.urlsafe_b64encode(json.dumps(position, separators=(",", ":")).encode())
             .decode()

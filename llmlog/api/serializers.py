@@ -2,7 +2,7 @@
 
 import json
 from collections.abc import Mapping
-from datetime import date, datetime
+from datetime import date, datetime, tzinfo
 from typing import Any
 
 from django.conf import settings
@@ -20,22 +20,28 @@ REPRESENTED_FIELDS = tuple(
 )
 
 
-def _datetime_text(value: datetime) -> str:
-    text = timezone.localtime(value).isoformat()
+def _datetime_text(value: datetime, tz: tzinfo) -> str:
+    text = value.astimezone(tz).isoformat()  # timezone.localtime, with the zone looked up once a record
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
+def _date_text(value: date, tz: tzinfo) -> str:
+    return value.isoformat()
+
+
+def _text(value: Any, tz: tzinfo) -> str:
+    return str(value)  # money as a string, never a float; UUIDs
+
+
 def _formatter(field) -> Any:
-    """How a column's value becomes JSON: decided once per field, not per value (a page of records
-    formats a thousand values)."""
-    kind = field.get_internal_type()
-    if kind == "DateTimeField":
-        return _datetime_text
-    if kind == "DateField":
-        return date.isoformat
-    if kind in ("DecimalField", "UUIDField"):
-        return str  # money as a string, never a float
-    return None
+    """How a column's value becomes JSON, as format(value, current time zone): decided once per field,
+    not per value (a page of records formats a thousand values)."""
+    return {
+        "DateTimeField": _datetime_text,
+        "DateField": _date_text,
+        "DecimalField": _text,
+        "UUIDField": _text,
+    }.get(field.get_internal_type())
 
 
 _MISSING = object()
@@ -55,12 +61,13 @@ def usage_representation(record: Mapping[str, Any] | Model) -> dict[str, Any]:
     record has no backup_time) is left out.
     """
     get = record.get if isinstance(record, Mapping) else record.__dict__.get
+    tz = timezone.get_current_timezone()
     out = {}
     for name, format_value in _REPRESENTATION:
         value = get(name, _MISSING)
         if value is _MISSING:
             continue
-        out[name] = value if value is None or format_value is None else format_value(value)
+        out[name] = value if value is None or format_value is None else format_value(value, tz)
     return out
 
 

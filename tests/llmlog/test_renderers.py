@@ -23,7 +23,7 @@ PAYLOAD = {
     "tokens": [1, 2**40, -3],
     "ratio": 0.5,
     "flags": {"is_stream": True, "missing": None},
-    "text": "naïve — 日本語 \u2028 line \u2029 paragraph \"quoted\" \\ </script>",
+    "text": 'naïve — 日本語 \u2028 line \u2029 paragraph "quoted" \\ </script>',
     "errors": {"page": [ErrorDetail("Expected a whole number.", code="invalid")]},
 }
 

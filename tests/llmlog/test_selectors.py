@@ -6,7 +6,7 @@ from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 
-from llmlog.filters import InvalidFilter
+from llmlog.filters import InvalidFilter, Ordering
 from llmlog.models import LLMUsageHistory, UsageAll
 from llmlog.selectors import (
     history_records,
@@ -15,6 +15,7 @@ from llmlog.selectors import (
     usage_record,
     usage_record_values,
     usage_records,
+    usage_rows,
     usage_rpm_tpm,
     usage_search,
     usage_stats,
@@ -135,6 +136,26 @@ def test_record_values_are_the_fields_of_one_record_scoped_to_the_org():
         usage_record_values(org="globex", id=hot.pk)
     with pytest.raises(LLMUsageHistory.DoesNotExist):
         usage_record_values(id=hot.pk, model=LLMUsageHistory)
+
+
+def test_rows_of_a_queryset_are_what_values_gives_in_its_order():
+    """usage_rows reads plain rows on PostgreSQL; the ORM's .values() is the reference."""
+    make_usage(transno="a", metadata={"team": "search", "ids": [1, 2]}, usages={"input": 5}, amount=None)
+    make_usage(transno="b", use_time=datetime(2026, 11, 20, 11, tzinfo=UTC), price={"in": "0.5"})
+    move_to_history(make_usage(transno="c", use_time=datetime(2026, 11, 19, 9, tzinfo=UTC)))
+    make_usage(transno="theirs", userorgid="globex")
+    newest_first = usage_records(org="acme").order_by("-use_time", "-id")
+    by_amount = Ordering.parse("-amount").apply(usage_records(org="acme"))  # adds a sort column
+
+    for queryset in (
+        newest_first,
+        newest_first[1:3],
+        by_amount,
+        history_records(),
+        newest_first.filter(id__in=[]),
+    ):
+        assert usage_rows(queryset) == list(queryset.values())
+    assert [row["transno"] for row in usage_rows(newest_first)] == ["b", "a", "c"]
 
 
 def test_count_is_exact_when_filtered_or_off_postgresql():
