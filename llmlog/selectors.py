@@ -71,7 +71,7 @@ def usage_record_values(
     row = _fetch_one(_record_statement(model), [id], org=org)
     if row is None:
         raise model.DoesNotExist(f"No {model._meta.verbose_name} {id}.")
-    return _plain_row(model, _column_names(model), row)
+    return _plain_row(model, tuple(_attnames(model).values()), row)
 
 
 def usage_rows(queryset: QuerySet, *, prepare: bool = False) -> list[dict[str, Any]]:
@@ -112,13 +112,9 @@ def _json_fields(model) -> tuple[tuple[str, Any], ...]:
 
 
 @functools.cache
-def _column_names(model) -> tuple[str, ...]:
-    return tuple(field.attname for field in model._meta.concrete_fields)
-
-
-@functools.cache
 def _attnames(model) -> dict[str, str]:
-    """column -> attname (the same today; a db_column someday must not rename a key of the answer)."""
+    """column -> attname, in the model's column order (the same names today; a db_column someday must
+    not rename a key of the answer)."""
     return {field.column: field.attname for field in model._meta.concrete_fields}
 
 
