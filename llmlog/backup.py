@@ -15,11 +15,12 @@ Pending and failed records are never selected, so never moved and never locked.
 
 On PostgreSQL `llmusage_history` is partitioned by month of use_date (migration 0006, llmlog.partitions):
 before moving, the backup creates the partitions of the months it is about to fill, and the purge drops
-the months wholly before its cut-off (instant, no dead tuples) and deletes the rest in batches.
+the months wholly before its cut-off (instant, no dead tuples) and deletes the rest in batches. The
+purge then rebuilds the hourly rollups of the hours it emptied, so that stats and rows still agree.
 """
 
 import logging
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -38,6 +39,7 @@ from llmlog.partitions import (
     month_start,
     next_month,
 )
+from llmlog.rollups import usage_rollups_refresh_before
 
 logger = logging.getLogger(__name__)
 
@@ -293,6 +295,10 @@ def purge_history(
                 break
             run.counts["purged"] += deleted
             run.counts["batches"] += 1
+        # Rollups and rows agree: the hours up to the cut-off are rebuilt from what is left (records
+        # still in llmusage: pending, failed, not moved yet).
+        cutoff = datetime.combine(before, time.min, tzinfo=timezone.get_current_timezone())
+        run.counts["rollup_buckets"] = usage_rollups_refresh_before(cutoff)
         return dict(run.counts)
 
 

@@ -97,17 +97,32 @@ def usage_rollups_rebuild(*, start: datetime, end: datetime) -> int:
 
 
 def usage_rollups_refresh(*, use_times: Iterable[datetime]) -> int:
-    """After records of these use_times changed or went away: rebuild their hours if already built.
-    Returns how many hours were rebuilt."""
-    hours = {floor_hour(moment) for moment in use_times}
-    if not hours:
+    """After records of these use_times changed or went away: rebuild their hours if already built, an
+    hour per transaction (a bulk delete can touch thousands). Returns how many hours were rebuilt."""
+    rebuilt = 0
+    for hour in sorted({floor_hour(moment) for moment in use_times}):
+        with transaction.atomic():
+            state = _locked_state()
+            if state.built_through and hour < state.built_through:
+                _rebuild(hour, hour + HOUR)
+                rebuilt += 1
+    return rebuilt
+
+
+def usage_rollups_refresh_before(moment: datetime) -> int:
+    """After every record before `moment` may have gone (the retention purge): rebuild the built hours
+    from the oldest bucket through the hour of `moment`. Returns how many buckets were written.
+
+    An hour older than the oldest bucket had no records when it was built, and a purge adds none, so
+    nightly this rebuilds about a day: the hours the last purge left and the new ones it reached.
+    """
+    oldest = UsageRollup.objects.filter(hour__lt=moment).aggregate(oldest=Min("hour"))["oldest"]
+    state = UsageRollupState.objects.filter(name="usage").values_list("built_through", flat=True)
+    built_through = state.first()
+    if oldest is None or built_through is None:
         return 0
-    with transaction.atomic():
-        state = _locked_state()
-        built = sorted(hour for hour in hours if state.built_through and hour < state.built_through)
-        for hour in built:
-            _rebuild(hour, hour + HOUR)
-    return len(built)
+    end = min(floor_hour(moment) + HOUR, built_through)
+    return usage_rollups_rebuild(start=oldest, end=end) if oldest < end else 0
 
 
 def build_usage_rollups(*, now: datetime | None = None) -> dict[str, Any]:

@@ -8,6 +8,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.utils import timezone
 
+from llmlog.api.dialects.newapi import usage_delete_before
+from llmlog.backup import backup_accounted_llmusage, purge_history
 from llmlog.edits import usage_delete, usage_update
 from llmlog.models import JobRun, UsageAll, UsageRollup, UsageRollupState
 from llmlog.rollups import SETTLE, build_usage_rollups, floor_hour, usage_rollups_rebuild
@@ -191,6 +193,43 @@ def test_correcting_or_deleting_a_record_rebuilds_its_hour(hours_ago):
 
     bucket = UsageRollup.objects.get()
     assert bucket.requests == 1 and bucket.amount == Decimal("5")
+
+
+@pytest.mark.django_db
+def test_new_apis_delete_rebuilds_the_hours_it_emptied(hours_ago):
+    mixed_usage(hours_ago)
+    make_usage(use_time=hours_ago(30, 40), accounting_status="pending")  # never deleted: still to post
+    build_usage_rollups()
+
+    deleted = usage_delete_before(before=hours_ago(4), batch_size=2)
+
+    built_through = UsageRollupState.objects.get().built_through
+    assert deleted == 5
+    assert buckets_stored() == {
+        key: sums for key, sums in buckets_from_rows().items() if key[0] < built_through
+    }
+    assert usage_stats(org="acme", params={"end_time": hours_ago(4).isoformat()})["requests"] == 1
+
+
+@pytest.mark.django_db
+def test_the_retention_purge_rebuilds_the_hours_it_emptied(hours_ago):
+    day = timedelta(days=1)
+    make_usage(use_time=hours_ago(24 * 40), amount=Decimal("2"))
+    make_usage(use_time=hours_ago(24 * 40, 30), accounting_status="failed")  # stays in llmusage
+    make_usage(use_time=hours_ago(24 * 3))
+    backup_accounted_llmusage()
+    build_usage_rollups()
+    old_hour = floor_hour(hours_ago(24 * 40))
+    assert UsageRollup.objects.get(hour=old_hour, status="success").requests == 2
+
+    counts = purge_history(before=timezone.localdate() - 10 * day)
+
+    built_through = UsageRollupState.objects.get().built_through
+    assert counts["purged"] == 1 and counts["rollup_buckets"] >= 1
+    assert buckets_stored() == {
+        key: sums for key, sums in buckets_from_rows().items() if key[0] < built_through
+    }
+    assert UsageRollup.objects.get(hour=old_hour).requests == 1  # the failed record left in llmusage
 
 
 @pytest.mark.django_db

@@ -54,6 +54,7 @@ from llmlog.api.dialects.common import (
     unix_seconds,
 )
 from llmlog.models import AccountingStatus, ApiKey, LLMUsage, LLMUsageHistory, UsageStatus
+from llmlog.rollups import floor_hour, usage_rollups_refresh
 from llmlog.selectors import (
     usage_count,
     usage_records,
@@ -124,6 +125,7 @@ def usage_delete_before(*, before: datetime, org: str = "", batch_size: int = DE
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     deleted = 0
+    hours: set[datetime] = set()  # of the records deleted: their hourly rollups are rebuilt at the end
     for model in (LLMUsage, LLMUsageHistory):
         while True:
             with transaction.atomic():
@@ -132,12 +134,14 @@ def usage_delete_before(*, before: datetime, org: str = "", batch_size: int = DE
                     batch = batch.filter(userorgid=org)
                 if connection.vendor == "postgresql":
                     batch = batch.select_for_update(skip_locked=True)
-                ids = list(batch.values_list("id", flat=True)[:batch_size])
-                if ids:
-                    count, _ = model.objects.filter(id__in=ids, accounting_status__in=DELETABLE).delete()
+                found = dict(batch.values_list("id", "use_time")[:batch_size])
+                if found:
+                    count, _ = model.objects.filter(id__in=found, accounting_status__in=DELETABLE).delete()
                     deleted += count
-            if len(ids) < batch_size:
+                    hours.update(floor_hour(use_time) for use_time in found.values())
+            if len(found) < batch_size:
                 break
+    usage_rollups_refresh(use_times=hours)
     return deleted
 
 
