@@ -1,16 +1,14 @@
 """AI Proxy's log search (seeds/aiproxy-log-search-api.txt): /api/logs/search, /api/log/{group}/search."""
 
-import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from django.db import connection
-from django.utils import timezone
 
-from llmlog.ingest import usage_ingest
-from llmlog.models import LLMUsage, LLMUsageHistory, ModelPrice
+from llmlog.models import ModelPrice
 from tests.conftest import bearer, usage_payload
+from tests.llmlog.usage_records import ingest, move_to_history
 
 pytestmark = pytest.mark.django_db
 
@@ -31,20 +29,6 @@ USAGE_FIELDS = {
     "reasoning_tokens", "total_tokens", "web_search_count",
 }  # fmt: skip
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
-
-
-def ingest(*records: dict) -> list[str]:
-    result = usage_ingest(body=json.dumps(list(records)).encode())
-    assert [item.status for item in result.items] == ["created"] * len(records), result.items
-    return [item.id for item in result.items]
-
-
-def move_to_history(record_id: str) -> None:
-    """What the nightly backup does to one record: same id, now in llmusage_history."""
-    hot = LLMUsage.objects.get(pk=record_id)
-    values = {field.attname: getattr(hot, field.attname) for field in LLMUsage._meta.concrete_fields}
-    LLMUsageHistory.objects.create(**values, backup_time=timezone.now())
-    hot.delete()
 
 
 def at(seconds: float) -> str:

@@ -10,9 +10,9 @@ from django.db import connection
 from django.utils import timezone
 
 from llmlog.api.dialects.newapi import usage_delete_before
-from llmlog.ingest import usage_ingest
-from llmlog.models import AccountingStatus, LLMUsage, LLMUsageHistory, UsageAll
+from llmlog.models import AccountingStatus, LLMUsage, UsageAll
 from tests.conftest import bearer, usage_payload
+from tests.llmlog.usage_records import ingest, move_to_history
 
 pytestmark = pytest.mark.django_db
 
@@ -23,20 +23,6 @@ ADMIN_ITEM_FIELDS = {
     "group", "ip", "other",
 }  # fmt: skip
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
-
-
-def ingest(*records: dict) -> list[str]:
-    result = usage_ingest(body=json.dumps(list(records)).encode())
-    assert [item.status for item in result.items] == ["created"] * len(records), result.items
-    return [item.id for item in result.items]
-
-
-def move_to_history(record_id: str) -> None:
-    """What the nightly backup does to one record: same id, now in llmusage_history."""
-    hot = LLMUsage.objects.get(pk=record_id)
-    values = {field.attname: getattr(hot, field.attname) for field in LLMUsage._meta.concrete_fields}
-    LLMUsageHistory.objects.create(**values, backup_time=timezone.now())
-    hot.delete()
 
 
 def at(seconds: int) -> str:

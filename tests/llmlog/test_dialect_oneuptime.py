@@ -6,11 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 from django.db import connection
-from django.utils import timezone
 
-from llmlog.ingest import usage_ingest
-from llmlog.models import AccountingStatus, LLMUsage, LLMUsageHistory
+from llmlog.models import AccountingStatus, LLMUsage
 from tests.conftest import bearer, usage_payload
+from tests.llmlog.usage_records import ingest, move_to_history
 
 pytestmark = pytest.mark.django_db
 
@@ -26,20 +25,6 @@ SEED_BODY = {
     "query": {"status": "Success"},
     "sort": {"createdAt": -1},
 }
-
-
-def ingest(*records: dict) -> list[str]:
-    result = usage_ingest(body=json.dumps(list(records)).encode())
-    assert [item.status for item in result.items] == ["created"] * len(records), result.items
-    return [item.id for item in result.items]
-
-
-def move_to_history(record_id: str) -> None:
-    """What the nightly backup does to one record: same id, now in llmusage_history."""
-    hot = LLMUsage.objects.get(pk=record_id)
-    values = {field.attname: getattr(hot, field.attname) for field in LLMUsage._meta.concrete_fields}
-    LLMUsageHistory.objects.create(**values, backup_time=timezone.now())
-    hot.delete()
 
 
 def apikey(raw: str) -> dict[str, str]:

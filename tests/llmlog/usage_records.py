@@ -1,5 +1,6 @@
 """Builders for the query tests: usage records straight into the tables, and the nightly move by hand."""
 
+import json
 from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import count
@@ -7,6 +8,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from llmlog.ingest import usage_ingest
 from llmlog.models import LLMUsage, LLMUsageHistory
 
 _numbers = count()
@@ -39,9 +41,19 @@ def make_usage(**overrides: Any) -> LLMUsage:
     return LLMUsage.objects.create(**values)
 
 
-def move_to_history(*records: LLMUsage) -> None:
-    """What the nightly backup does: the same id and fields in llmusage_history, gone from llmusage."""
+def ingest(*records: dict) -> list[str]:
+    """Records through the ingest service, each of which must be created; their ids."""
+    result = usage_ingest(body=json.dumps(list(records)).encode())
+    assert [item.status for item in result.items] == ["created"] * len(records), result.items
+    return [item.id for item in result.items]
+
+
+def move_to_history(*records: LLMUsage | str) -> None:
+    """What the nightly backup does: the same id and fields in llmusage_history, gone from llmusage.
+    Records or their ids."""
     for record in records:
+        if not isinstance(record, LLMUsage):
+            record = LLMUsage.objects.get(pk=record)
         values = {f.attname: getattr(record, f.attname) for f in LLMUsage._meta.concrete_fields}
         LLMUsageHistory.objects.create(**values, backup_time=timezone.now())
         LLMUsage.objects.filter(pk=record.pk).delete()
