@@ -253,14 +253,16 @@ CELERY_BEAT_SCHEDULE["retry_failed_accounting"] = {
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- Cache, ingest throttling, metrics ----------------------------------------------------------
-if REDIS_URL:
-    # Shared by every gunicorn worker and host. The broker's Redis database: cache keys carry the
-    # "llmlog" prefix, and nothing may call cache.clear() (it would FLUSHDB the broker's queues too).
-    # Short timeouts: the ingest throttle fails open rather than wait on an unreachable Redis.
+CACHE_REDIS_URL = env_str("CACHE_REDIS_URL") or REDIS_URL
+if CACHE_REDIS_URL:
+    # Shared by every gunicorn worker and host. By default the broker's Redis database: cache keys carry
+    # the "llmlog" prefix, and nothing may call cache.clear() there (it would FLUSHDB the broker's queues
+    # too); CACHE_REDIS_URL gives the cache a database of its own. Short timeouts: the ingest throttle
+    # fails open rather than wait on an unreachable Redis.
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
+            "LOCATION": CACHE_REDIS_URL,
             "KEY_PREFIX": "llmlog",
             "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
         }
