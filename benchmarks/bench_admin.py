@@ -52,7 +52,8 @@ def main() -> None:
     )
     client = Client()
     client.force_login(user)
-    raw = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True)
+    # Unprepared, as Django sends its queries (psycopg would prepare a statement after 5 runs).
+    raw = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True, prepare_threshold=None)
 
     def page(url: str, params: dict | None = None):
         def get() -> None:

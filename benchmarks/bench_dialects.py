@@ -47,7 +47,8 @@ def main() -> None:
     from llmlog.keys import api_key_create
 
     prepare_data(args.rows, args.reload)
-    raw = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True)
+    # Unprepared, as Django sends its queries (psycopg would prepare a statement after 5 runs).
+    raw = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True, prepare_threshold=None)
 
     def sql(*statements: tuple[str, tuple]) -> Callable[[], object]:
         return lambda: [raw.execute(query, params).fetchall() for query, params in statements]

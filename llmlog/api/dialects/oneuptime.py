@@ -54,8 +54,8 @@ from llmlog.api.dialects.common import (
     money_number,
 )
 from llmlog.filters import InvalidFilter, parse_time
-from llmlog.models import AccountingStatus, UsageStatus
-from llmlog.selectors import usage_count, usage_records
+from llmlog.models import AccountingStatus, UsageAll, UsageStatus
+from llmlog.selectors import usage_count, usage_record_values, usage_records
 
 DEFAULT_LIMIT = 10
 # The largest number a query compares with: the columns are 64-bit integers or Decimal(18, 5).
@@ -597,9 +597,10 @@ class LLMLogItemView(OneUptimeView):
         except ValueError:
             raise bad_input("id", f"{pk!r} is not a valid UUID.") from None
         names = parse_select(self.body(request).get("select"))
-        row = next(iter(self.records(request).filter(pk=record_id).values(*columns_for(names))[:1]), None)
-        if row is None:
-            raise exceptions.NotFound(f"No LLM Log with id {pk}.")
+        try:
+            row = usage_record_values(org=self.org(request), id=record_id)  # prepared; hot or history
+        except UsageAll.DoesNotExist:
+            raise exceptions.NotFound(f"No LLM Log with id {pk}.") from None
         return Response(shape(row, names))
 
 
