@@ -391,30 +391,56 @@ def _ip(value: str | None, errors: dict[str, str]) -> str | None:
 
 
 def _check_json(value: Any, name: str, max_bytes: int, errors: dict[str, str]) -> None:
-    if len(msgspec.json.encode(value)) > max_bytes:
+    encoded = msgspec.json.encode(value)
+    if len(encoded) > max_bytes:
         errors[name] = f"At most {max_bytes} bytes of JSON."
         return
-    problem = json_problem(value)
+    problem = json_problem(value, encoded=encoded)
     if problem:
         errors[name] = problem
 
 
-def json_problem(value: Any, depth: int = 1) -> str | None:
+def json_problem(value: Any, *, encoded: bytes | None = None) -> str | None:
     """Why a decoded JSON value cannot be stored as sent: nested more than MAX_JSON_DEPTH levels, or a
-    NUL character (PostgreSQL's text and jsonb refuse it). None when it can be."""
-    if isinstance(value, str):
-        return NUL_MESSAGE if "\x00" in value else None
-    if isinstance(value, dict | list):
-        if depth > MAX_JSON_DEPTH:
-            return f"Nested more than {MAX_JSON_DEPTH} levels deep."
-        items = value.items() if isinstance(value, dict) else enumerate(value)
-        for key, item in items:
-            problem = (NUL_MESSAGE if isinstance(key, str) and "\x00" in key else None) or json_problem(
-                item, depth + 1
-            )
-            if problem:
-                return problem
+    NUL character (PostgreSQL's text and jsonb refuse it). None when it can be. `encoded` is the value
+    as msgspec encodes it, when the caller has it already.
+
+    The JSON text is searched first, and the value walked only when the text leaves a doubt: the depth
+    when there are more brackets than the limit, the strings when `\\u0000` (how JSON escapes a NUL)
+    appears, which may also be an escaped backslash before "u0000". Walking every string of a LiteLLM
+    payload cost a fifth of its ingest.
+    """
+    if encoded is None:
+        encoded = msgspec.json.encode(value)
+    # Fewer brackets in all than the limit (those inside strings count too): it cannot be that deep.
+    brackets = encoded.count(b"[") + encoded.count(b"{")
+    if brackets > MAX_JSON_DEPTH and _nested_deeper_than(MAX_JSON_DEPTH, value):
+        return f"Nested more than {MAX_JSON_DEPTH} levels deep."
+    if b"\\u0000" in encoded and _has_nul(value):
+        return NUL_MESSAGE
     return None
+
+
+def _nested_deeper_than(limit: int, value: Any) -> bool:
+    """Whether `value`, at depth 1, is or holds a container deeper than `limit`."""
+    if not isinstance(value, dict | list):
+        return False
+    if limit < 1:
+        return True
+    for child in value.values() if isinstance(value, dict) else value:
+        if isinstance(child, dict | list) and _nested_deeper_than(limit - 1, child):
+            return True
+    return False
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any((isinstance(key, str) and "\x00" in key) or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
 
 
 def _token_counts(record: UsageIn, errors: dict[str, str]) -> TokenCounts:
@@ -506,11 +532,12 @@ def truncate_ioinfo(ioinfo: IoInfoIn | None, limit: int) -> dict[str, Any] | Non
         if value is None:
             result[side] = None
             continue
-        text = value if isinstance(value, str) else msgspec.json.encode(value).decode()
+        encoded = None if isinstance(value, str) else msgspec.json.encode(value)
+        text = value if encoded is None else encoded.decode()
         if len(text) > limit:
             value = text[:limit]
             result["truncated"] = True
-        elif not isinstance(value, str) and json_problem(value):
+        elif encoded is not None and json_problem(value, encoded=encoded):
             # Too deep, or a NUL the database refuses: kept as its JSON text (NUL escaped), like a side
             # too long. ioinfo is a copy kept for reading; the billable record is never refused for it.
             value = text
@@ -642,7 +669,8 @@ def _row_writer() -> tuple[str, str, Callable[[dict[str, Any]], list[Any]]]:
         out = [row[name] for name in names]
         for i in json_at:
             if out[i] is not None:
-                out[i] = Jsonb(out[i])
+                # Decoded JSON only, which msgspec writes as json.dumps would, several times faster.
+                out[i] = Jsonb(out[i], dumps=msgspec.json.encode)
         return out
 
     columns = ", ".join(connection.ops.quote_name(f.column) for f in USAGE_FIELDS)

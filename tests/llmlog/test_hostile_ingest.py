@@ -13,8 +13,11 @@ from django.conf import settings
 from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
+from hypothesis import HealthCheck, given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 
-from llmlog.ingest import MAX_JSON_DEPTH, UsageIn
+from llmlog.ingest import MAX_JSON_DEPTH, NUL_MESSAGE, UsageIn, json_problem
 from llmlog.models import LLMUsage, ModelPrice
 from tests.conftest import bearer, usage_payload
 
@@ -411,3 +414,65 @@ def test_sql_and_html_in_text_fields_are_stored_verbatim(api, acme_key):
     assert "llmusage" in connection.introspection.table_names()
     fetched = api.get(f"{URL}{record.id}/", **bearer(acme_key)).json()
     assert fetched["username"] == hostile
+
+
+# --- json_problem: its quick checks (containers only, the NUL looked for in the JSON text first) ------
+
+
+def _reference_problem(value: Any, depth: int = 1) -> str | None:
+    """Every string and key visited, one by one: what json_problem must answer."""
+    if isinstance(value, str):
+        return "nul" if "\x00" in value else None
+    if isinstance(value, dict | list):
+        if depth > MAX_JSON_DEPTH:
+            return "deep"
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            problem = ("nul" if isinstance(key, str) and "\x00" in key else None) or _reference_problem(
+                item, depth + 1
+            )
+            if problem:
+                return problem
+    return None
+
+
+def _nested(depth: int, leaf: Any) -> Any:
+    for level in range(depth):
+        leaf = [leaf] if level % 2 else {"k": leaf}
+    return leaf
+
+
+TEXTS = st.text(alphabet=st.sampled_from(["a", "\x00", "\\", "u", "0", "é"]), max_size=8)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | TEXTS,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(TEXTS, children, max_size=4),
+    max_leaves=30,
+)
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict | list):
+        children = value.values() if isinstance(value, dict) else value
+        return 1 + max((_depth(child) for child in children), default=0)
+    return 0
+
+
+@given(value=JSON_VALUES, extra_depth=st.sampled_from([0, MAX_JSON_DEPTH - 2, MAX_JSON_DEPTH + 1]))
+@examples(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_json_problem_finds_what_a_walk_of_every_string_finds(value, extra_depth):
+    value = _nested(extra_depth, value)
+
+    problem = json_problem(value)
+
+    if _depth(value) > MAX_JSON_DEPTH:
+        assert problem == f"Nested more than {MAX_JSON_DEPTH} levels deep."
+    elif _reference_problem(value) == "nul":
+        assert problem == NUL_MESSAGE
+    else:
+        assert problem is None
+    assert json_problem(value, encoded=msgspec.json.encode(value)) == problem
+
+
+def test_an_escaped_backslash_before_u0000_is_not_a_nul():
+    assert json_problem({"path": "C:\\u0000"}) is None
+    assert json_problem({"path": "C:\\\x00"}) == NUL_MESSAGE
