@@ -11,6 +11,7 @@ from uuid_utils.compat import uuid7
 # Money everywhere: Decimal(18, 5), as llmage's amount and cost.
 MONEY_DIGITS = 18
 MONEY_PLACES = 5
+ROLLUP_MONEY_DIGITS = MONEY_DIGITS + 10
 
 
 def money_field(**kwargs) -> models.DecimalField:
@@ -46,7 +47,9 @@ class UsageRecord(models.Model):
 
     # identity
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)  # v7: time-ordered
-    transno = models.CharField(max_length=128, help_text="The gateway's request id; the idempotency key.")
+    transno = models.CharField(
+        max_length=128, help_text="The gateway's request id; with userorgid, the idempotency key."
+    )
     taskid = models.CharField(max_length=256, blank=True, default="")
     # time
     use_date = models.DateField(help_text="Day of use_time in TIME_ZONE.")
@@ -113,7 +116,9 @@ class UsageRecord(models.Model):
     class Meta:
         abstract = True
         constraints = [
-            models.UniqueConstraint(fields=["transno"], name="%(class)s_transno_unique"),
+            # Idempotency per tenant: a transno names a call within its org, so one org's transnos can
+            # never block (or reveal) another's records.
+            models.UniqueConstraint(fields=["transno", "userorgid"], name="%(class)s_org_transno_unique"),
             models.CheckConstraint(
                 # cache reads, cache writes and image tokens are disjoint parts of the prompt
                 condition=Q(
@@ -182,11 +187,12 @@ class LLMUsageHistory(UsageRecord):
 
     On PostgreSQL the table is partitioned by month of use_date (migration 0006, llmlog.partitions),
     and PostgreSQL wants every unique key of a partitioned table to include the partition key: in the
-    database the primary key is (id, use_date) and `llmusagehistory_transno_unique` is (transno,
-    use_date). Django's state keeps id as the primary key and transno unique, and both stay true by
-    construction: a row reaches history only by the backup's move out of llmusage, where id and transno
-    are unique, and ingest refuses a transno already in history (llmlog.ingest looks in both), so a
-    transno never enters llmusage again once it is in history. tests/llmlog/test_partitions.py proves it.
+    database the primary key is (id, use_date) and `llmusagehistory_org_transno_unique` is (transno,
+    userorgid, use_date). Django's state keeps id as the primary key and (transno, userorgid) unique, and
+    both stay true by construction: a row reaches history only by the backup's move out of llmusage,
+    where id and (userorgid, transno) are unique, and ingest refuses an org's transno already in history
+    (llmlog.ingest looks in both), so it never enters llmusage again once it is in history.
+    tests/llmlog/test_partitions.py proves it.
     """
 
     backup_time = models.DateTimeField(db_index=False)
@@ -224,6 +230,12 @@ class ModelPrice(models.Model):
         COST = "cost", "cost (paid to the model owner)"
 
     model_name = models.CharField(max_length=150)
+    ownerid = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        help_text="The org that owns the model and receives its cost; records priced here take it.",
+    )
     kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.SALE)
     effective_from = models.DateTimeField(default=timezone.now)
     currency = models.CharField(max_length=3, default="USD")
@@ -309,6 +321,40 @@ class ApiKey(models.Model):
         return raw
 
 
+class UsageAudit(models.Model):
+    """One operator's change to a usage record (an edit or a delete): who, when, before and after.
+
+    Written in the edit's own transaction, so a change without its audit row cannot exist. Plain values,
+    no foreign key: the row outlives a deleted record.
+    """
+
+    class Action(models.TextChoices):
+        UPDATE = "update"
+        DELETE = "delete"
+
+    usage_id = models.UUIDField()
+    transno = models.CharField(max_length=128)
+    userorgid = models.CharField(max_length=64, blank=True, default="")
+    action = models.CharField(max_length=8, choices=Action.choices)
+    actor = models.CharField(max_length=150, help_text="The key or user that made the change.")
+    at = models.DateTimeField(default=timezone.now)
+    before = models.JSONField(help_text="The changed fields before (a delete: the whole record).")
+    after = models.JSONField(null=True, blank=True, help_text="The changed fields after; empty for a delete.")
+
+    class Meta:
+        db_table = "llmusage_audit"
+        ordering = ["-at"]
+        indexes = [
+            # The audit trail of one record (its admin page, an operator's question about a charge).
+            models.Index(fields=["usage_id", "-at"], name="llmusage_audit_usage_idx"),
+            # The admin's list, newest first.
+            models.Index(fields=["-at"], name="llmusage_audit_at_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.transno} by {self.actor} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
 class JobRun(models.Model):
     """One run of a periodic job (backup, posting, retries, rollups): what the admin shows on-call."""
 
@@ -378,8 +424,9 @@ class UsageRollup(models.Model):
     image_input_tokens = models.PositiveBigIntegerField(default=0)
     web_search_count = models.PositiveBigIntegerField(default=0)
     total_tokens = models.PositiveBigIntegerField(default=0)
-    amount = money_field(default=0)
-    cost = money_field(default=0)
+    # Sums of many records: ten digits wider than one record's money, so no bucket can overflow.
+    amount = models.DecimalField(max_digits=ROLLUP_MONEY_DIGITS, decimal_places=MONEY_PLACES, default=0)
+    cost = models.DecimalField(max_digits=ROLLUP_MONEY_DIGITS, decimal_places=MONEY_PLACES, default=0)
     built_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
