@@ -30,6 +30,7 @@ from tests.llmlog.test_backup import rows, usage
 
 BEFORE_PARTITIONING = [("llmlog", "0005_token_key_index")]
 PARTITIONED = [("llmlog", "0006_partition_history")]
+TRANSNO_PER_ORG = [("llmlog", "0007_tenant_transno_owner_audit")]
 
 
 def on(day: date, **fields: Any) -> LLMUsage:
@@ -172,6 +173,40 @@ def test_the_migration_partitions_a_table_with_rows_and_goes_back_and_forth():
             drop_history_partition(partition)
 
 
+def history_keys() -> dict[str, str]:
+    return dict(
+        query(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = 'llmusage_history'::regclass AND contype IN ('p', 'u')"
+        )
+    )
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_per_org_transno_key_keeps_use_date_on_the_partitioned_table_both_ways():
+    try:
+        migrate(PARTITIONED)
+        assert history_keys()["llmusagehistory_transno_unique"] == "UNIQUE (transno, use_date)"
+
+        migrate(TRANSNO_PER_ORG)
+
+        keys = history_keys()
+        assert "llmusagehistory_transno_unique" not in keys
+        assert keys["llmusagehistory_org_transno_unique"] == "UNIQUE (transno, userorgid, use_date)"
+        assert query(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conname = 'llmusage_org_transno_unique'"
+        ) == [("UNIQUE (transno, userorgid)",)]
+
+        migrate(PARTITIONED)
+
+        assert history_keys()["llmusagehistory_transno_unique"] == "UNIQUE (transno, use_date)"
+        assert "llmusagehistory_org_transno_unique" not in history_keys()
+    finally:
+        migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
+
+
 # --- the backup makes the months it fills ---------------------------------------------------------
 
 
@@ -204,7 +239,7 @@ def test_a_new_partition_has_every_index_and_key_of_the_parent():
         "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
         "WHERE conrelid = 'llmusage_history_y2023m05'::regclass AND contype IN ('p', 'u') ORDER BY 1"
     )
-    assert keys == [("PRIMARY KEY (id, use_date)",), ("UNIQUE (transno, use_date)",)]
+    assert keys == [("PRIMARY KEY (id, use_date)",), ("UNIQUE (transno, userorgid, use_date)",)]
 
 
 @pytest.mark.postgres
