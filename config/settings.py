@@ -1,5 +1,6 @@
 """Settings, from environment variables only (see README "Configuration")."""
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -33,6 +34,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_beat",
     "rangefilter",  # the admin's from-to date filter (django-admin-rangefilter)
+    "axes",  # failed admin logins, throttled per client address (django-axes)
     "accounting",
     "llmlog",
 ]
@@ -49,6 +51,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its lockout answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -95,6 +99,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# django-axes first: it refuses a locked-out address before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -130,6 +140,10 @@ LOGGING = {
         # Its DEBUG lines are every SQL statement with its parameters: ioinfo bodies, metadata, key
         # hashes. Kept at INFO even when LOG_LEVEL=DEBUG.
         "django.db.backends": {"level": "INFO"},
+        # Django's default config gives these loggers plain-text handlers of their own (the `django`
+        # one under DEBUG): every 4xx/5xx was printed twice, once as text. Only the root's JSON handler.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        "django.server": {"handlers": [], "level": "INFO", "propagate": True},
     },
 }
 
@@ -187,6 +201,10 @@ if LLMLOG_BACKUP_HOUR > 23:
 LLMLOG_HISTORY_RETENTION_DAYS = env_int("LLMLOG_HISTORY_RETENTION_DAYS", None, minimum=1)
 # Records per ingest request; a bigger list is refused whole with a 400.
 LLMLOG_BULK_MAX = 1000
+# Records (LiteLLM records, OTLP spans) per request to a gateway adapter, counted while the body is read:
+# more is a 413 and nothing is stored. LiteLLM batches 512 by default; 10,000 keeps a request at the
+# cap within 10 s and 256 MB of a worker (BENCHMARKS.md, "request limits").
+LLMLOG_MAX_RECORDS_PER_REQUEST = env_int("LLMLOG_MAX_RECORDS_PER_REQUEST", 10_000, minimum=1)
 # The gateway's own tags are kept as sent, up to this many bytes of JSON.
 LLMLOG_METADATA_MAX_BYTES = 8192
 
@@ -282,6 +300,27 @@ else:
 # Retry-After instead of starving the others. "off" turns it off (e.g. for a load test).
 LLMLOG_INGEST_RATE = env_rate("LLMLOG_INGEST_RATE", "6000/min")
 REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["llmlog.api.throttling.IngestRateThrottle"]
+
+# API-key failures (unknown or revoked key) per client address: past this, that address gets a 429 with
+# Retry-After for every request with a key until the window ends (llmlog.api.throttling). A gateway
+# never fails 20 times a minute; a guesser does. "off" turns it off.
+LLMLOG_AUTH_FAILURE_RATE = env_rate("LLMLOG_AUTH_FAILURE_RATE", "20/min")
+
+# The admin login (django-axes): LLMLOG_ADMIN_LOGIN_FAILURES failed logins from one address lock that
+# address out for LLMLOG_ADMIN_LOCKOUT_MINUTES (a 429 with Retry-After); a successful login resets the
+# count. Attempts are kept in the database (the axes tables, in the admin), which every process shares
+# and which needs no cache server.
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = env_int("LLMLOG_ADMIN_LOGIN_FAILURES", 10, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LLMLOG_ADMIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "llmlog.api.throttling.admin_lockout_response"
+# The socket's address only: X-Forwarded-For is written by the client unless a proxy replaces it, and a
+# guesser would rotate it to dodge the lockout.
+AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
+# Successful logins are in the admin's own history; no access-log row per login.
+AXES_DISABLE_ACCESS_LOG = True
 
 # /metrics: a Prometheus scrape job sends `Authorization: Bearer <token>`; staff sessions need none.
 LLMLOG_METRICS_TOKEN = env_str("LLMLOG_METRICS_TOKEN") or None

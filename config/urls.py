@@ -1,12 +1,18 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from llmlog.api.adapters import LiteLLMIngestView, OTLPTracesView
 from llmlog.dashboard import dashboard_view
+from llmlog.health import api_not_found_view, healthz_view
 from llmlog.metrics import metrics_view
 
 urlpatterns = [
+    # Where `make run`'s address and the admin's "View site" lead: links to the admin, API docs, health.
+    path("", TemplateView.as_view(template_name="llmlog/home.html"), name="home"),
+    # For load balancers: 200 when the database and the broker answer, 503 naming which does not.
+    path("healthz", healthz_view, name="healthz"),
     # The operator's dashboard, inside the admin (login, staff, never cached); before admin/ so it wins.
     path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
     path("admin/", admin.site.urls),
@@ -25,6 +31,9 @@ urlpatterns = [
     re_path(r"^api/ingest/litellm/?$", LiteLLMIngestView.as_view(), name="ingest-litellm"),
     path("api/ingest/otlp/v1/traces", OTLPTracesView.as_view(), name="ingest-otlp"),
     path("v1/traces", OTLPTracesView.as_view(), name="otlp-traces"),
+    # Last: any other path under /api/ or /v1/ is a JSON 404, with DEBUG on as well (handler404 below
+    # runs only with DEBUG off).
+    re_path(r"^(?:api|v1)/(?P<rest>.*)$", api_not_found_view, name="api-not-found"),
 ]
 
 # An unknown path under /api/ (or /v1/) answers JSON like every API error; the rest Django's page.

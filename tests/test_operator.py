@@ -1,0 +1,168 @@
+"""The operator's first hour (issue 16): `make run`'s login and key survive a restart, `/` and `/healthz`
+answer, unknown API paths are JSON whatever DEBUG is, and logs are JSON lines only."""
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+
+from config.celery import app as celery_app
+from llmlog.keys import _recent, api_key_lookup
+from llmlog.management.commands.prepare_run import credentials_path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def var_dir(tmp_path, settings) -> Path:
+    settings.VAR_DIR = tmp_path
+    return tmp_path
+
+
+def prepare_run(*args: str) -> dict[str, str]:
+    out = io.StringIO()
+    call_command("prepare_run", "--demo-rows", "0", *args, stdout=out)
+    text = out.getvalue()
+    key = text.strip().splitlines()[-1].rsplit(" ", 1)[-1]
+    password = text.split("password ", 1)[1].split()[0]
+    return {"key": key, "password": password, "text": text}
+
+
+def key_works(raw: str) -> bool:
+    _recent.clear()  # the lookup cache would hide a revocation made a moment ago
+    key = api_key_lookup(raw)
+    return key is not None and key.revoked_at is None
+
+
+def test_prepare_run_prints_the_same_login_and_key_at_each_start(db, var_dir, django_user_model) -> None:
+    first = prepare_run()
+    second = prepare_run()
+    third = prepare_run()
+
+    assert first["key"].startswith("llk_")
+    assert second["key"] == third["key"] == first["key"]
+    assert second["password"] == first["password"]
+    assert key_works(first["key"])
+    assert django_user_model.objects.get(username="admin").check_password(first["password"])
+    assert "kept from" in second["text"]
+    saved = credentials_path()
+    assert saved.parent == var_dir
+    assert oct(saved.stat().st_mode & 0o777) == "0o600"
+
+
+def test_prepare_run_reset_makes_a_new_key_and_revokes_the_old(db, var_dir, django_user_model) -> None:
+    first = prepare_run()
+    fresh = prepare_run("--reset")
+
+    assert fresh["key"] != first["key"]
+    assert fresh["password"] != first["password"]
+    assert not key_works(first["key"])
+    assert key_works(fresh["key"])
+    assert prepare_run()["key"] == fresh["key"]
+
+
+def test_prepare_run_replaces_a_saved_key_that_no_longer_works(db, var_dir) -> None:
+    first = prepare_run()
+    # A file left from another database: its key is unknown here.
+    saved = json.loads(credentials_path().read_text())
+    credentials_path().write_text(json.dumps({**saved, "api_key": "llk_notakeyofthisdatabase"}))
+
+    again = prepare_run()
+
+    assert again["key"] not in (first["key"], "llk_notakeyofthisdatabase")
+    assert key_works(again["key"])
+
+
+def test_home_page_links_the_admin_the_api_docs_and_health(db) -> None:
+    response = Client().get("/")
+
+    assert response.status_code == 200
+    for href in ('href="/admin/"', 'href="/api/docs/"', 'href="/healthz"'):
+        assert href in response.content.decode()
+
+
+def test_healthz_answers_ok_when_database_and_broker_answer(db) -> None:
+    response = Client().get("/healthz")
+
+    assert response.status_code == 200
+    assert response.json() == {"database": "ok", "broker": "ok"}
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # closed again when the socket is: nothing listens there
+
+
+def test_healthz_names_the_broker_when_it_does_not_answer(db, monkeypatch) -> None:
+    monkeypatch.setattr(celery_app.conf, "broker_url", f"redis://127.0.0.1:{closed_port()}/0")
+    monkeypatch.setattr(celery_app.conf, "broker_write_url", None)
+    monkeypatch.setattr(celery_app.conf, "broker_transport_options", {})
+
+    response = Client().get("/healthz")
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["database"] == "ok"
+    assert body["broker"].startswith("error")
+    assert "broker" in body["detail"]
+
+
+@pytest.mark.parametrize("debug", [True, False])
+def test_unknown_api_path_answers_json_404_whatever_debug_is(db, settings, debug) -> None:
+    settings.DEBUG = debug
+
+    for path in ("/api/no-such-thing/", "/api/llmusage/x/y/z/", "/v1/metrics"):
+        response = Client().get(path)
+        assert response.status_code == 404, path
+        assert response["Content-Type"] == "application/json"
+        assert response.json() == {"detail": f"No such endpoint: {path}"}
+
+
+def test_api_route_without_its_slash_is_still_redirected(db) -> None:
+    response = Client().get("/api/schema?format=json")
+
+    assert response.status_code == 301
+    assert response["Location"] == "/api/schema/?format=json"
+
+
+LOGGING_PROBE = """
+import django
+django.setup()
+from django.test import Client
+from django.test.utils import setup_test_environment
+setup_test_environment()
+client = Client()
+client.get("/no-such-page/")
+client.get("/api/no-such-thing/")
+client.get("/api/llmusage/")
+"""
+
+
+def test_a_4xx_under_debug_logs_json_lines_only(tmp_path) -> None:
+    """Under DEBUG (make run), Django's own `django` handler printed each 4xx a second time, as text."""
+    env = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        DJANGO_DEBUG="true",
+        LLMLOG_VAR_DIR=str(tmp_path),
+        DATABASE_URL=f"sqlite:///{tmp_path / 'probe.sqlite3'}",
+    )
+    env.pop("REDIS_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-c", LOGGING_PROBE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert len(lines) >= 3
+    entries = [json.loads(line) for line in lines]  # fails on any plain-text line
+    statuses = [entry.get("status") for entry in entries if entry["logger"] == "llmlog.request"]
+    assert statuses == [404, 404, 401]
