@@ -11,8 +11,9 @@ from django.http import StreamingHttpResponse
 from django.urls import reverse
 from django.utils import timezone
 
+from llmlog.admin import USAGE_CSV_COLUMNS
 from llmlog.csv_export import CsvColumn, csv_cell, csv_lines, neutralise
-from llmlog.models import LLMUsage, LLMUsageHistory
+from llmlog.models import TOKEN_COUNT_FIELDS, LLMUsage, LLMUsageHistory
 from tests.builders import make_usage
 
 pytestmark = pytest.mark.django_db
@@ -137,3 +138,22 @@ def test_lines_stream_one_row_at_a_time() -> None:
     rest = list(lines)
     assert rest[-1] == "TOTAL (5 rows),750\r\n"
     assert len(rest) == 5
+
+
+def test_export_carries_every_token_kind_and_its_total(admin_client) -> None:
+    assert {c.field for c in USAGE_CSV_COLUMNS if c.total} >= {*TOKEN_COUNT_FIELDS, "total_tokens"}
+    kinds = dict(cached_tokens=30, cache_creation_tokens=20, image_input_tokens=10, reasoning_tokens=5)
+    make_usage(transno="k1", input_tokens=100, output_tokens=50, web_search_count=2, **kinds)
+    make_usage(transno="k2", input_tokens=200, output_tokens=60, web_search_count=3, **kinds)
+
+    rows = read_csv(admin_client.get(USAGE_EXPORT))
+
+    assert {row["transno"] for row in rows[:-1]} == {"k1", "k2"}
+    assert rows[0]["cache_creation_tokens"] == "20"
+    total = rows[-1]
+    assert total["use_time"].startswith("TOTAL")
+    assert total["input_tokens"] == "300"
+    assert total["cache_creation_tokens"] == "40"
+    assert total["image_input_tokens"] == "20"
+    assert total["web_search_count"] == "5"
+    assert total["reasoning_tokens"] == "10"
