@@ -16,6 +16,8 @@ from uuid import UUID
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
@@ -35,6 +37,47 @@ from accounting.models import Account, AccountingFailure, LedgerLine, LedgerTran
 MAX_ACTION_ROWS = 10_000
 # How much of an error message the failures list shows; the full text is in the tooltip and on the row.
 SHORT_ERROR_CHARS = 60
+
+
+def text_problem(value: str) -> str | None:
+    """Why `value` cannot reach a query (None: it can): PostgreSQL text holds no NUL, and a lone
+    surrogate is not text any driver can send. (llmlog.filters says the same for the API; accounting
+    imports nothing of llmlog.)"""
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    if any("\ud800" <= char <= "\udfff" for char in value):
+        return "must be valid Unicode text (a lone surrogate is not)"
+    return None
+
+
+class TextSafeChangeList(ChangeList):
+    """A changelist whose filters take no value a query cannot hold (NUL, a lone surrogate): the filter
+    is left out and a message names it, so the operator sees the list and why it is not narrowed, not a
+    database error. With `strict` (a CSV export, which must not widen silently) it is a bad lookup. The
+    search box needs nothing: Django's search form refuses NUL itself."""
+
+    strict = False
+
+    def get_filters(self, request: HttpRequest):
+        for name, values in self.get_filters_params().items():
+            values = values if isinstance(values, list) else [values]
+            problem = next(filter(None, (text_problem(str(value)) for value in values)), None)
+            if not problem:
+                continue
+            shown = name.replace("\x00", "")
+            if self.strict:
+                raise IncorrectLookupParameters(f"{shown}: {problem}")
+            messages.error(request, f"Filter {shown!r} ignored: {problem}.")
+            self.filter_params.pop(name, None)
+            self.params.pop(name, None)
+        return super().get_filters(request)
+
+
+class TextSafeAdmin(admin.ModelAdmin):
+    """Every admin of both apps: filters through TextSafeChangeList."""
+
+    def get_changelist(self, request: HttpRequest, **kwargs) -> type[ChangeList]:
+        return TextSafeChangeList
 
 
 class BoundedCountPaginator(Paginator):
@@ -57,7 +100,7 @@ class BoundedCountPaginator(Paginator):
         return f"{self.bound:,}"
 
 
-class BigListAdmin(admin.ModelAdmin):
+class BigListAdmin(TextSafeAdmin):
     """A list of up to millions of rows: bounded count, no facet counts, no date hierarchy."""
 
     paginator = BoundedCountPaginator
@@ -92,9 +135,10 @@ def as_uuid(term: str) -> UUID | None:
 
 
 def clean_search_term(term: str) -> str | None:
-    """The term of an exact search, stripped; None when it cannot match anything (NUL is not text)."""
+    """The term of an exact search, stripped; None when it cannot match anything (NUL or a lone
+    surrogate is not text)."""
     term = term.strip()
-    return None if "\x00" in term else term
+    return None if text_problem(term) else term
 
 
 def too_many(model_admin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> bool:
@@ -140,7 +184,7 @@ class TopupForm(forms.Form):
 
 
 @admin.register(Account)
-class AccountAdmin(admin.ModelAdmin):
+class AccountAdmin(TextSafeAdmin):
     form = AccountForm
     list_display = (
         "org",

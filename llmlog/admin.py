@@ -15,11 +15,12 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from accounting.admin import AccountingFailureAdmin, reasons, too_many
+from accounting.admin import AccountingFailureAdmin, TextSafeAdmin, reasons, too_many
 from accounting.models import AccountingFailure
 from llmlog.admin_tools import BigTableAdmin, EstimatedCountPaginator, IndexedValuesFilter, date_range_filter
 from llmlog.csv_export import CsvColumn, CsvExportMixin
 from llmlog.edits import UsageImmutable, usage_delete, usage_update
+from llmlog.filters import InvalidFilter
 from llmlog.keys import api_key_revoke
 from llmlog.models import AccountingStatus, ApiKey, JobRun, LLMUsage, LLMUsageHistory, ModelPrice
 from llmlog.posting import retry_failed_accounting
@@ -132,7 +133,7 @@ USAGE_CSV_COLUMNS = (
 )
 
 
-class UsageAdminBase(CsvExportMixin, BigTableAdmin):
+class UsageAdminBase(CsvExportMixin, TextSafeAdmin, BigTableAdmin):
     """Usage records, hot or history: millions of rows, so every filter and search uses an index."""
 
     list_display = (
@@ -169,7 +170,10 @@ class UsageAdminBase(CsvExportMixin, BigTableAdmin):
     def get_search_results(self, request: HttpRequest, queryset, search_term: str) -> tuple:
         if not search_term.strip():
             return queryset, False
-        return usage_search(queryset=queryset, keyword=search_term), False
+        try:
+            return usage_search(queryset=queryset, keyword=search_term), False
+        except InvalidFilter:  # NUL or a lone surrogate: no record holds it
+            return queryset.none(), False
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # usage is what the gateway reported
@@ -228,7 +232,7 @@ class LLMUsageHistoryAdmin(UsageAdminBase):
 
 
 @admin.register(ModelPrice)
-class ModelPriceAdmin(admin.ModelAdmin):
+class ModelPriceAdmin(TextSafeAdmin):
     list_display = ("model_name", "kind", "effective_from", "currency", "input_price", "output_price")
     list_filter = ("kind", "currency")
     search_fields = ("model_name",)
@@ -243,7 +247,7 @@ class ApiKeyForm(forms.ModelForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(TextSafeAdmin):
     form = ApiKeyForm
     list_display = ("key_prefix", "name", "userorgid", "role", "scopes", "created_at", "revoked_at")
     list_filter = ("role", "revoked_at")
@@ -266,7 +270,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(JobRun)
-class JobRunAdmin(admin.ModelAdmin):
+class JobRunAdmin(TextSafeAdmin):
     # The last runs of each job: filter by job; newest first.
     list_display = ("job", "started_at", "duration", "status", "what_it_did", "error_summary")
     list_filter = ("job", "status")

@@ -163,6 +163,8 @@ def changelist_queryset(model_admin: admin.ModelAdmin, request: HttpRequest) -> 
     changelist_class = model_admin.get_changelist(request)
 
     class QuerysetOnly(changelist_class):
+        strict = True  # a filter that cannot apply is an error, never a wider export (TextSafeChangeList)
+
         def get_results(self, request: HttpRequest) -> None:
             pass  # no count and no page: only the queryset is wanted
 

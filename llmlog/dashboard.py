@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -25,6 +25,7 @@ from django.utils import timezone
 from accounting.models import AccountingFailure
 from llmlog import selectors
 from llmlog.admin_tools import MAX_FILTER_VALUES, distinct_values
+from llmlog.filters import text_problem
 from llmlog.models import LLMUsage, LLMUsageHistory
 
 CHART_DAYS = 30
@@ -283,7 +284,13 @@ def dashboard_view(request: HttpRequest) -> TemplateResponse:
     can_see_failures = request.user.has_perm("accounting.view_accountingfailure") or request.user.has_perm(
         "accounting.change_accountingfailure"
     )
-    context = dashboard_context(params=request.GET, with_failures=can_see_failures)
+    params = request.GET.dict()
+    for name, value in request.GET.items():
+        problem = text_problem(value)
+        if problem:  # no org can be named so: say so and show the page without that choice
+            messages.error(request, f"Ignored {name}: {problem}")
+            params.pop(name)
+    context = dashboard_context(params=params, with_failures=can_see_failures)
     context.update(
         admin.site.each_context(request),
         title="Dashboard",

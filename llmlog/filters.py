@@ -37,7 +37,10 @@ UNIX_MS_THRESHOLD = 100_000_000_000
 # be an OverflowError instead of an answer.
 FILTER_DAY_MIN = date(1900, 1, 1)
 FILTER_DAY_MAX = date(9999, 12, 30)
-_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+# ASCII digits only, matched whole (fullmatch): `\d` takes any script's digits and `$` a trailing newline.
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+# A lone (unpaired) UTF-16 surrogate: JSON's "\ud800" decodes to one, and no database can store it.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 class InvalidFilter(ValueError):
@@ -46,6 +49,45 @@ class InvalidFilter(ValueError):
     def __init__(self, errors: Mapping[str, list[str]]) -> None:
         self.errors = {name: list(messages) for name, messages in errors.items()}
         super().__init__("; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in self.errors.items()))
+
+
+def text_problem(value: str) -> str | None:
+    """Why `value` cannot reach a query as text (None: it can). PostgreSQL text holds no NUL, and a
+    lone surrogate is not text in any encoding a driver can send: both would fail in the database."""
+    if "\x00" in value:
+        return "Must not contain NUL characters."
+    if _SURROGATE.search(value):
+        return "Must be valid Unicode text (a lone surrogate is not)."
+    return None
+
+
+def clean_text(value: str, *, name: str) -> str:
+    """`value` when a query can take it; otherwise InvalidFilter naming `name`."""
+    problem = text_problem(value)
+    if problem:
+        raise InvalidFilter({name: [problem]})
+    return value
+
+
+def unstorable_params(params: Mapping[str, Any], path_params: Mapping[str, Any] | None = None) -> None:
+    """Raise InvalidFilter naming every query parameter (a QueryDict: each of its values) or path
+    parameter that no query can hold. An entry point calls this once, before reading any of them."""
+    values = [*(params.lists() if hasattr(params, "lists") else ((k, [v]) for k, v in params.items()))]
+    values += [(name, [str(value)]) for name, value in (path_params or {}).items()]
+    errors = {}
+    for name, texts in values:
+        problem = next(filter(None, (text_problem(str(text)) for text in texts)), None)
+        if problem:
+            errors[name] = [problem]
+    if errors:
+        raise InvalidFilter(errors)
+
+
+def text_validator(value: str) -> None:
+    """text_problem as a form validator (every CharFilter of UsageFilter has it)."""
+    problem = text_problem(value)
+    if problem:
+        raise forms.ValidationError(problem, code="unstorable_text")
 
 
 def parse_time(value: str | int | float, *, name: str = "time", unit: str = "auto") -> datetime:
@@ -57,7 +99,7 @@ def parse_time(value: str | int | float, *, name: str = "time", unit: str = "aut
     text = str(value).strip()
     if not text:
         raise InvalidFilter({name: ["Empty time."]})
-    if _NUMBER.match(text):
+    if _NUMBER.fullmatch(text):
         number = float(text)
         if unit == "ms" or (unit == "auto" and abs(number) >= UNIX_MS_THRESHOLD):
             number /= 1000
@@ -206,6 +248,16 @@ class UsageFilter(django_filters.FilterSet):
         method="filter_ordering",
         label=f"Sort order; default {DEFAULT_ORDERING}. Ties are broken by id.",
     )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Every text filter, present and future, refuses what no query can hold (one place, not one
+        # per field). Filters are copied per instance, so this never touches the class's.
+        for filter_ in self.filters.values():
+            if isinstance(filter_, django_filters.CharFilter):
+                validators = filter_.extra.setdefault("validators", [])
+                if text_validator not in validators:
+                    validators.append(text_validator)
 
     def filter_ordering(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
         return Ordering.parse(value).apply(queryset)

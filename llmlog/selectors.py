@@ -22,7 +22,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from llmlog.db import bound_cursor
-from llmlog.filters import ROLLUP_FILTERS, day_range, filter_usage
+from llmlog.filters import ROLLUP_FILTERS, clean_text, day_range, filter_usage
 from llmlog.models import TOKEN_COUNT_FIELDS, LLMUsageHistory, UsageAll, UsageRollup, UsageRollupState
 
 TOKEN_FIELDS = (*TOKEN_COUNT_FIELDS, "total_tokens")
@@ -224,9 +224,10 @@ def usage_search(*, queryset: QuerySet, keyword: str) -> QuerySet:
     userorgid, model_name or token_name, or found (case-insensitive) in its error_message.
 
     Each of these columns is indexed (error_message by trigrams, on PostgreSQL); request and response
-    bodies are not searched. Order is kept from `queryset`.
+    bodies are not searched. Order is kept from `queryset`. Raises InvalidFilter naming `keyword` when
+    it holds what no query can (NUL, a lone surrogate).
     """
-    keyword = keyword.strip()
+    keyword = clean_text(keyword, name="keyword").strip()
     if not keyword:
         return queryset.none()
     terms = [

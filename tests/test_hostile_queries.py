@@ -404,7 +404,8 @@ def test_a_correction_holding_what_ingest_refuses_is_a_400(api, platform_key, se
         f"/api/llmusage/{record.pk}/", body, content_type="application/json", **bearer(platform_key)
     )
 
-    assert response.status_code == 400 and "metadata" in response.json()
+    # Named as a field, or by its JSON path when the parser refuses the text (NUL) before any field.
+    assert response.status_code == 400 and "metadata" in response.content.decode(), response.content
     record.refresh_from_db()
     assert record.metadata == {"incidentId": f"{ACME_MARK}-incident", "tag": ACME_MARK}
 
@@ -486,3 +487,157 @@ def test_the_dashboard_escapes_org_and_model_names(admin_client, xss_record):
         html = response.content.decode()
         assert not RAW.search(html)
         assert "&lt;script&gt;" in html
+
+
+# --- text no query can hold: NUL, lone surrogates; numbers past a column ---------------------------
+
+NUL = "a\x00b"
+
+
+def test_a_nul_in_the_search_keyword_is_a_400_naming_it(api, platform_key, seeded):
+    response = get(api, platform_key, "/api/llmusage/search/", {"keyword": NUL})
+
+    assert response.status_code == 400
+    assert response.json() == {"keyword": ["Must not contain NUL characters."]}
+
+
+def text_parameters() -> list[tuple[str, str]]:
+    """(path, parameter) of every GET query parameter in the schema, on paths without a path parameter."""
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    return [
+        (path, parameter["name"])
+        for path, operations in schema["paths"].items()
+        if "{" not in path
+        for parameter in operations.get("get", {}).get("parameters", [])
+        if parameter["in"] == "query"
+    ]
+
+
+def test_a_nul_in_any_query_parameter_is_a_4xx_naming_it(api, platform_key, seeded):
+    parameters = text_parameters()
+    assert ("/api/llmusage/", "userorgid") in parameters and ("/api/log/", "token_name") in parameters
+
+    for path, name in parameters:
+        response = get(api, platform_key, path, {name: NUL})
+        assert response.status_code < 500, (path, name, response.content[:300])
+        if path.startswith(("/api/accounts/", "/api/accounting-failures/")) and response.status_code == 200:
+            continue  # the ledger's lists may ignore an ordering they do not know, NUL or not
+        assert 400 <= response.status_code < 500, (path, name, response.status_code, response.content[:300])
+        assert name in response.content.decode(), (path, name, response.content[:300])
+    assert LLMUsage.objects.count() == 8
+
+
+@pytest.mark.parametrize("path", ["/api/llm-log/get-list", "/api/llm-log/count"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"query": {"modelName": "\\udcff"}}',
+        '{"query": {"userId": {"_type": "Search", "value": "\\ud800"}}}',
+        '{"query": {"\\udcff": "x"}}',
+        '{"select": {"\\udcff": true}}',
+        '{"sort": {"\\ud800": "Ascending"}}',
+        '{"query": {"modelName": "a\\u0000b"}}',
+    ],
+)
+def test_a_lone_surrogate_or_nul_in_a_oneuptime_body_is_a_400(api, platform_key, seeded, path, body):
+    response = api.post(path, data=body, content_type="application/json", **bearer(platform_key))
+
+    assert response.status_code == 400, response.content[:300]
+    part = next(name for name in ("select", "query", "sort") if name in body)
+    message = response.json()["message"]
+    assert part in message and ("NUL" in message or "surrogate" in message), message
+
+
+def test_a_lone_surrogate_in_a_oneuptime_get_query_is_a_400(api, platform_key, seeded):
+    response = get(api, platform_key, "/api/llm-log/get-list", {"query": '{"modelName": "\\udcff"}'})
+
+    assert response.status_code == 400
+    assert response.json() == {"message": "query: Must be valid Unicode text (a lone surrogate is not)."}
+
+
+@pytest.mark.parametrize(
+    ("ordering", "value"),
+    [
+        ("total_tokens", "9" * 30),
+        ("-total_tokens", "-" + "9" * 25),
+        ("amount", "1e999"),
+        ("amount", "NaN"),
+        ("cost", "9" * 40),
+        ("use_time", "2026-11-20T10:15:00"),
+        ("total_tokens", 5),
+    ],
+)
+def test_a_forged_cursor_past_any_column_is_a_400_naming_cursor(api, platform_key, seeded, ordering, value):
+    import base64
+
+    position = {"o": ordering, "v": value, "id": "00000000-0000-0000-0000-000000000000"}
+    cursor = base64.urlsafe_b64encode(json.dumps(position).encode()).decode()
+
+    response = get(api, platform_key, "/api/llmusage/", {"ordering": ordering, "cursor": cursor})
+
+    assert response.status_code == 400
+    assert response.json() == {"cursor": ["Not a cursor from this API (use `next_cursor`)."]}
+
+
+@pytest.mark.parametrize(
+    ("path", "name", "value"),
+    [
+        ("/api/llmusage/", "page", "9" * 30),
+        ("/api/llmusage/", "page_size", "1_0"),
+        ("/api/llmusage/", "page", "\u0661"),
+        ("/api/log/", "p", "9" * 30),
+        ("/api/log/", "page_size", "1_0"),
+        ("/api/logs/search", "page", "\u0661"),
+    ],
+)
+def test_page_numbers_take_ascii_digits_within_bounds(api, platform_key, seeded, path, name, value):
+    response = get(api, platform_key, path, {name: value})
+
+    assert_clean_refusal(response, [name])
+
+
+def test_an_arabic_digit_time_is_no_unix_time(api, platform_key, seeded):
+    response = get(api, platform_key, "/api/llmusage/count/", {"start_time": "\u0661\u0662\u0663"})
+
+    assert response.status_code == 400 and "start_time" in response.json()
+
+
+ADMIN_LISTS = [
+    ("admin:llmlog_llmusage_changelist", "userorgid"),
+    ("admin:llmlog_llmusage_changelist", "transno"),
+    ("admin:llmlog_llmusagehistory_changelist", "model_name__exact"),
+    ("admin:accounting_accountingfailure_changelist", "userorgid"),
+    ("admin:accounting_accountingfailure_changelist", "status__exact"),
+    ("admin:accounting_account_changelist", "org"),
+    ("admin:accounting_ledgerline_changelist", "account__org"),
+]
+
+
+@pytest.mark.parametrize(("name", "param"), ADMIN_LISTS)
+def test_a_nul_in_an_admin_filter_shows_the_list_unfiltered_with_an_error(admin_client, seeded, name, param):
+    url = reverse(name)
+
+    response = admin_client.get(f"{url}?{param}=a%00b")
+
+    assert response.status_code == 200
+    assert response.context["cl"].result_count == response.context["cl"].root_queryset.count()
+    messages = [str(message) for message in response.context["messages"]]
+    assert messages == [f"Filter '{param}' ignored: must not contain NUL characters."]
+
+
+@pytest.mark.parametrize(
+    "name", ["admin:llmlog_llmusage_export_csv", "admin:accounting_accountingfailure_export_csv"]
+)
+def test_a_nul_in_a_csv_export_filter_is_a_400(admin_client, seeded, name):
+    response = admin_client.get(reverse(name) + "?userorgid=a%00b")
+
+    assert response.status_code == 400
+    assert b"userorgid: must not contain NUL characters" in response.content
+
+
+def test_a_nul_in_the_dashboard_org_is_ignored_and_said(admin_client, seeded):
+    response = admin_client.get("/admin/dashboard/?org=a%00b")
+
+    assert response.status_code == 200
+    assert [str(m) for m in response.context["messages"]] == ["Ignored org: Must not contain NUL characters."]
+    assert response.context["org"] == ""

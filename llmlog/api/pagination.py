@@ -1,6 +1,7 @@
 import base64
 import binascii
 import json
+import re
 import uuid
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -13,6 +14,12 @@ from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from llmlog.filters import InvalidFilter, Ordering
 from llmlog.selectors import usage_rows
+
+# What a cursor's sort value may be (a forged cursor is a 400, never a value the database cannot bind).
+BIGINT_MAX = 2**63 - 1
+CURSOR_INTEGER = re.compile(r"-?[0-9]{1,19}")
+CURSOR_DECIMAL = re.compile(r"-?[0-9]{1,30}(\.[0-9]{1,10})?")
+CURSOR_MONEY_LIMIT = Decimal(10) ** 28  # UsageRollup's widest money column; usage's is narrower
 
 
 class PagePagination(PageNumberPagination):
@@ -168,10 +175,11 @@ class UsagePagination(BasePagination):
         raw = params.get(name)
         if raw in (None, ""):
             return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise exceptions.ValidationError({name: [f"{raw!r} is not a whole number."]}) from None
+        # ASCII digits only (int() also takes "1_000", spaces and other scripts' digits); at most 19 of
+        # them, so the number stays an integer every database binds.
+        if not CURSOR_INTEGER.fullmatch(raw):
+            raise exceptions.ValidationError({name: [f"{raw!r} is not a whole number."]})
+        value = int(raw)
         if value < 1:
             raise exceptions.ValidationError({name: ["Must be 1 or more."]})
         return value
@@ -201,14 +209,22 @@ class UsagePagination(BasePagination):
                 {"cursor": [f"This cursor continues ordering={ordering!r}; ask with that ordering."]}
             )
         try:
+            if not isinstance(raw, str) or not isinstance(last_id, str):
+                raise ValueError
             if self.ordering.field == "use_time":
                 value = datetime.fromisoformat(raw)
+                if value.tzinfo is None:
+                    raise ValueError
             elif self.ordering.field == "total_tokens":
-                value = int(raw)
+                value = int(raw) if CURSOR_INTEGER.fullmatch(raw) else None
+                if value is None or abs(value) > BIGINT_MAX:  # past a bigint: SQLite cannot bind it
+                    raise ValueError
             else:
-                value = Decimal(raw)
+                value = Decimal(raw) if CURSOR_DECIMAL.fullmatch(raw) else None
+                if value is None or abs(value) >= CURSOR_MONEY_LIMIT:
+                    raise ValueError
             uuid_value = uuid.UUID(last_id)
-        except (ValueError, InvalidOperation):
+        except (ValueError, InvalidOperation, OverflowError):
             raise invalid from None
         return {"value": value, "id": uuid_value}
 

@@ -33,7 +33,13 @@ from llmlog.api.serializers import (
     usage_representation,
 )
 from llmlog.edits import UsageImmutable, usage_delete, usage_update
-from llmlog.filters import InvalidFilter, UsageFilter, UsageFilterBackend, apply_usage_filters
+from llmlog.filters import (
+    InvalidFilter,
+    UsageFilter,
+    UsageFilterBackend,
+    apply_usage_filters,
+    unstorable_params,
+)
 from llmlog.ingest import BodyError, UsageIn, usage_ingest
 from llmlog.models import ApiKey, LLMUsage, LLMUsageHistory, UsageAll
 from llmlog.selectors import (
@@ -67,6 +73,16 @@ class OrgScopedMixin(SingleValuedQueryMixin):
     # Any id reaches the view, which answers a 400 for one that is not a UUID (DRF's default, [^/.]+,
     # leaves an id with a dot to Django's HTML 404 page).
     lookup_value_regex = "[^/]+"
+
+    def initial(self, request: Request, *args, **kwargs) -> None:
+        super().initial(request, *args, **kwargs)
+        # NUL or a lone surrogate in any parameter is a 400 naming it, before any reaches a query.
+        unstorable_params(request.query_params, kwargs)
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, InvalidFilter):  # from any parser or selector: a 400 naming the parameter
+            exc = exceptions.ValidationError(exc.errors)
+        return super().handle_exception(exc)
 
     def scope_to_caller(self, queryset: QuerySet) -> QuerySet:
         caller = caller_of(self.request)

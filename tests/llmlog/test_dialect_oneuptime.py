@@ -276,7 +276,9 @@ def test_bad_input_is_a_400_naming_the_field(api, acme_key, body, query, named):
     response = get_list(api, acme_key, body, query=query)
 
     assert response.status_code == 400
-    assert response.json()["message"].startswith(f"{named}:"), response.json()
+    message = response.json()["message"]
+    # A NUL is refused by the JSON parser already, which names the field by its JSON path.
+    assert message.startswith(f"{named}:") or f"$.{named} holds a NUL" in message, message
 
 
 def test_page_depth_error_says_how_to_reach_older_records(api, acme_key):

@@ -2,6 +2,7 @@
 page numbers, and the unit conversions their clients expect."""
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -16,7 +17,7 @@ from rest_framework.views import APIView
 
 from llmlog.api.auth import HasScope, caller_of
 from llmlog.api.errors import SingleValuedQueryMixin
-from llmlog.filters import InvalidFilter, parse_time
+from llmlog.filters import InvalidFilter, parse_time, unstorable_params
 
 MAX_PAGE_SIZE = 100
 # Page numbers (OneUptime's skip, new-api's p, AI Proxy's page) reach at most this many records deep.
@@ -24,6 +25,9 @@ MAX_PAGE_SIZE = 100
 # deep page costs in proportion to its depth. Deeper than this, a client narrows its time range instead
 # (every dialect has one), which the (userorgid, use_time) indexes answer at any depth.
 MAX_PAGE_DEPTH = 10_000
+
+
+INTEGER = re.compile(r"-?[0-9]{1,19}")
 
 
 def bad_input(param: str, message: str) -> exceptions.ValidationError:
@@ -38,10 +42,12 @@ def int_param(
     raw = params.get(name)
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return default
-    try:
-        value = int(str(raw).strip())
-    except ValueError:
-        raise bad_input(name, f"Expected an integer, got {raw!r}.") from None
+    text = str(raw).strip()
+    # ASCII digits, matched whole (int() also takes "1_000" and other scripts' digits); 19 digits at
+    # most, which every bound below is far inside.
+    if not INTEGER.fullmatch(text):
+        raise bad_input(name, f"Expected an integer, got {raw!r}.")
+    value = int(text)
     if value < minimum:
         raise bad_input(name, f"Must be at least {minimum}, got {value}.")
     if maximum is not None and value > maximum:
@@ -155,10 +161,9 @@ class DialectView(SingleValuedQueryMixin, APIView):
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
-        # PostgreSQL text cannot hold NUL: refuse it here, naming the parameter, not as a database error.
-        for name, values in [*request.query_params.lists(), *((k, [str(v)]) for k, v in kwargs.items())]:
-            if any("\x00" in value for value in values):
-                raise bad_input(name, "Must not contain NUL characters.")
+        # NUL or a lone surrogate (no query can hold either): a 400 naming the parameter, not a database
+        # error. JSON bodies are checked where they are read (a dialect's query).
+        unstorable_params(request.query_params, kwargs)
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, InvalidFilter):

@@ -53,7 +53,7 @@ from llmlog.api.dialects.common import (
     iso,
     money_number,
 )
-from llmlog.filters import InvalidFilter, parse_time
+from llmlog.filters import InvalidFilter, parse_time, text_problem
 from llmlog.models import AccountingStatus, UsageAll, UsageStatus
 from llmlog.selectors import usage_count, usage_record_values, usage_records
 
@@ -237,8 +237,8 @@ def _unwrap(value: Any) -> Any:
 def _operand(kind: str, value: Any, param: str) -> Any:
     """A query value read as the column's type; a 400 naming `param` when it is not one."""
     value = _unwrap(value)
-    if isinstance(value, str) and "\x00" in value:
-        raise bad_input(param, "Must not contain NUL characters.")
+    if isinstance(value, str) and text_problem(value):
+        raise bad_input(param, text_problem(value))
     if kind in ("text", "meta"):
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise bad_input(param, f"Expected text, got {json.dumps(value)}.")
@@ -449,6 +449,20 @@ ERROR_SCHEMA = {"type": "object", "properties": {"message": {"type": "string"}}}
 JSON_PARAM_NOTE = "On GET: JSON text; on POST send it in the body."
 
 
+def _check_text(value: Any, param: str) -> None:
+    """A 400 naming `param` when a text in `value` (JSON: keys too) could reach neither a query nor
+    the answer's message: NUL, or a lone surrogate, which no encoder can write."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            stack += [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            stack += item
+        elif isinstance(item, str) and text_problem(item):
+            raise bad_input(param, text_problem(item))
+
+
 class OneUptimeView(DialectView):
     """OneUptime answers errors as {"message": ...}."""
 
@@ -456,7 +470,14 @@ class OneUptimeView(DialectView):
         return {"message": message}
 
     def body(self, request: Request) -> Mapping[str, Any]:
-        """select / query / sort: from the JSON body, or on a GET from query parameters holding JSON."""
+        """select / query / sort: from the JSON body, or on a GET from query parameters holding JSON.
+        A NUL or a lone surrogate anywhere in them (a name or a value) is a 400 naming the part."""
+        body = self._body(request)
+        for name in ("select", "query", "sort"):
+            _check_text(body.get(name), name)
+        return body
+
+    def _body(self, request: Request) -> Mapping[str, Any]:
         if request.method == "GET":
             body = {}
             for name in ("select", "query", "sort"):
