@@ -11,7 +11,7 @@ Every chart can be narrowed to one org: `org` narrows the whole page, and `reque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import Any
 from urllib.parse import quote
 
@@ -22,6 +22,7 @@ from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
+from accounting.formats import DEFAULT_CURRENCY, money_text
 from accounting.models import AccountingFailure
 from llmlog import selectors
 from llmlog.admin_tools import MAX_FILTER_VALUES, distinct_values
@@ -122,10 +123,22 @@ def compact(value: int | Decimal | float) -> str:
 
 
 def full(value: int | Decimal) -> str:
-    """Thousands separated; money with cents, or with its 5 places when under 1."""
+    """Counts thousands separated; money as on every admin page (accounting.formats), with its currency."""
     if not isinstance(value, Decimal):
         return f"{value:,}"
-    return f"{value:,.2f}" if abs(value) >= 1 or not value else f"{value:.5f}".rstrip("0")
+    return money_text(value, currency=DEFAULT_CURRENCY)
+
+
+def nice_step(peak: float, *, ticks: int = 4) -> Decimal:
+    """A round step (1, 2, 2.5 or 5 times a power of ten) that covers `peak` in at most `ticks` steps."""
+    if peak <= 0:
+        return Decimal(1)
+    raw = Decimal(repr(peak)) / ticks
+    power = Decimal(10) ** raw.adjusted()
+    for multiple in (Decimal(1), Decimal(2), Decimal("2.5"), Decimal(5), Decimal(10)):
+        if multiple * power >= raw:
+            return multiple * power
+    return 10 * power  # not reached: 10 x power is always >= raw
 
 
 @dataclass(frozen=True)
@@ -148,7 +161,13 @@ def column_chart(
     """Geometry of a column chart (one column per point, in a `width` x `height` viewBox)."""
     left, right, top, bottom = 44, 6, 10, 22
     plot_width, plot_height = width - left - right, height - top - bottom
-    peak = max((value for _, value in points), default=0) or 1
+    # The axis runs to a round number above the highest column, ticked at round steps (0, 200, 400, ...).
+    highest = max((value for _, value in points), default=0)
+    step = nice_step(float(highest))
+    if not isinstance(highest, Decimal):
+        step = max(step.to_integral_value(rounding=ROUND_CEILING), Decimal(1))
+    steps = max(1, int((Decimal(highest) / step).to_integral_value(rounding=ROUND_CEILING)))
+    peak = step * steps
     slot = plot_width / max(len(points), 1)
     bars = []
     for index, (label, value) in enumerate(points):
@@ -169,10 +188,13 @@ def column_chart(
         for index, bar in enumerate(bars)
         if index % every == 0
     ]
+    tick_places = max(0, -step.normalize().as_tuple().exponent)
     y_ticks = []
-    for share in (Decimal(0), Decimal("0.5"), Decimal(1)):
-        tick = peak * share if isinstance(peak, Decimal) else round(peak * share)
-        y_ticks.append({"y": float(round(top + plot_height * (1 - share), 2)), "text": compact(tick)})
+    for index in range(steps + 1):
+        tick = step * index
+        share = tick / peak
+        text = compact(int(tick)) if tick >= 1000 or tick == 0 else f"{tick:.{tick_places}f}"
+        y_ticks.append({"y": float(round(top + plot_height * (1 - share), 2)), "text": text})
     return {
         "width": width,
         "height": height,

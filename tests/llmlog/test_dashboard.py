@@ -8,7 +8,7 @@ import pytest
 from django.urls import reverse
 
 from accounting.models import AccountingFailure
-from llmlog.dashboard import bar_list, column_chart, dashboard_context
+from llmlog.dashboard import bar_list, column_chart, dashboard_context, full
 from llmlog.models import LLMUsageHistory, UsageRollup
 from llmlog.rollups import build_usage_rollups
 from tests.builders import make_usage
@@ -80,9 +80,12 @@ def check_all_orgs(context: dict) -> None:
     assert requests["2026-11-19"] == "2 requests"
     assert sum(int(value.split()[0]) for value in requests.values()) == 6
     assert bars(charts["tokens"])["2026-11-19"] == "300 tokens"
-    assert bars(charts["amount"])["2026-11-20"] == "0.53"
-    assert list(bars(charts["models"]).items()) == [("claude-sonnet-4", "0.5"), ("gpt-4o", "0.05")]
-    assert list(bars(charts["orgs"]).items()) == [("globex", "0.5"), ("acme", "0.05")]
+    assert bars(charts["amount"])["2026-11-20"] == "0.53000 USD"
+    assert list(bars(charts["models"]).items()) == [
+        ("claude-sonnet-4", "0.50000 USD"),
+        ("gpt-4o", "0.05000 USD"),
+    ]
+    assert list(bars(charts["orgs"]).items()) == [("globex", "0.50000 USD"), ("acme", "0.05000 USD")]
 
 
 def test_numbers_from_the_rows(usage) -> None:
@@ -149,10 +152,38 @@ def test_the_page_draws_its_charts_as_svg(admin_client, django_assert_max_num_qu
 def test_charts_geometry() -> None:
     chart = column_chart(points=[("2026-11-01", 10), ("2026-11-02", 5), ("2026-11-03", 0)], unit="requests")
     heights = [bar.height for bar in chart["bars"]]
-    assert heights[0] > 0 and heights[1] == pytest.approx(heights[0] / 2) and heights[2] == 0
+    assert heights[0] > 0 and heights[1] == pytest.approx(heights[0] / 2, abs=0.01) and heights[2] == 0
     assert chart["has_data"] and chart["total"] == "15"
     assert not column_chart(points=[("2026-11-01", 0)], unit="x")["has_data"]
     listed = bar_list(rows=[("a", Decimal("2.00000")), ("b", Decimal("1.00000"))])
     widths = [bar.width for bar in listed["bars"]]
     assert widths[1] == pytest.approx(widths[0] / 2)
     assert not bar_list(rows=[])["has_data"]
+
+
+@pytest.mark.parametrize(
+    ("points", "ticks"),
+    [
+        ([707, 354], ["0", "200", "400", "600", "800"]),
+        ([3], ["0", "1", "2", "3"]),
+        ([123_456], ["0", "50k", "100k", "150k"]),
+        ([Decimal("37.62"), Decimal("0.9")], ["0", "10", "20", "30", "40"]),
+        ([Decimal("0.00600")], ["0", "0.002", "0.004", "0.006"]),
+    ],
+)
+def test_y_axis_ticks_are_round_numbers_above_the_highest_column(points, ticks) -> None:
+    chart = column_chart(points=[(f"2026-11-{day + 1:02d}", value) for day, value in enumerate(points)])
+
+    assert [tick["text"] for tick in chart["y_ticks"]] == ticks
+    top_tick = min(tick["y"] for tick in chart["y_ticks"])
+    assert all(bar.y >= top_tick for bar in chart["bars"])  # no column above the axis
+
+
+def test_money_reads_the_same_on_every_figure(usage) -> None:
+    today = dashboard_context(params={}, now=NOW)["today"]["display"]
+
+    assert today["amount"] == "0.53000 USD"
+    assert today["cost"] == "0.42400 USD"
+    assert today["margin"] == "0.10600 USD"
+    assert full(Decimal("12345.6")) == "12,345.60000 USD"
+    assert full(1234567) == "1,234,567"
