@@ -25,6 +25,7 @@ from django.utils import timezone
 from psycopg.types.json import Jsonb
 from uuid_utils.compat import uuid7
 
+from llmlog.bodies import check_containers, json_array_items, json_error
 from llmlog.db import bound_cursor
 from llmlog.metrics import count_ingest
 from llmlog.models import (
@@ -161,25 +162,29 @@ class IngestResult:
 
 
 def parse_body(body: bytes) -> tuple[list[msgspec.Raw], bool]:
-    """Split a request body into raw items: one JSON object, or a list of at most LLMLOG_BULK_MAX."""
+    """Split a request body into raw items: one JSON object, or a list of at most LLMLOG_BULK_MAX.
+
+    The records are counted while the list is split (llmlog.bodies): past the cap, and past the JSON
+    objects and arrays that many records can need, llmlog.bodies.TooBig, before anything is decoded.
+    """
     stripped = body.lstrip()
     if not stripped:
         raise BodyError("The request body is empty: send a JSON object or a list of objects.")
     is_bulk = stripped[:1] == b"["
+    limit = settings.LLMLOG_BULK_MAX
     try:
-        items = msgspec.json.decode(body, type=list[msgspec.Raw] if is_bulk else msgspec.Raw)
+        if is_bulk:
+            items = json_array_items(body, limit=limit, setting="LLMLOG_BULK_MAX")
+        else:
+            items = [msgspec.json.decode(body, type=msgspec.Raw)]
     except msgspec.DecodeError as exc:
-        raise BodyError(f"Malformed JSON: {exc}") from None
+        raise BodyError(json_error(exc)) from None
     except RecursionError:
         raise BodyError("Malformed JSON: nested too deeply to read.") from None
-    if not is_bulk:
-        return [items], False
-    limit = settings.LLMLOG_BULK_MAX
-    if len(items) > limit:
-        raise BodyError(f"At most {limit} records per request, got {len(items)}.")
-    if not items:
+    check_containers(body, records=limit)  # the split allocates a Raw per item; decoding, per container
+    if is_bulk and not items:
         raise BodyError("The list of records is empty.")
-    return items, True
+    return items, is_bulk
 
 
 def decode_record(raw: bytes) -> UsageIn:

@@ -108,14 +108,30 @@ def ingest_gateway_records(
     return merged
 
 
+# Item errors an answer lists: a client fixes the first ones and resends; a 10,000-record batch of bad
+# records would otherwise answer megabytes of the same message.
+ERRORS_LISTED = 100
+
+
 def summary(result: IngestResult) -> dict[str, Any]:
-    """The answer's body, in the shape of a native bulk answer: counts, then each item's outcome."""
+    """A bulk answer's body (native and LiteLLM): counts, then each item's outcome, where only the first
+    ERRORS_LISTED items in error or conflict are listed; `errors_not_listed` counts the rest."""
+    items, listed, not_listed = [], 0, 0
+    for item in result.items:
+        if item.status in ("error", "conflict"):
+            if listed == ERRORS_LISTED:
+                not_listed += 1
+                continue
+            listed += 1
+        items.append(item.as_dict())
     return {
+        "received": len(result.items),
         "created": result.count("created"),
         "duplicates": result.count("duplicate"),
         "conflicts": result.count("conflict"),
         "errors": result.count("error"),
-        "items": [item.as_dict() for item in result.items],
+        "errors_not_listed": not_listed,
+        "items": items,
     }
 
 

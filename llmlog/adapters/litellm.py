@@ -12,6 +12,7 @@ import msgspec
 from django.conf import settings
 
 from llmlog.adapters.common import Mapped, clip, epoch_seconds, key_hash, to_decimal, usage_in
+from llmlog.bodies import check_containers, json_array_items, json_error, ndjson_lines
 from llmlog.ingest import BodyError, RecordError, UsageIn, _validation_errors
 
 
@@ -99,42 +100,53 @@ SOURCE_NAMES = {
 
 STATUSES = {"success": "success", "failure": "failed"}
 _decoder = msgspec.json.Decoder(StandardLoggingPayload)
+MAX_RECORDS_SETTING = "LLMLOG_MAX_RECORDS_PER_REQUEST"
 
 
-def parse_litellm_body(body: bytes) -> list[msgspec.Raw | RecordError]:
+def parse_litellm_body(body: bytes, *, limit: int | None = None) -> list[msgspec.Raw | RecordError]:
     """The records of one request: a JSON array, NDJSON, or one JSON object.
 
-    A malformed NDJSON line is reported as that record's error; the other lines are kept.
+    At most `limit` records (LLMLOG_MAX_RECORDS_PER_REQUEST), counted while the body is split:
+    llmlog.bodies.TooManyRecords at the first past it. A malformed NDJSON line is reported as that
+    record's error; the other lines are kept.
     """
+    limit = limit or settings.LLMLOG_MAX_RECORDS_PER_REQUEST
     stripped = body.strip()
     if not stripped:
         raise BodyError("The request body is empty: send LiteLLM's records as a JSON array or NDJSON.")
     if stripped[:1] == b"[":
         try:
-            items: list[msgspec.Raw | RecordError] = msgspec.json.decode(stripped, type=list[msgspec.Raw])
+            items: list[msgspec.Raw | RecordError] = list(
+                json_array_items(stripped, limit=limit, setting=MAX_RECORDS_SETTING)
+            )
         except msgspec.DecodeError as exc:
-            raise BodyError(f"Malformed JSON: {exc}") from None
+            raise BodyError(json_error(exc)) from None
         except RecursionError:
             raise BodyError("Malformed JSON: nested too deeply to read.") from None
         if not items:
             raise BodyError("The list of records is empty.")
+        check_containers(stripped, records=limit)
         return items
     try:
-        return [msgspec.json.decode(stripped, type=msgspec.Raw)]
+        items = [msgspec.json.decode(stripped, type=msgspec.Raw)]  # one object, perhaps over many lines
+        check_containers(stripped, records=limit)
+        return items
     except RecursionError:
         raise BodyError("Malformed JSON: nested too deeply to read.") from None
     except msgspec.DecodeError as exc:
-        lines = [line for line in stripped.splitlines() if line.strip()]
+        lines = ndjson_lines(stripped, limit=limit, setting=MAX_RECORDS_SETTING)
         if len(lines) < 2:
-            raise BodyError(f"Malformed JSON: {exc}") from None
+            raise BodyError(json_error(exc)) from None
+    check_containers(stripped, records=limit)
     items = []
     for number, line in enumerate(lines, start=1):
         try:
             items.append(msgspec.json.decode(line, type=msgspec.Raw))
         except (msgspec.DecodeError, RecursionError) as exc:
-            items.append(RecordError({"non_field_errors": f"Malformed JSON on line {number}: {exc}"}))
+            items.append(RecordError({"non_field_errors": f"On line {number}: {json_error(exc)}"}))
     if all(isinstance(item, RecordError) for item in items):
-        raise BodyError("Malformed NDJSON: no line is a JSON object.")
+        first = items[0].errors["non_field_errors"]  # type: ignore[union-attr]
+        raise BodyError(f"Malformed NDJSON: no line is a JSON object ({first}).")
     return items
 
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
+from django.conf import settings
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -22,6 +23,14 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from llmlog.adapters.common import Mapped, clip, key_hash, to_decimal, usage_in
+from llmlog.bodies import (
+    CONTAINERS_PER_RECORD,
+    MIN_CONTAINERS,
+    TooComplex,
+    TooManyRecords,
+    check_containers,
+    json_error,
+)
 from llmlog.ingest import BodyError, IngestResult, RecordError, UsageIn
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -78,24 +87,35 @@ SOURCE_NAMES = {
 # --- decoding ------------------------------------------------------------------------------------
 
 
-def parse_otlp(body: bytes, content_type: str) -> ExportTraceServiceRequest:
-    """The export request in either OTLP/HTTP encoding; BodyError says what does not parse."""
+def parse_otlp(body: bytes, content_type: str, *, limit: int | None = None) -> ExportTraceServiceRequest:
+    """The export request in either OTLP/HTTP encoding; BodyError says what does not parse.
+
+    At most `limit` spans (LLMLOG_MAX_RECORDS_PER_REQUEST), counted before the body is decoded into
+    messages: llmlog.bodies.TooManyRecords past it, TooComplex past the messages (or JSON objects
+    and arrays) that many spans can need.
+    """
+    limit = limit or settings.LLMLOG_MAX_RECORDS_PER_REQUEST
     message = ExportTraceServiceRequest()
     if content_type == PROTOBUF:
+        count_protobuf_spans(body, limit=limit)
         try:
             message.ParseFromString(body)
         except DecodeError as exc:
             raise BodyError(f"The body is not an OTLP ExportTraceServiceRequest protobuf: {exc}") from None
         return message
     try:
+        msgspec.json.decode(body, type=msgspec.Raw)  # syntax and depth, allocating nothing
+        check_containers(body, records=limit)
         document = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise BodyError(f"Malformed JSON: {exc}") from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise BodyError(json_error(exc)) from None
     except RecursionError:
         raise BodyError("Malformed JSON: nested too deeply to read.") from None
     if not isinstance(document, dict):
         raise BodyError("Expected an ExportTraceServiceRequest JSON object.")
-    _hex_ids_to_base64(document)
+    spans = _hex_ids_to_base64(document)
+    if spans > limit:
+        raise TooManyRecords(limit=limit, setting=MAX_RECORDS_SETTING, what="spans")
     try:
         json_format.ParseDict(document, message, ignore_unknown_fields=True)
     except json_format.ParseError as exc:
@@ -105,11 +125,115 @@ def parse_otlp(body: bytes, content_type: str) -> ExportTraceServiceRequest:
     return message
 
 
-def _hex_ids_to_base64(document: dict) -> None:
-    """OTLP/JSON writes trace and span ids as hex, where protobuf's JSON mapping expects base64."""
+MAX_RECORDS_SETTING = "LLMLOG_MAX_RECORDS_PER_REQUEST"
+TRUNCATED = "The body is not an OTLP ExportTraceServiceRequest protobuf: truncated."
+# Levels of messages in a request: request, resource spans, scope spans, span, attribute, value, and
+# then values nested in arrays and key-value lists. protobuf stops at 100; GenAI messages need a few.
+MAX_PROTOBUF_DEPTH = 32
+
+
+def _field_tables(descriptor, tables: dict | None = None) -> dict:
+    """{field number: the table of its message type} for every message field, through every type
+    reachable from `descriptor` (AnyValue holds arrays of AnyValue: the tables share one dict each)."""
+    tables = {} if tables is None else tables
+    if descriptor.full_name in tables:
+        return tables[descriptor.full_name]
+    table: dict[int, dict] = {}
+    tables[descriptor.full_name] = table
+    for field_descriptor in descriptor.fields:
+        if field_descriptor.message_type is not None:
+            table[field_descriptor.number] = _field_tables(field_descriptor.message_type, tables)
+    return table
+
+
+_REQUEST_TABLE = _field_tables(ExportTraceServiceRequest.DESCRIPTOR)
+_SPAN_TABLE = _REQUEST_TABLE[1][2][2]  # resource_spans (1) -> scope_spans (2) -> spans (2)
+
+
+def count_protobuf_spans(body: bytes, *, limit: int) -> int:
+    """The spans of a protobuf ExportTraceServiceRequest, counted on the wire before it is parsed.
+
+    protobuf allocates every message of a body before a caller can look at it: 16 MB of empty spans
+    or attributes (2 bytes each) is 8 million messages, gigabytes. So the wire format is walked
+    first, message by message, with the request's own descriptors: TooManyRecords at the first span
+    past `limit`, TooComplex past CONTAINERS_PER_RECORD messages per span at the cap, BodyError past
+    MAX_PROTOBUF_DEPTH levels. Strings, bytes and scalars are skipped by their length, not read.
+    """
+    budget = max(MIN_CONTAINERS, limit * CONTAINERS_PER_RECORD)
+    spans = messages = 0
+    stack = [(0, len(body), _REQUEST_TABLE, 0)]
+    try:
+        while stack:
+            pos, end, table, depth = stack.pop()
+            while pos < end:
+                tag = body[pos]
+                pos += 1
+                if tag & 0x80:
+                    tag, pos = _varint(body, pos - 1)
+                wire_type = tag & 7
+                if wire_type == 2:
+                    length = body[pos]
+                    pos += 1
+                    if length & 0x80:
+                        length, pos = _varint(body, pos - 1)
+                    if pos + length > end:
+                        raise BodyError(TRUNCATED)
+                    child = table.get(tag >> 3)
+                    if child is not None:
+                        messages += 1
+                        if child is _SPAN_TABLE:
+                            spans += 1
+                            if spans > limit:
+                                raise TooManyRecords(limit=limit, setting=MAX_RECORDS_SETTING, what="spans")
+                        if messages > budget:
+                            raise TooComplex(
+                                f"The body holds over {budget} protobuf messages; at most "
+                                f"{CONTAINERS_PER_RECORD} per span at the cap are read in one request."
+                            )
+                        if depth >= MAX_PROTOBUF_DEPTH:
+                            raise BodyError(f"Values nested more than {MAX_PROTOBUF_DEPTH} levels deep.")
+                        stack.append((pos, pos + length, child, depth + 1))
+                    pos += length
+                elif wire_type == 0:
+                    while body[pos] & 0x80:
+                        pos += 1
+                    pos += 1
+                elif wire_type == 1:
+                    pos += 8
+                elif wire_type == 5:
+                    pos += 4
+                else:
+                    raise BodyError(
+                        f"The body is not an OTLP ExportTraceServiceRequest protobuf: wire type {wire_type}."
+                    )
+            if pos > end:
+                raise BodyError(TRUNCATED)
+    except IndexError:
+        raise BodyError(TRUNCATED) from None
+    return spans
+
+
+def _varint(body: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = body[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise BodyError("The body is not an OTLP ExportTraceServiceRequest protobuf: a varint too long.")
+
+
+def _hex_ids_to_base64(document: dict) -> int:
+    """OTLP/JSON writes trace and span ids as hex, where protobuf's JSON mapping expects base64.
+    Returns the number of spans (counted before protobuf builds a message for each)."""
+    spans = 0
     for r, resource_spans in enumerate(_list(document, "resourceSpans", "resource_spans")):
         for s, scope_spans in enumerate(_list(resource_spans, "scopeSpans", "scope_spans")):
             for n, span in enumerate(_list(scope_spans, "spans")):
+                spans += 1
                 where = f"resourceSpans[{r}].scopeSpans[{s}].spans[{n}]"
                 if not isinstance(span, dict):
                     continue
@@ -117,6 +241,7 @@ def _hex_ids_to_base64(document: dict) -> None:
                 for k, link in enumerate(_list(span, "links")):
                     if isinstance(link, dict):
                         _convert_ids(link, f"{where}.links[{k}]")
+    return spans
 
 
 def _list(container: Any, *names: str) -> list:

@@ -20,6 +20,7 @@ from llmlog.adapters import litellm, otlp
 from llmlog.adapters.common import ingest_gateway_records, summary
 from llmlog.api.auth import HasScope, caller_of
 from llmlog.api.serializers import BulkIngestResponseSerializer
+from llmlog.bodies import TooBig
 from llmlog.ingest import BodyError, IngestResult
 
 # LiteLLM's default batch is 512 records of ~11 KB each (about 5.6 MB); 16 MiB leaves room for prompts
@@ -30,6 +31,18 @@ DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 
 def max_body_bytes() -> int:
     return getattr(settings, "LLMLOG_ADAPTER_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)
+
+
+# A 413's body: what was too big, and for a count, the setting and its value.
+TOO_BIG_ANSWER = {
+    "type": "object",
+    "properties": {
+        "detail": {"type": "string"},
+        "setting": {"type": "string", "example": "LLMLOG_MAX_RECORDS_PER_REQUEST"},
+        "max_records": {"type": "integer", "example": 10000},
+    },
+    "required": ["detail"],
+}
 
 
 class BodyTooLarge(exceptions.APIException):
@@ -68,13 +81,17 @@ def read_body(request: Request, *, limit: int) -> bytes:
     return plain
 
 
-def _bulk_status(result: IngestResult) -> int:
+def bulk_response(result: IngestResult) -> Response:
+    """A bulk answer (native and LiteLLM): 201 when something was created, 200 when every record was
+    already stored, 400 when none could be, 207 for a mix; the body is `summary`'s."""
     failed = result.count("error") + result.count("conflict")
     if not failed:
-        return status.HTTP_201_CREATED if result.count("created") else status.HTTP_200_OK
-    if failed == len(result.items):
-        return status.HTTP_400_BAD_REQUEST
-    return status.HTTP_207_MULTI_STATUS
+        code = status.HTTP_201_CREATED if result.count("created") else status.HTTP_200_OK
+    elif failed == len(result.items):
+        code = status.HTTP_400_BAD_REQUEST
+    else:
+        code = status.HTTP_207_MULTI_STATUS
+    return Response(summary(result), status=code)
 
 
 class LiteLLMIngestView(APIView):
@@ -104,7 +121,10 @@ class LiteLLMIngestView(APIView):
             400: OpenApiResponse(
                 description="Malformed body, or no record could be stored; names the field."
             ),
-            413: OpenApiResponse(description="Body too large."),
+            413: OpenApiResponse(
+                TOO_BIG_ANSWER,
+                "Body too large, or more records than LLMLOG_MAX_RECORDS_PER_REQUEST; nothing stored.",
+            ),
         },
     )
     def post(self, request: Request) -> Response:
@@ -113,12 +133,14 @@ class LiteLLMIngestView(APIView):
             items = litellm.parse_litellm_body(body)
         except BodyError as exc:
             raise exceptions.ParseError(str(exc)) from None
+        except TooBig as exc:
+            return Response(exc.as_dict(), status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
         result = ingest_gateway_records(
             records=litellm.litellm_records(items),
             org=caller_of(request).userorgid,
             source_names=litellm.SOURCE_NAMES,
         )
-        return Response(summary(result), status=_bulk_status(result))
+        return bulk_response(result)
 
 
 # gRPC codes for the google.rpc.Status that OTLP/HTTP puts in every error body.
@@ -147,7 +169,10 @@ class OTLPTracesView(APIView):
         responses={
             200: OpenApiResponse(description="ExportTraceServiceResponse, in the request's encoding."),
             400: OpenApiResponse(description="The body does not parse (a google.rpc.Status says why)."),
-            413: OpenApiResponse(description="Body too large."),
+            413: OpenApiResponse(
+                description="Body too large, or more spans than LLMLOG_MAX_RECORDS_PER_REQUEST: nothing "
+                "stored (a google.rpc.Status names the cap)."
+            ),
             415: OpenApiResponse(description="Neither application/x-protobuf nor application/json."),
         },
     )
@@ -163,6 +188,8 @@ class OTLPTracesView(APIView):
             message = otlp.parse_otlp(body, content_type)
         except BodyError as exc:
             raise exceptions.ParseError(str(exc)) from None
+        except TooBig as exc:
+            raise BodyTooLarge(str(exc)) from None
         batch = otlp.otlp_records(message)
         result = ingest_gateway_records(
             records=batch.records, org=caller_of(request).userorgid, source_names=otlp.SOURCE_NAMES

@@ -122,11 +122,18 @@ class IngestItemSerializer(serializers.Serializer):
 
 
 class BulkIngestResponseSerializer(serializers.Serializer):
+    received = serializers.IntegerField(help_text="Records in the request.")
     created = serializers.IntegerField()
     duplicates = serializers.IntegerField()
     conflicts = serializers.IntegerField()
     errors = serializers.IntegerField()
-    items = IngestItemSerializer(many=True)
+    errors_not_listed = serializers.IntegerField(
+        help_text="Items in error or conflict past the first 100, counted but not listed in `items`."
+    )
+    items = IngestItemSerializer(
+        many=True,
+        help_text="Each created or duplicate record, and the first 100 in error or conflict, by `index`.",
+    )
 
 
 class UsageAllSerializer(UsageRepresentationMixin, serializers.ModelSerializer):

@@ -17,6 +17,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from llmlog.api.adapters import TOO_BIG_ANSWER, bulk_response
 from llmlog.api.auth import HasScope, caller_of
 from llmlog.api.errors import SingleValuedQueryMixin
 from llmlog.api.pagination import UsagePagination
@@ -32,6 +33,7 @@ from llmlog.api.serializers import (
     UsageStatsSerializer,
     usage_representation,
 )
+from llmlog.bodies import TooBig
 from llmlog.edits import UsageImmutable, usage_delete, usage_update
 from llmlog.filters import (
     InvalidFilter,
@@ -190,7 +192,9 @@ class LLMUsageViewSet(
             207: OpenApiResponse(BulkIngestResponseSerializer, "Bulk with some items in error or conflict."),
             400: OpenApiResponse(description="Malformed body or invalid record; names the field."),
             409: OpenApiResponse(description="Known transno with a different payload."),
-            413: OpenApiResponse(description="Body too large."),
+            413: OpenApiResponse(
+                TOO_BIG_ANSWER, "Body too large, or more than 1000 records (LLMLOG_BULK_MAX); nothing stored."
+            ),
         },
     )
     def create(self, request: Request) -> Response:
@@ -199,8 +203,10 @@ class LLMUsageViewSet(
             result = usage_ingest(body=request.body, org=caller.userorgid)
         except BodyError as exc:
             raise exceptions.ParseError(str(exc)) from None
+        except TooBig as exc:
+            return Response(exc.as_dict(), status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
         if result.is_bulk:
-            return self._bulk_response(result)
+            return bulk_response(result)
         return self._single_response(result.items[0])
 
     def _single_response(self, item) -> Response:
@@ -214,22 +220,6 @@ class LLMUsageViewSet(
         if item.status == "created":
             return Response(usage_representation(item.row), status=status.HTTP_201_CREATED)
         return Response(usage_representation(_find_usage(item.id)), status=status.HTTP_200_OK)
-
-    def _bulk_response(self, result) -> Response:
-        counts = {
-            "created": result.count("created"),
-            "duplicates": result.count("duplicate"),
-            "conflicts": result.count("conflict"),
-            "errors": result.count("error"),
-        }
-        failed = counts["conflicts"] + counts["errors"]
-        if not failed:
-            code = status.HTTP_201_CREATED if counts["created"] else status.HTTP_200_OK
-        elif failed == len(result.items):
-            code = status.HTTP_400_BAD_REQUEST
-        else:
-            code = status.HTTP_207_MULTI_STATUS
-        return Response({**counts, "items": [item.as_dict() for item in result.items]}, status=code)
 
     @extend_schema(
         summary="Count usage records under the filters",
