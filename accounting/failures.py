@@ -148,6 +148,17 @@ def failures_resolve_posted(*, usage_ids: Iterable[UUID], by: str, now: datetime
     )
 
 
+def failure_close_for_usage(*, usage_id: UUID, reason: str, by: str, now: datetime | None = None) -> int:
+    """The usage record no longer owes anything (an operator deleted it, or corrected it to zero): its
+    open failure row is resolved, `resolved_by` saying who and why. Returns how many rows closed (0 or 1).
+    An ignored or resolved row stays as it is: an operator already decided about it."""
+    return AccountingFailure.objects.filter(usage_id=usage_id, status=AccountingFailure.Status.OPEN).update(
+        status=AccountingFailure.Status.RESOLVED,
+        resolved_at=now or timezone.now(),
+        resolved_by=f"{by}: {reason}"[:150],
+    )
+
+
 class FailureStateError(ValueError):
     """The operator's action does not apply to the failure's current status."""
 

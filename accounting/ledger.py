@@ -28,6 +28,8 @@ from django.utils import timezone
 from uuid_utils import uuid7 as uuid7_fast
 
 from accounting.models import (
+    MONEY_DIGITS,
+    MONEY_PLACES,
     MONEY_QUANTUM,
     Account,
     AccountingFailure,
@@ -50,6 +52,14 @@ class LedgerError(Exception):
 
 class AccountExists(Exception):
     """create_account for an (org, kind) that already has an account."""
+
+
+# The largest balance the column holds (Decimal(18,5)): 9,999,999,999,999.99999 either way.
+MAX_BALANCE = Decimal(10) ** (MONEY_DIGITS - MONEY_PLACES) - MONEY_QUANTUM
+
+
+class BalanceOverflow(ValueError):
+    """A transfer would take a balance past what the balance column holds (MAX_BALANCE)."""
 
 
 @dataclass(frozen=True)
@@ -512,7 +522,8 @@ def _external_transfer(
     external = _external_account(currency=account.currency)
     try:
         with transaction.atomic():
-            _lock_accounts(Q(pk__in=[account.pk, external.pk]))
+            locked = {a.pk: a for a in _lock_accounts(Q(pk__in=[account.pk, external.pk]))}
+            _check_balances({locked[account.pk]: amount, locked[external.pk]: -amount})
             txn = LedgerTransaction.objects.create(
                 kind=kind_of_transaction,
                 reference=reference,
@@ -536,6 +547,23 @@ def _external_transfer(
             raise
         return existing, False
     return txn, True
+
+
+def _check_balances(deltas: dict[Account, Decimal]) -> None:
+    """BalanceOverflow unless every locked account's balance stays within the column: PostgreSQL would
+    refuse the UPDATE (numeric field overflow, a 500) and SQLite would store a number nothing reads back
+    exactly."""
+    for account, delta in deltas.items():
+        after = account.balance + delta
+        if abs(after) > MAX_BALANCE:
+            if account.kind == Account.Kind.EXTERNAL:
+                whose = "the external (money in and out) account"
+            else:
+                whose = f"org {account.org!r}'s {account.kind} account"
+            raise BalanceOverflow(
+                f"amount: {abs(delta)} would take the balance of {whose} to {after}, past the largest "
+                f"balance the ledger holds ({MAX_BALANCE})"
+            )
 
 
 def _same_reference(kind: str, reference: str, org: str, amount: Decimal) -> LedgerTransaction | None:

@@ -10,7 +10,8 @@
   the last successful nightly backup: when it finished and how many records it moved.
 
 Access: a scrape job sends `Authorization: Bearer <LLMLOG_METRICS_TOKEN>`; an operator signed in to the
-admin as staff can open it in a browser. Anyone else gets a 401 (403 for a signed-in non-staff user).
+admin as staff with the `llmlog.view_llmusage` permission (the figures are usage figures) can open it in
+a browser. Anyone else gets a 401 (403 for a signed-in user without that permission).
 A token rather than binding to localhost, because Prometheus usually scrapes from another host and
 gunicorn serves one port for everything.
 
@@ -157,13 +158,17 @@ class UsageCollector(Collector):
         ]
 
 
+# What a session needs to read the figures: they count usage records and failures of every org.
+METRICS_PERMISSION = "llmlog.view_llmusage"
+
+
 def _allowed(request: HttpRequest) -> bool:
     token = settings.LLMLOG_METRICS_TOKEN
     scheme, _, value = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
     if token and scheme.lower() == "bearer":
         return hmac.compare_digest(value.strip().encode(), token.encode())
     user = getattr(request, "user", None)
-    return bool(user is not None and user.is_active and user.is_staff)
+    return bool(user is not None and user.is_active and user.is_staff and user.has_perm(METRICS_PERMISSION))
 
 
 @require_GET
@@ -171,7 +176,11 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     if not _allowed(request):
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:
-            return HttpResponse("Staff only.\n", status=403, content_type="text/plain")
+            return HttpResponse(
+                f"Staff with the {METRICS_PERMISSION} permission only.\n",
+                status=403,
+                content_type="text/plain",
+            )
         response = HttpResponse(
             "Send Authorization: Bearer <LLMLOG_METRICS_TOKEN>, or sign in to the admin as staff.\n",
             status=401,

@@ -15,3 +15,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast log
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # On disk, not in memory, so that a real Celery worker in another process sees the same database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+
+# Every test client calls from 127.0.0.1 and the cache outlives a test: the per-address limit on API-key
+# failures would carry one test's revoked-key calls into the next. The tests of the limit turn it on.
+LLMLOG_AUTH_FAILURE_RATE = None

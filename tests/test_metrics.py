@@ -13,6 +13,7 @@ from decimal import Decimal
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import Permission
 from django.db import DatabaseError, connection
 from django.utils import timezone
 from prometheus_client import REGISTRY
@@ -81,13 +82,18 @@ def test_an_api_key_is_not_a_metrics_credential(client, token, platform_key):
 
 
 @pytest.mark.django_db
-def test_staff_session_reads_metrics_and_plain_user_is_403(client, django_user_model):
+def test_staff_with_the_view_permission_reads_metrics_and_others_get_403(client, django_user_model):
     plain = django_user_model.objects.create_user("plain", password="pw")
     client.force_login(plain)
     assert client.get(URL).status_code == 403
 
     staff = django_user_model.objects.create_user("ops", password="pw", is_staff=True)
     client.force_login(staff)
+    refused = client.get(URL)
+    assert refused.status_code == 403 and b"llmlog.view_llmusage" in refused.content
+
+    staff.user_permissions.add(Permission.objects.get(codename="view_llmusage"))
+    client.force_login(django_user_model.objects.get(pk=staff.pk))  # a fresh permission cache
     assert "llmlog_database_up" in {name for name, _ in scrape(client)}
 
 

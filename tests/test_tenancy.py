@@ -8,7 +8,8 @@ every operation of the OpenAPI schema (and /metrics), each aimed at globex's dat
   searches its own org only; another org's record is a 404; it writes only into its own org, and only
   with the scope and role the operation needs;
 - a revoked key: 401 everywhere;
-- a platform admin key and a staff session: everything;
+- a platform admin key and a staff session holding the API's Django permissions: everything (a staff
+  session without them: tests/test_permissions.py);
 - a signed-in user who is not staff: 403 everywhere.
 
 The matrix is checked against the schema, so an operation added later fails
@@ -24,7 +25,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.test import Client
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
@@ -36,6 +37,19 @@ from tests.hardening import ACME_MARK, AMOUNTS, GATEWAY_KEYS, GLOBEX_MARK, OrgDa
 
 pytestmark = pytest.mark.django_db
 
+# What a staff session needs for every operation of the API (llmlog.api.auth.required_permission).
+STAFF_PERMISSIONS = (
+    "view_llmusage",
+    "add_llmusage",
+    "change_llmusage",
+    "delete_llmusage",
+    "view_llmusagehistory",
+    "view_account",
+    "add_account",
+    "change_account",
+    "view_accountingfailure",
+    "change_accountingfailure",
+)
 PERSONAS = ("acme", "acme_reader", "globex", "revoked", "platform", "staff", "nonstaff")
 ORG_OF = {"acme": "acme", "acme_reader": "acme", "globex": "globex"}
 
@@ -72,6 +86,8 @@ def world(db, settings) -> World:
         world.clients[persona] = client
     for persona, is_staff in (("staff", True), ("nonstaff", False)):
         user = User.objects.create_user(persona, password="x", is_staff=is_staff)
+        if is_staff:
+            user.user_permissions.set(Permission.objects.filter(codename__in=STAFF_PERMISSIONS))
         client = APIClient()
         client.force_login(user)
         world.clients[persona] = client
@@ -208,7 +224,7 @@ OPERATIONS = [
         "DELETE",
         "/api/llmusage/{id}/",
         lambda w, p: Call(f"/api/llmusage/{hot(w, p).pk}/"),
-        statuses(204, 404, acme_reader=403),
+        statuses(204, 403, globex=403),  # usage is deleted by the platform only
         writes=True,
     ),
     Operation("GET", "/api/llmusage/count/", lambda w, p: Call("/api/llmusage/count/?status=success"), READ),

@@ -7,9 +7,11 @@ Who may do what:
 - read (`read` scope): an org key sees its own org's accounts, lines and failures (another org's is a
   404); a platform key or a staff session sees every org.
 - create an account, change it, top it up, resolve or ignore a failure: a platform admin (a platform
-  key with role admin or owner, or a staff session).
+  key with role admin or owner).
 - retry a failure: a platform admin, or an org key with role admin or owner for its own org's failures
   (retrying only posts what the record says; it never writes anything off).
+- a staff session: what its Django permissions allow (`staff_permissions` of each viewset): view to
+  read, add to create an account, change to change one, top it up, retry, resolve or ignore a failure.
 """
 
 from typing import Any
@@ -36,15 +38,20 @@ from accounting.failures import (
     failure_resolve,
     get_failed_accounting_records,
 )
-from accounting.ledger import AccountExists, LedgerError, account_create, account_update, ledger_topup
+from accounting.ledger import (
+    AccountExists,
+    BalanceOverflow,
+    LedgerError,
+    account_create,
+    account_update,
+    ledger_topup,
+)
 from accounting.models import MONEY_DIGITS, MONEY_PLACES, Account, AccountingFailure, LedgerLine
-from llmlog.api.auth import Caller, HasScope, caller_of
+from llmlog.api.auth import ADMIN_ROLES, Caller, HasScope, actor_of, caller_of
 from llmlog.api.errors import SingleValuedQueryMixin
 from llmlog.api.serializers import StrictCharField, StrictRegexField
-from llmlog.models import ApiKey
 from llmlog.posting import retry_failed_accounting
 
-ADMIN_ROLES = frozenset({ApiKey.Role.ADMIN, ApiKey.Role.OWNER})
 CONFLICT = OpenApiResponse(
     {"type": "object", "properties": {"detail": {"type": "string"}}, "additionalProperties": True},
     "It exists already (an account), or the same reference was used for another amount (a top-up), "
@@ -55,16 +62,26 @@ MAX_RETRY_IDS = 1000
 MAX_FAILURE_ID = 2**63 - 1
 
 
+# An org is at most 64 characters of text that PostgreSQL can hold (no NUL, no lone surrogate).
+MAX_ORG_LENGTH = 64
+
+
 def is_platform_admin(caller: Caller) -> bool:
-    return caller.is_platform and caller.role in ADMIN_ROLES
+    return caller.is_platform_admin
 
 
-def actor_of(request: Request) -> str:
-    """Who did it, for resolved_by and created_by: the key's prefix and name, or the staff user."""
-    if isinstance(request.auth, ApiKey):
-        key = request.auth
-        return f"api key {key.key_prefix}" + (f" ({key.name})" if key.name else "")
-    return request.user.get_username()
+def checked_org(org: str) -> str:
+    """The `{org}` of a path, or a 400 naming it: a NUL or a lone surrogate would reach the database as
+    an error (a 500), and no org is longer than the column."""
+    if "\x00" in org:
+        raise exceptions.ValidationError({"org": "Must not contain NUL characters."})
+    try:
+        org.encode()
+    except UnicodeEncodeError:
+        raise exceptions.ValidationError({"org": "Must be valid UTF-8 text."}) from None
+    if len(org) > MAX_ORG_LENGTH:
+        raise exceptions.ValidationError({"org": f"At most {MAX_ORG_LENGTH} characters."})
+    return org
 
 
 class RoleForAction(permissions.BasePermission):
@@ -169,7 +186,11 @@ class LedgerLineSerializer(serializers.ModelSerializer):
     transaction_id = serializers.UUIDField()
     transaction_kind = serializers.CharField(source="transaction.kind")
     reference = serializers.CharField(source="transaction.reference")
-    usage_id = serializers.UUIDField(source="transaction.usage_id")
+    usage_id = serializers.UUIDField(
+        source="transaction.usage_id",
+        allow_null=True,
+        help_text="The usage record posted; null for a top-up.",
+    )
     memo = serializers.CharField(source="transaction.memo")
     created_at = serializers.DateTimeField(source="transaction.created_at")
 
@@ -221,8 +242,21 @@ class AccountViewSet(SingleValuedQueryMixin, viewsets.GenericViewSet):
     permission_classes = [IsAuthenticated, HasScope, RoleForAction]
     required_scopes = {"list": "read", "retrieve": "read", "lines": "read"}
     platform_admin_actions = ("create", "partial_update", "topup")
+    staff_permissions = {
+        "list": "accounting.view_account",
+        "retrieve": "accounting.view_account",
+        "lines": "accounting.view_account",
+        "create": "accounting.add_account",
+        "partial_update": "accounting.change_account",
+        "topup": "accounting.change_account",
+    }
     lookup_field = "org"
     lookup_value_regex = "[^/]+"
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        if "org" in kwargs:
+            checked_org(kwargs["org"])
 
     def get_queryset(self) -> QuerySet[Account]:
         caller = caller_of(self.request)
@@ -282,6 +316,8 @@ class AccountViewSet(SingleValuedQueryMixin, viewsets.GenericViewSet):
             )
         except LedgerError as exc:
             raise Http404(exc.message) from None
+        except BalanceOverflow as exc:
+            raise exceptions.ValidationError(_field_errors(exc)) from None
         except ValueError as exc:
             return Response({"detail": str(exc), **_field_errors(exc)}, status=status.HTTP_409_CONFLICT)
         account.refresh_from_db()
@@ -394,6 +430,14 @@ class AccountingFailureViewSet(
     required_scopes = {"list": "read", "retrieve": "read"}
     platform_admin_actions = ("resolve", "ignore")
     org_admin_actions = ("retry", "retry_many")
+    staff_permissions = {
+        "list": "accounting.view_accountingfailure",
+        "retrieve": "accounting.view_accountingfailure",
+        "retry": "accounting.change_accountingfailure",
+        "retry_many": "accounting.change_accountingfailure",
+        "resolve": "accounting.change_accountingfailure",
+        "ignore": "accounting.change_accountingfailure",
+    }
     lookup_value_regex = "[^/]+"
     filter_backends = [filters.OrderingFilter]
     ordering_fields = ["last_failed_at", "first_failed_at", "use_date", "attempts", "amount", "next_retry_at"]

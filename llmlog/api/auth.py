@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
+from llmlog.api.throttling import auth_failure_count, auth_failures_check, required_scope
 from llmlog.keys import api_key_lookup
 from llmlog.models import ApiKey, hash_api_key
 
@@ -27,13 +28,16 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         raw = self._raw_key(request)
         if raw is None:
             return None
+        auth_failures_check(request)  # an address past its failures gets a 429 before any lookup
         key = api_key_lookup(raw)
         # The lookup is an index probe on sha256(key): its timing can only tell an attacker about hashes
         # of keys they already hold, never the next character of a real key. The decision itself is still
         # made in constant time, so it stays safe whatever the lookup becomes (a cache, a prefix match).
         if key is None or not hmac.compare_digest(key.key_hash, hash_api_key(raw)):
+            auth_failure_count(request)
             raise exceptions.AuthenticationFailed("Unknown API key.")
         if key.is_revoked:
+            auth_failure_count(request)
             raise exceptions.AuthenticationFailed("This API key was revoked.")
         return KeyPrincipal(key=key), key
 
@@ -58,22 +62,63 @@ class Caller:
     userorgid: str  # "" = every org
     scopes: frozenset[str]
     role: str
+    is_session: bool = False  # a staff session: its Django permissions were checked by HasScope
 
     @property
     def is_platform(self) -> bool:
         return not self.userorgid
+
+    @property
+    def is_platform_admin(self) -> bool:
+        """A platform key with role admin or owner, or a staff session (which HasScope has already
+        held to the Django permission of the operation)."""
+        return self.is_platform and self.role in ADMIN_ROLES
+
+
+ADMIN_ROLES = frozenset({ApiKey.Role.ADMIN, ApiKey.Role.OWNER})
 
 
 def caller_of(request) -> Caller:
     if isinstance(request.auth, ApiKey):
         key = request.auth
         return Caller(userorgid=key.userorgid, scopes=frozenset(key.scopes), role=key.role)
-    # A staff session sees everything, as a platform admin.
-    return Caller(userorgid="", scopes=frozenset(ApiKey.Scope.values), role=ApiKey.Role.ADMIN)
+    # A staff session sees every org; what it may do is its Django permissions, checked by HasScope
+    # for each operation before any view code runs.
+    return Caller(
+        userorgid="", scopes=frozenset(ApiKey.Scope.values), role=ApiKey.Role.ADMIN, is_session=True
+    )
+
+
+def actor_of(request) -> str:
+    """Who did it, for audit rows, resolved_by and created_by: the key's prefix and name, or the user."""
+    if isinstance(request.auth, ApiKey):
+        key = request.auth
+        return f"api key {key.key_prefix}" + (f" ({key.name})" if key.name else "")
+    return request.user.get_username()
+
+
+# The Django permission a staff session needs, when a view does not name one for the operation: reading
+# usage (the native API and every dialect) needs view, ingest needs add, a DELETE needs delete.
+SCOPE_PERMISSIONS = {ApiKey.Scope.READ: "llmlog.view_llmusage", ApiKey.Scope.INGEST: "llmlog.add_llmusage"}
+DELETE_PERMISSION = "llmlog.delete_llmusage"
+
+
+def required_permission(request, view) -> str | None:
+    """The Django permission a staff session needs for this request: the view's `staff_permissions`
+    entry for its action (or HTTP method), else the one its scope or method implies; None when nothing
+    says (a session is then refused: an operation nobody placed is closed, not open)."""
+    operation = getattr(view, "action", None) or request.method.lower()
+    named = getattr(view, "staff_permissions", {})
+    if operation in named:
+        return named[operation]
+    if request.method == "DELETE":
+        return DELETE_PERMISSION
+    return SCOPE_PERMISSIONS.get(required_scope(request, view))
 
 
 class HasScope(permissions.BasePermission):
-    """The view's `required_scopes` maps a DRF action (or HTTP method) to the scope it needs."""
+    """An API key needs the scope of the view's `required_scopes` entry for the action (or HTTP method);
+    a staff session needs the Django permission of `required_permission` (a superuser has them all)."""
 
     message = "This API key lacks the scope this endpoint needs."
 
@@ -81,9 +126,8 @@ class HasScope(permissions.BasePermission):
         user = request.user
         if user is None or not user.is_authenticated:
             return False
-        if not isinstance(request.auth, ApiKey) and not user.is_staff:
-            self.message = "Only staff users may use the API from a browser session; use an API key."
-            return False
+        if not isinstance(request.auth, ApiKey):
+            return self._session_may(request, view, user)
         needed = required_scope(request, view)
         if needed is None:
             return True
@@ -92,10 +136,18 @@ class HasScope(permissions.BasePermission):
             return False
         return True
 
-
-def required_scope(request, view) -> str | None:
-    """The scope this request needs: the view's `required_scopes` entry for its action or HTTP method."""
-    return view.required_scopes.get(getattr(view, "action", None) or request.method.lower())
+    def _session_may(self, request, view, user) -> bool:
+        if not user.is_staff:
+            self.message = "Only staff users may use the API from a browser session; use an API key."
+            return False
+        permission = required_permission(request, view)
+        if permission is None:
+            self.message = "No Django permission grants this operation to a session; use an API key."
+            return False
+        if not user.has_perm(permission):
+            self.message = f"This operation needs the Django permission {permission!r}."
+            return False
+        return True
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):

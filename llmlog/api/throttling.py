@@ -13,6 +13,13 @@ process: building one per call, as Django's cache does, costs more than the roun
 
 The limit fails open: when the cache is unreachable, ingest goes on unthrottled (a ledger keeps records;
 it does not drop them because its rate limiter is down) and the failure is logged once per back-off.
+
+Key guessing (LLMLOG_AUTH_FAILURE_RATE): API-key failures (unknown or revoked key) are counted per client
+address in the same kind of window. Past the limit, every request from that address that carries a key
+gets a 429 with Retry-After before its key is even looked up, until the window ends: a guesser learns
+nothing more, and the database sees no more of its lookups. A clean client pays nothing: the cache is
+read only for an address this process has seen fail in the window. The admin login is django-axes'
+(settings AXES_*); its lockout answer is `admin_lockout_response`.
 """
 
 import logging
@@ -22,10 +29,10 @@ import weakref
 from django.conf import settings
 from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
+from django.http import HttpRequest, HttpResponse
 from rest_framework import exceptions
 from rest_framework.throttling import BaseThrottle
 
-from llmlog.api.auth import required_scope
 from llmlog.models import ApiKey
 
 logger = logging.getLogger(__name__)
@@ -44,6 +51,13 @@ if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return count
 """
 _scripts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # cache backend -> registered script
+
+
+def required_scope(request, view) -> str | None:
+    """The scope this request needs: the view's `required_scopes` entry for its action or HTTP method.
+    (Here, below llmlog.api.auth, which checks it: the authenticator counts key failures with this
+    module.)"""
+    return view.required_scopes.get(getattr(view, "action", None) or request.method.lower())
 
 
 class IngestRateThrottle(BaseThrottle):
@@ -108,3 +122,78 @@ def _count(key: str, *, timeout: int) -> int | None:
             exc_info=True,
         )
         return None
+
+
+# --- API-key failures per client address ------------------------------------------------------------
+
+# Addresses this process saw fail, until the end of their window (monotonic seconds): only those pay a
+# cache read before their key is looked up. Bounded: a flood of addresses clears it (each then only
+# needs one more failure to be marked again).
+_suspects: dict[str, float] = {}
+_SUSPECTS_MAX = 10_000
+
+
+def client_address(request) -> str:
+    """The socket's peer address (gunicorn's REMOTE_ADDR), never a header a client can write."""
+    return request.META.get("REMOTE_ADDR", "") or "unknown"
+
+
+def _failure_window(now: float) -> tuple[int, int, int]:
+    limit, period = settings.LLMLOG_AUTH_FAILURE_RATE
+    return limit, period, int(now // period)
+
+
+def auth_failures_check(request) -> None:
+    """Throttled (a 429 with Retry-After) when the caller's address is past its key failures."""
+    if settings.LLMLOG_AUTH_FAILURE_RATE is None:
+        return
+    address = client_address(request)
+    if _suspects.get(address, 0.0) < time.monotonic():
+        return
+    now = time.time()
+    limit, period, window = _failure_window(now)
+    try:
+        count = caches["default"].get(_failure_key(address, window))
+    except Exception:
+        return  # fails open, as the ingest limit does (its _count logs an unreachable cache)
+    if count is None or count <= limit:
+        return
+    wait = (window + 1) * period - now
+    raise exceptions.Throttled(
+        wait=wait,
+        detail=(
+            f"More than {limit} requests with an unknown or revoked API key came from this address per "
+            f"{PERIOD_NAMES.get(period, f'{period}s')} (LLMLOG_AUTH_FAILURE_RATE); retry in "
+            f"{max(1, round(wait))} s."
+        ),
+    )
+
+
+def auth_failure_count(request) -> None:
+    """Count one API-key failure against the caller's address."""
+    if settings.LLMLOG_AUTH_FAILURE_RATE is None:
+        return
+    address = client_address(request)
+    now = time.time()
+    _limit, period, window = _failure_window(now)
+    if len(_suspects) >= _SUSPECTS_MAX:
+        _suspects.clear()
+    _suspects[address] = time.monotonic() + (window + 1) * period - now
+    _count(_failure_key(address, window), timeout=period + 1)
+
+
+def _failure_key(address: str, window: int) -> str:
+    return f"throttle:auth-failures:{address}:{window}"
+
+
+def admin_lockout_response(request: HttpRequest, original_response=None, credentials=None) -> HttpResponse:
+    """django-axes' answer to a locked-out admin login (AXES_LOCKOUT_CALLABLE): a 429 that says when to
+    come back, in Retry-After and in words."""
+    seconds = int(settings.AXES_COOLOFF_TIME.total_seconds())
+    response = HttpResponse(
+        f"Too many failed logins from this address: try again in {max(1, seconds // 60)} minutes.\n",
+        status=429,
+        content_type="text/plain; charset=utf-8",
+    )
+    response["Retry-After"] = str(seconds)
+    return response

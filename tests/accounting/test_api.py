@@ -1,7 +1,7 @@
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -190,6 +190,59 @@ def test_a_topup_of_an_org_without_account_is_a_404(api, platform_key):
 def test_an_org_key_cannot_top_up_even_its_own_account(api, accounts, acme_admin_key):
     assert post(api, "/api/accounts/acme/topup", acme_admin_key, {"amount": "100"}).status_code == 403
     assert balance("acme") == Decimal(5)
+
+
+@pytest.mark.parametrize("path", ["a%00b/", "a%00b/lines", "a%00b/topup", "a%ED%A0%80b/", "x" * 65 + "/"])
+def test_a_nul_or_bad_org_in_the_path_is_a_400_naming_org(api, accounts, platform_key, path):
+    url = f"/api/accounts/{path}"
+    response = (
+        post(api, url, platform_key, {"amount": "1"})
+        if path.endswith("topup")
+        else (api.get(url, **bearer(platform_key)))
+    )
+
+    assert response.status_code in (400, 404), response.content[:300]
+    assert response["Content-Type"].startswith("application/json")
+    if response.status_code == 400:
+        assert "org" in response.json()
+
+
+def test_a_nul_org_in_the_path_is_refused_for_an_org_key_too(api, accounts, acme_key):
+    assert api.get("/api/accounts/a%00b/lines", **bearer(acme_key)).status_code == 400
+
+
+def test_a_topup_that_would_overflow_the_balance_is_a_400_naming_it(api, accounts, platform_key):
+    big = "9999999999999.99999"  # the largest balance Decimal(18,5) holds
+
+    first = post(api, "/api/accounts/acme/topup", platform_key, {"amount": "9999999999980"})
+    over = post(api, "/api/accounts/acme/topup", platform_key, {"amount": "100"})
+    too_big = post(api, "/api/accounts/acme/topup", platform_key, {"amount": "99999999999999"})
+
+    assert first.status_code == 201
+    assert over.status_code == 400 and "amount" in over.json()
+    assert big in over.json()["amount"] and "balance" in over.json()["amount"]
+    assert too_big.status_code == 400 and "amount" in too_big.json()
+    assert balance("acme") == Decimal("9999999999985")
+
+
+def test_topups_that_would_overflow_the_external_account_are_refused(api, platform_key):
+    make_accounts(customers=("acme", "globex"), funds=Decimal(0))
+    assert post(api, "/api/accounts/acme/topup", platform_key, {"amount": "9999999999999"}).status_code == 201
+
+    refused = post(api, "/api/accounts/globex/topup", platform_key, {"amount": "5"})
+
+    assert refused.status_code == 400 and "external" in refused.json()["amount"]
+    assert balance("globex") == Decimal(0)
+
+
+def test_ledger_lines_declare_usage_id_nullable_and_top_ups_answer_null(api, accounts, acme_key):
+    schema = api.get("/api/schema/?format=json", **bearer(acme_key)).json()
+    line = schema["components"]["schemas"]["LedgerLine"]["properties"]
+
+    lines = api.get("/api/accounts/acme/lines", **bearer(acme_key)).json()["results"]
+
+    assert line["usage_id"].get("nullable") is True
+    assert lines and all(row["usage_id"] is None for row in lines if row["transaction_kind"] == "topup")
 
 
 def test_a_platform_admin_freezes_an_account_and_changes_its_limit(api, accounts, platform_key):
@@ -397,14 +450,20 @@ def test_an_org_admin_cannot_write_off_a_failure(api, failures, acme_admin_key, 
     assert AccountingFailure.objects.get(pk=failures["acme-1"].pk).status == "open"
 
 
-def test_a_staff_session_is_a_platform_admin(api, failures):
+def test_a_staff_session_acts_by_its_django_permissions(api, failures):
     staff = User.objects.create_user("ops", password="pw", is_staff=True)
     api.force_login(staff)
+    url = f"/api/accounting-failures/{failures['acme-1'].pk}/resolve"
 
+    assert api.get("/api/accounting-failures/").status_code == 403
+    staff.user_permissions.add(Permission.objects.get(codename="view_accountingfailure"))
     listed = api.get("/api/accounting-failures/")
-    resolved = api.post(f"/api/accounting-failures/{failures['acme-1'].pk}/resolve")
+    refused = api.post(url)
+    staff.user_permissions.add(Permission.objects.get(codename="change_accountingfailure"))
+    resolved = api.post(url)
 
     assert listed.json()["count"] == 3
+    assert refused.status_code == 403 and "change_accountingfailure" in refused.json()["detail"]
     assert resolved.json()["resolved_by"] == "ops"
 
 

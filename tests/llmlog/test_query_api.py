@@ -11,7 +11,7 @@ from django.db import connection
 from django.utils import timezone
 
 from llmlog.api.pagination import UsagePagination
-from llmlog.models import LLMUsage, LLMUsageHistory
+from llmlog.models import LLMUsageHistory
 from llmlog.rollups import build_usage_rollups
 from tests.conftest import bearer
 from tests.llmlog.usage_records import make_usage, move_to_history
@@ -326,17 +326,17 @@ def test_every_read_answers_the_same_before_and_after_the_move_to_history(api, a
     assert before[1]["count"] == 4
 
 
-# --- PATCH and DELETE ----------------------------------------------------------------------------
+# --- PATCH and DELETE (who may: tests/llmlog/test_edits.py) ----------------------------------------
 
 
-def test_an_admin_corrects_a_pending_record(api, acme_admin_key):
+def test_a_platform_admin_corrects_a_pending_record(api, platform_key):
     record = make_usage(accounting_status="pending")
 
     response = api.patch(
         f"/api/llmusage/{record.pk}/",
         {"amount": "0.5", "feature": "agent"},
         format="json",
-        **bearer(acme_admin_key),
+        **bearer(platform_key),
     )
 
     assert response.status_code == 200
@@ -345,24 +345,34 @@ def test_an_admin_corrects_a_pending_record(api, acme_admin_key):
     assert record.amount == Decimal("0.5") and record.accounting_status == "pending"
 
 
-def test_a_skipped_record_given_an_amount_goes_back_to_pending(api, acme_admin_key):
+def test_an_org_admin_corrects_descriptive_fields_of_its_own_record(api, acme_admin_key):
+    record = make_usage(accounting_status="pending")
+
+    response = api.patch(
+        f"/api/llmusage/{record.pk}/", {"feature": "agent"}, format="json", **bearer(acme_admin_key)
+    )
+
+    assert response.status_code == 200 and response.json()["feature"] == "agent"
+
+
+def test_a_skipped_record_given_an_amount_goes_back_to_pending(api, platform_key):
     record = make_usage(accounting_status="skipped", amount=Decimal(0), cost=Decimal(0))
 
-    api.patch(f"/api/llmusage/{record.pk}/", {"amount": "1"}, format="json", **bearer(acme_admin_key))
+    api.patch(f"/api/llmusage/{record.pk}/", {"amount": "1"}, format="json", **bearer(platform_key))
 
     record.refresh_from_db()
     assert record.accounting_status == "pending"
 
 
-def test_an_accounted_record_is_immutable(api, acme_admin_key):
+def test_an_accounted_record_is_immutable(api, platform_key):
     record = make_usage(accounting_status="accounted")
     moved = make_usage(accounting_status="skipped")
     move_to_history(moved)
 
     for target in (record, moved):
         url = f"/api/llmusage/{target.pk}/"
-        assert api.patch(url, {"amount": "9"}, format="json", **bearer(acme_admin_key)).status_code == 409
-        assert api.delete(url, **bearer(acme_admin_key)).status_code == 409
+        assert api.patch(url, {"amount": "9"}, format="json", **bearer(platform_key)).status_code == 409
+        assert api.delete(url, **bearer(platform_key)).status_code == 409
     record.refresh_from_db()
     assert record.amount == Decimal("0.01")
 
@@ -372,12 +382,15 @@ def test_only_owner_or_admin_keys_of_the_org_may_change_records(api, acme_key, a
     url = f"/api/llmusage/{record.pk}/"
     globex_admin = make_key(org="globex", role="admin")
 
-    assert api.patch(url, {"amount": "1"}, format="json", **bearer(acme_key)).status_code == 403  # member
-    assert api.delete(url, **bearer(acme_reader_key)).status_code == 403  # no ingest scope
-    assert api.patch(url, {"amount": "1"}, format="json", **bearer(globex_admin)).status_code == 404
-    assert api.delete(url, **bearer(globex_admin)).status_code == 404
-    assert api.delete(url, **bearer(make_key(org="acme", role="owner"))).status_code == 204
-    assert not LLMUsage.objects.filter(pk=record.pk).exists()
+    assert api.patch(url, {"feature": "x"}, format="json", **bearer(acme_key)).status_code == 403  # member
+    assert api.patch(url, {"feature": "x"}, format="json", **bearer(acme_reader_key)).status_code == 403
+    assert api.patch(url, {"feature": "x"}, format="json", **bearer(globex_admin)).status_code == 404
+    assert (
+        api.patch(url, {"feature": "x"}, format="json", **bearer(make_key(org="", role="member"))).status_code
+        == 403
+    )
+    record.refresh_from_db()
+    assert record.feature != "x"
 
 
 @pytest.mark.parametrize(
@@ -390,19 +403,19 @@ def test_only_owner_or_admin_keys_of_the_org_may_change_records(api, acme_key, a
         ({}, "non_field_errors"),
     ],
 )
-def test_bad_corrections_are_a_400_naming_the_field(api, acme_admin_key, body, named):
+def test_bad_corrections_are_a_400_naming_the_field(api, platform_key, body, named):
     record = make_usage(accounting_status="pending")
 
-    response = api.patch(f"/api/llmusage/{record.pk}/", body, format="json", **bearer(acme_admin_key))
+    response = api.patch(f"/api/llmusage/{record.pk}/", body, format="json", **bearer(platform_key))
 
     assert response.status_code == 400
     assert named in response.json()
 
 
-def test_patch_and_delete_of_a_bad_id(api, acme_admin_key):
-    assert api.delete("/api/llmusage/nope/", **bearer(acme_admin_key)).status_code == 400
+def test_patch_and_delete_of_a_bad_id(api, platform_key):
+    assert api.delete("/api/llmusage/nope/", **bearer(platform_key)).status_code == 400
     missing = "01a20000-0000-7000-8000-000000000000"
-    assert api.delete(f"/api/llmusage/{missing}/", **bearer(acme_admin_key)).status_code == 404
+    assert api.delete(f"/api/llmusage/{missing}/", **bearer(platform_key)).status_code == 404
 
 
 # --- history -------------------------------------------------------------------------------------

@@ -188,8 +188,8 @@ def test_correcting_or_deleting_a_record_rebuilds_its_hour(hours_ago):
     gone = make_usage(use_time=hours_ago(4), accounting_status="failed")
     build_usage_rollups()
 
-    usage_update(id=record.pk, changes={"amount": Decimal("5")})
-    usage_delete(id=gone.pk)
+    usage_update(id=record.pk, changes={"amount": Decimal("5")}, actor="test")
+    usage_delete(id=gone.pk, actor="test")
 
     bucket = UsageRollup.objects.get()
     assert bucket.requests == 1 and bucket.amount == Decimal("5")
