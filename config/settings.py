@@ -146,6 +146,8 @@ LOGGING = {
         # one under DEBUG): every 4xx/5xx was printed twice, once as text. Only the root's JSON handler.
         "django": {"handlers": [], "level": "INFO", "propagate": True},
         "django.server": {"handlers": [], "level": "INFO", "propagate": True},
+        # django-axes says INFO on every login (attempts reset) and failure; its lockouts are WARNINGs.
+        "axes": {"level": "WARNING"},
     },
 }
 
@@ -323,6 +325,8 @@ AXES_LOCKOUT_CALLABLE = "llmlog.api.throttling.admin_lockout_response"
 AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
 # Successful logins are in the admin's own history; no access-log row per login.
 AXES_DISABLE_ACCESS_LOG = True
+AXES_VERBOSE = False  # its start-up banner
 
-# /metrics: a Prometheus scrape job sends `Authorization: Bearer <token>`; staff sessions need none.
+# /metrics: a Prometheus scrape job sends `Authorization: Bearer <token>`; a staff session needs the
+# llmlog.view_llmusage permission.
 LLMLOG_METRICS_TOKEN = env_str("LLMLOG_METRICS_TOKEN") or None

@@ -10,9 +10,10 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
 from accounting.admin import AccountingFailureAdmin, TextSafeAdmin, reasons, too_many
@@ -23,7 +24,7 @@ from llmlog.csv_export import CsvColumn, CsvExportMixin
 from llmlog.edits import UsageImmutable, usage_delete, usage_update
 from llmlog.filters import InvalidFilter
 from llmlog.keys import api_key_revoke
-from llmlog.models import AccountingStatus, ApiKey, JobRun, LLMUsage, LLMUsageHistory, ModelPrice
+from llmlog.models import AccountingStatus, ApiKey, JobRun, LLMUsage, LLMUsageHistory, ModelPrice, UsageAudit
 from llmlog.posting import retry_failed_accounting
 from llmlog.selectors import usage_search
 
@@ -92,6 +93,8 @@ USAGE_FIELDSETS = (
     ("Request and response, tags", {"fields": ("ioinfo", "metadata"), "classes": ("collapse",)}),
 )
 USAGE_FIELDS = tuple(name for _, options in USAGE_FIELDSETS for name in options["fields"])
+# The change page of a hot record lists its audit trail (llmlog.edits writes it).
+AUDIT_SHOWN = 20
 # What an operator may correct on a record not yet accounted (as PATCH /api/llmusage/{id}/): token
 # counts are what the provider reported, and the rest is identity or bookkeeping.
 USAGE_EDITABLE_FIELDS = (
@@ -208,8 +211,36 @@ class LLMUsageAdmin(UsageAdminBase):
     """The hot table. A record not yet accounted can be corrected or deleted (llmlog.edits); an
     accounted one is part of the ledger and is read-only."""
 
+    fieldsets = (*USAGE_FIELDSETS, ("Audit", {"fields": ("audit_trail",)}))
+
     def get_readonly_fields(self, request: HttpRequest, obj: LLMUsage | None = None) -> tuple:
-        return tuple(name for name in USAGE_FIELDS if name not in USAGE_EDITABLE_FIELDS)
+        return (*(name for name in USAGE_FIELDS if name not in USAGE_EDITABLE_FIELDS), "audit_trail")
+
+    @admin.display(description="changes")
+    def audit_trail(self, usage: LLMUsage) -> str:
+        """The operators' changes to this record, newest first (llmusage_audit_usage_idx)."""
+        rows = list(UsageAudit.objects.filter(usage_id=usage.pk).order_by("-at")[:AUDIT_SHOWN])
+        if not rows:
+            return "none"
+        return format_html(
+            '<ul>{}</ul><a href="{}?usage_id={}">every change of this record</a>',
+            format_html_join(
+                "",
+                '<li><a href="{}">{} by {} at {}</a>: {}</li>',
+                (
+                    (
+                        reverse("admin:llmlog_usageaudit_change", args=[row.pk]),
+                        row.action,
+                        row.actor,
+                        row.at.isoformat(timespec="seconds"),
+                        ", ".join(sorted(row.before)),
+                    )
+                    for row in rows
+                ),
+            ),
+            reverse("admin:llmlog_usageaudit_changelist"),
+            usage.pk,
+        )
 
     def get_actions(self, request: HttpRequest) -> dict:
         actions = super().get_actions(request)
@@ -229,13 +260,13 @@ class LLMUsageAdmin(UsageAdminBase):
         if not changes:
             return
         try:
-            usage_update(id=obj.pk, changes=changes)
+            usage_update(id=obj.pk, changes=changes, actor=request.user.get_username())
         except UsageImmutable as exc:
             self.message_user(request, f"Not changed: {exc}", level=messages.ERROR)
 
     def delete_model(self, request: HttpRequest, obj: LLMUsage) -> None:
         try:
-            usage_delete(id=obj.pk)
+            usage_delete(id=obj.pk, actor=request.user.get_username())
         except UsageImmutable as exc:
             self.message_user(request, f"Not deleted: {exc}", level=messages.ERROR)
 
@@ -282,15 +313,67 @@ class ApiKeyAdmin(TextSafeAdmin):
         return obj is None and super().has_change_permission(request)
 
     def save_model(self, request, obj: ApiKey, form, change: bool) -> None:
-        raw = obj.assign_new_secret()
+        obj._new_raw_key = obj.assign_new_secret()  # never stored: response_add shows it, then it is gone
         super().save_model(request, obj, form, change)
-        messages.warning(request, f"The new API key, shown this once: {raw}")
+
+    def response_add(self, request, obj: ApiKey, post_url_continue=None) -> HttpResponse:
+        """The new key, shown once on this page: not in a message (Django keeps messages in a cookie),
+        not in a redirect's URL, not cached."""
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "New API key",
+            "opts": self.opts,
+            "key": obj,
+            "raw_key": obj._new_raw_key,
+        }
+        response = TemplateResponse(request, "admin/llmlog/apikey/created.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
 
     @admin.action(description="Revoke the selected keys")
     def revoke(self, request, queryset) -> None:
         for key in queryset:
             api_key_revoke(key=key)
         self.message_user(request, f"Revoked {queryset.count()} key(s).")
+
+
+@admin.register(UsageAudit)
+class UsageAuditAdmin(TextSafeAdmin):
+    """Who changed or deleted which usage record, when, and the fields before and after: read-only."""
+
+    list_display = ("at", "action", "transno", "userorgid", "actor", "usage", "fields_changed")
+    list_filter = ("action",)
+    # Exact: the trail of one record, org or operator.
+    search_fields = ("=transno", "=userorgid", "=actor")
+    search_help_text = "Exact transno, userorgid or actor; ?usage_id=<uuid> for one record's trail."
+    date_hierarchy = "at"
+    ordering = ("-at",)
+    list_per_page = 50
+    fields = ("at", "action", "usage_id", "transno", "userorgid", "actor", "before", "after")
+    readonly_fields = fields
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        return lookup == "usage_id" or super().lookup_allowed(lookup, value, request)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="usage record")
+    def usage(self, row: UsageAudit) -> str:
+        if row.action == UsageAudit.Action.DELETE:
+            return f"{row.usage_id} (deleted)"
+        url = reverse("admin:llmlog_llmusage_change", args=[row.usage_id])
+        return format_html('<a href="{}">{}</a>', url, row.usage_id)
+
+    @admin.display(description="fields")
+    def fields_changed(self, row: UsageAudit) -> str:
+        return "whole record" if row.action == UsageAudit.Action.DELETE else ", ".join(sorted(row.before))
 
 
 @admin.register(JobRun)

@@ -18,7 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from llmlog.api.adapters import TOO_BIG_ANSWER, bulk_response
-from llmlog.api.auth import HasScope, caller_of
+from llmlog.api.auth import Caller, HasScope, actor_of, caller_of
 from llmlog.api.errors import SingleValuedQueryMixin
 from llmlog.api.pagination import UsagePagination
 from llmlog.api.schema import openapi_schema
@@ -34,7 +34,7 @@ from llmlog.api.serializers import (
     usage_representation,
 )
 from llmlog.bodies import TooBig
-from llmlog.edits import UsageImmutable, usage_delete, usage_update
+from llmlog.edits import MONEY_FIELDS, UsageImmutable, usage_delete, usage_update
 from llmlog.filters import (
     InvalidFilter,
     UsageFilter,
@@ -177,6 +177,9 @@ class LLMUsageViewSet(
         "partial_update": "ingest",
         "destroy": "ingest",
     }
+    # A staff session's Django permission per action; read actions need view_llmusage, ingest
+    # add_llmusage (llmlog.api.auth.required_permission).
+    staff_permissions = {"partial_update": "llmlog.change_llmusage", "destroy": "llmlog.delete_llmusage"}
 
     def get_queryset(self) -> QuerySet[UsageAll]:
         return usage_records(org=caller_of(self.request).userorgid)
@@ -281,41 +284,60 @@ class LLMUsageViewSet(
         return Response(usage_rpm_tpm(queryset=queryset))
 
     @extend_schema(
-        summary="Correct a record not yet accounted (owner or admin role)",
+        summary="Correct a record not yet accounted (owner or admin role; money fields: platform admin)",
+        description="An org key with role owner or admin corrects its own org's records; `amount`, "
+        "`cost` and `ownerid` (what the record says about money) only a platform admin changes. "
+        "Every change is audited (llmusage_audit).",
         request=UsagePatchSerializer,
         responses={
             200: UsageAllSerializer,
             400: BAD_INPUT,
-            403: OpenApiResponse(description="Not an owner or admin key with the ingest scope."),
+            403: OpenApiResponse(
+                description="Not an owner or admin key with the ingest scope, or a money field sent by "
+                "an org key."
+            ),
             404: NOT_FOUND,
             409: OpenApiResponse(description="The record is accounted (or in history): immutable."),
         },
     )
     def partial_update(self, request: Request, pk: str) -> Response:
         caller = self._editor(request, pk)
+        sent = set(request.data) if isinstance(request.data, dict) else set()
+        money = sorted(sent & MONEY_FIELDS)
+        if money and not caller.is_platform_admin:
+            raise exceptions.PermissionDenied(
+                f"{', '.join(money)}: money fields; only a platform admin (a platform key with role admin "
+                "or owner) may change them."
+            )
         changes = UsagePatchSerializer(data=request.data, partial=True)
         changes.is_valid(raise_exception=True)
         with _edit_errors():
-            usage_update(org=caller.userorgid, id=pk, changes=changes.validated_data)
+            usage_update(org=caller.userorgid, id=pk, changes=changes.validated_data, actor=actor_of(request))
         return Response(usage_representation(usage_record(org=caller.userorgid, id=pk)))
 
     @extend_schema(
-        summary="Delete a record not yet accounted (owner or admin role)",
+        summary="Delete a record not yet accounted (platform admin)",
+        description="Audited (llmusage_audit keeps the whole record); its open accounting failure closes.",
         responses={
             204: None,
             400: BAD_INPUT,
-            403: OpenApiResponse(description="Not an owner or admin key with the ingest scope."),
+            403: OpenApiResponse(description="Not a platform admin: an org key never deletes usage."),
             404: NOT_FOUND,
             409: OpenApiResponse(description="The record is accounted (or in history): immutable."),
         },
     )
     def destroy(self, request: Request, pk: str) -> Response:
         caller = self._editor(request, pk)
+        if not caller.is_platform_admin:
+            raise exceptions.PermissionDenied(
+                "Only a platform admin (a platform key with role admin or owner) may delete a usage "
+                "record; an org key may correct its own records' descriptive fields with PATCH."
+            )
         with _edit_errors():
-            usage_delete(org=caller.userorgid, id=pk)
+            usage_delete(org=caller.userorgid, id=pk, actor=actor_of(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    def _editor(self, request: Request, pk: str):
+    def _editor(self, request: Request, pk: str) -> Caller:
         _check_uuid(pk)
         caller = caller_of(request)
         if caller.role not in EDITOR_ROLES:
@@ -348,6 +370,7 @@ class LLMUsageHistoryViewSet(
     pagination_class = UsagePagination
     permission_classes = [IsAuthenticated, HasScope]
     required_scopes = {"list": "read", "retrieve": "read", "count": "read"}
+    staff_permissions = dict.fromkeys(required_scopes, "llmlog.view_llmusagehistory")
 
     def get_queryset(self) -> QuerySet[LLMUsageHistory]:
         return history_records(org=caller_of(self.request).userorgid)
