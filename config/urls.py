@@ -31,6 +31,10 @@ urlpatterns = [
     re_path(r"^api/ingest/litellm/?$", LiteLLMIngestView.as_view(), name="ingest-litellm"),
     path("api/ingest/otlp/v1/traces", OTLPTracesView.as_view(), name="ingest-otlp"),
     path("v1/traces", OTLPTracesView.as_view(), name="otlp-traces"),
+    # Writes answer with or without the trailing slash, never with APPEND_SLASH's redirect (a client
+    # follows it as a GET and the spans are lost); the other spelling stays out of the schema.
+    path("api/ingest/otlp/v1/traces/", OTLPTracesView.as_view(schema=None), name="ingest-otlp-slash"),
+    path("v1/traces/", OTLPTracesView.as_view(schema=None), name="otlp-traces-slash"),
     # Last: any other path under /api/ or /v1/ is a JSON 404, with DEBUG on as well (handler404 below
     # runs only with DEBUG off).
     re_path(r"^(?:api|v1)/(?P<rest>.*)$", api_not_found_view, name="api-not-found"),

@@ -2,7 +2,10 @@ from rest_framework.routers import SimpleRouter
 
 from llmlog.api.views import LLMUsageHistoryViewSet, LLMUsageViewSet
 
+# Every route answers with or without its trailing slash: a client that drops it must not get
+# APPEND_SLASH's redirect, which turns a POST into a GET and loses the record.
 router = SimpleRouter()
+router.trailing_slash = "/?"  # DRF's constructor takes only True/False; the regex is what it builds with
 router.register("llmusage", LLMUsageViewSet, basename="llmusage")
 router.register("llmusage-history", LLMUsageHistoryViewSet, basename="llmusage-history")
 

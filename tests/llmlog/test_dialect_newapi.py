@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.db import connection
 from django.utils import timezone
 
@@ -422,6 +423,7 @@ def test_the_schema_describes_every_new_api_endpoint(api):
 def test_a_staff_session_is_new_apis_admin(api, django_user_model):
     ingest(usage_payload(), usage_payload(userorgid="globex"))
     staff = django_user_model.objects.create_user("operator", password="x", is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_llmusage"))  # sessions obey them
     api.force_login(staff)
 
     response = api.get("/api/log/?start_timestamp=1")
