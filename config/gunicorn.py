@@ -21,6 +21,9 @@ from pathlib import Path
 
 _var = Path(os.environ.get("LLMLOG_VAR_DIR") or Path(__file__).resolve().parent.parent / "var")
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(_var / "prometheus"))
+# Made here too, not only in on_starting: `gunicorn --check-config` (deploy/, tests/test_deploy.py) loads the
+# app without starting, and prometheus_client needs the directory to exist.
+Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 
 accesslog = None
 
