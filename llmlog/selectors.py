@@ -187,8 +187,9 @@ def _fetch_one(sql: str, params: list[Any], *, org: str) -> tuple | None:
 
 
 # The planner's row estimate of each named table; a partitioned table (llmusage_history on PostgreSQL)
-# has none of its own, so its partitions' are summed. reltuples is -1 for a table never analysed: an
-# empty one (no pages) counts 0, one with rows makes the answer NULL.
+# has none of its own, so its partitions' are summed. reltuples is -1 for a table never analysed: with
+# no pages it reads 0 (relpages too is only set by VACUUM or ANALYZE, so rows may be there: usage_count
+# counts below its floor), with pages the answer is NULL.
 _ESTIMATE_SQL = """
     WITH tables AS (
         SELECT c.relname, COALESCE(part.oid, c.oid) AS oid
@@ -203,20 +204,37 @@ _ESTIMATE_SQL = """
 """
 
 
+# Below this many rows an estimate is not worth giving: counting them costs about as much as reading
+# the statistics, and a table's statistics can say 0 (or nothing) while it holds rows: never analysed
+# (reltuples -1, relpages 0 until the first VACUUM), or analysed while empty and filled since.
+COUNT_ESTIMATE_FLOOR = 10_000
+
+
 def usage_count(*, queryset: QuerySet, estimate: bool = False) -> dict[str, Any]:
     """{count, estimated}. With `estimate` (the caller asks for a whole table, unfiltered) PostgreSQL
-    answers from the planner's statistics instead of counting every row, and says so; elsewhere, or
-    when the table was never analysed, the count is exact."""
-    if estimate and connection.vendor == "postgresql":
-        model = queryset.model
-        tables = ["llmusage", "llmusage_history"] if model is UsageAll else [model._meta.db_table]
-        with connection.cursor() as cursor:
-            cursor.execute(_ESTIMATE_SQL, [tables])
-            estimates = [row[0] for row in cursor.fetchall()]
-        # NULL when a table (or a partition holding rows) was never vacuumed or analysed: no estimate.
-        if len(estimates) == len(tables) and all(value is not None for value in estimates):
-            return {"count": int(sum(estimates)), "estimated": True}
-    return {"count": queryset.order_by().count(), "estimated": False}
+    answers from the planner's statistics instead of counting every row, and says so; elsewhere the
+    count is exact.
+
+    An estimate is never 0 for a table that has rows: below COUNT_ESTIMATE_FLOOR, or without
+    statistics, the rows are counted up to the floor (a COUNT over a LIMIT, bounded work): fewer is the
+    exact count, more is at least the floor, still `estimated`.
+    """
+    if not (estimate and connection.vendor == "postgresql"):
+        return {"count": queryset.order_by().count(), "estimated": False}
+    model = queryset.model
+    tables = ["llmusage", "llmusage_history"] if model is UsageAll else [model._meta.db_table]
+    with connection.cursor() as cursor:
+        cursor.execute(_ESTIMATE_SQL, [tables])
+        estimates = [row[0] for row in cursor.fetchall()]
+    # NULL when a table (or a partition holding rows) was never vacuumed or analysed: no estimate.
+    known = len(estimates) == len(tables) and all(value is not None for value in estimates)
+    planned = int(sum(estimates)) if known else 0
+    if planned >= max(COUNT_ESTIMATE_FLOOR, 1):
+        return {"count": planned, "estimated": True}
+    counted = queryset.order_by()[: COUNT_ESTIMATE_FLOOR + 1].count()
+    if counted <= COUNT_ESTIMATE_FLOOR:
+        return {"count": counted, "estimated": False}
+    return {"count": max(planned, counted), "estimated": True}
 
 
 def usage_search(*, queryset: QuerySet, keyword: str) -> QuerySet:

@@ -241,8 +241,50 @@ def test_unfiltered_count_for_the_platform(api, platform_key):
 
     body = get(api, "/api/llmusage/count/", platform_key).json()
 
-    assert body == {"count": 4, "estimated": connection.vendor == "postgresql"}
+    # Under selectors.COUNT_ESTIMATE_FLOOR rows are counted: exact, whatever the statistics say.
+    assert body == {"count": 4, "estimated": False}
     assert get(api, "/api/llmusage-history/count/", platform_key).json()["count"] == 1
+
+
+def _statistics_say(*, reltuples: int, relpages: int) -> None:
+    """Make the planner's statistics of both usage tables (and history's partitions) say this, as they
+    do for a table never analysed (-1, 0) or analysed while empty (0, 0); rolled back with the test."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE pg_class SET reltuples = %s, relpages = %s WHERE relname LIKE 'llmusage%%' "
+            "AND relkind IN ('r', 'p')",
+            [reltuples, relpages],
+        )
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(("reltuples", "relpages"), [(-1, 0), (0, 0), (-1, 3)])
+def test_an_unfiltered_count_is_never_0_for_a_table_with_rows(api, platform_key, reltuples, relpages):
+    for _ in range(3):
+        make_usage()
+    move_to_history(make_usage())
+    _statistics_say(reltuples=reltuples, relpages=relpages)
+
+    assert get(api, "/api/llmusage/count/", platform_key).json() == {"count": 4, "estimated": False}
+    assert get(api, "/api/llmusage-history/count/", platform_key).json() == {"count": 1, "estimated": False}
+    listed = api.post("/api/llm-log/count", "{}", content_type="application/json", **bearer(platform_key))
+    assert listed.json() == {"count": 4}
+    newapi = get(api, "/api/log/", platform_key).json()["data"]
+    assert (newapi["total"], newapi.get("total_is_estimate")) == (4, None)
+
+
+@pytest.mark.postgres
+def test_past_the_floor_a_count_without_statistics_is_the_floor_and_says_estimated(
+    api, platform_key, monkeypatch
+):
+    from llmlog import selectors
+
+    monkeypatch.setattr(selectors, "COUNT_ESTIMATE_FLOOR", 2)
+    for _ in range(4):
+        make_usage()
+    _statistics_say(reltuples=-1, relpages=0)
+
+    assert get(api, "/api/llmusage/count/", platform_key).json() == {"count": 3, "estimated": True}
 
 
 # --- search --------------------------------------------------------------------------------------

@@ -169,7 +169,9 @@ def test_count_is_exact_when_filtered_or_off_postgresql():
 
 
 @pytest.mark.postgres
-def test_unfiltered_count_on_postgresql_is_the_planner_estimate_and_says_so():
+def test_unfiltered_count_on_postgresql_is_the_planner_estimate_and_says_so(monkeypatch):
+    # Estimates start at selectors.COUNT_ESTIMATE_FLOOR rows (fewer are counted): lowered to 1 here.
+    monkeypatch.setattr("llmlog.selectors.COUNT_ESTIMATE_FLOOR", 1)
     for _ in range(5):
         make_usage()
     move_to_history(make_usage(), make_usage())
