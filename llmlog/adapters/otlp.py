@@ -192,7 +192,12 @@ def count_protobuf_spans(body: bytes, *, limit: int) -> int:
                             )
                         if depth >= MAX_PROTOBUF_DEPTH:
                             raise BodyError(f"Values nested more than {MAX_PROTOBUF_DEPTH} levels deep.")
-                        stack.append((pos, pos + length, child, depth + 1))
+                        # Depth first: the rest of this message waits on the stack, which so never
+                        # holds more than MAX_PROTOBUF_DEPTH entries (a million siblings would cost
+                        # a million entries breadth first).
+                        stack.append((pos + length, end, table, depth))
+                        end, table, depth = pos + length, child, depth + 1
+                        continue
                     pos += length
                 elif wire_type == 0:
                     while body[pos] & 0x80:
