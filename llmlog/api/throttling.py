@@ -156,13 +156,13 @@ def auth_failures_check(request) -> None:
         count = caches["default"].get(_failure_key(address, window))
     except Exception:
         return  # fails open, as the ingest limit does (its _count logs an unreachable cache)
-    if count is None or count <= limit:
+    if count is None or count < limit:  # after `limit` failures, the next request is refused
         return
     wait = (window + 1) * period - now
     raise exceptions.Throttled(
         wait=wait,
         detail=(
-            f"More than {limit} requests with an unknown or revoked API key came from this address per "
+            f"{limit} requests with an unknown or revoked API key came from this address in one "
             f"{PERIOD_NAMES.get(period, f'{period}s')} (LLMLOG_AUTH_FAILURE_RATE); retry in "
             f"{max(1, round(wait))} s."
         ),

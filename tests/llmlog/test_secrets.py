@@ -4,6 +4,7 @@ key; CSRF on for the admin and for session-authenticated API writes."""
 import hashlib
 import json
 import logging
+import re
 import uuid
 
 import pytest
@@ -28,6 +29,14 @@ def post(api, key: str, payload, **extra):
     return api.post(URL, data=json.dumps(payload), content_type="application/json", **bearer(key), **extra)
 
 
+def org_payload(**overrides) -> dict:
+    """A record as an org's gateway sends it: no money fields (a platform key's only), priced here."""
+    payload = usage_payload(**overrides)
+    for name in ("amount", "cost", "ownerid", "price"):
+        payload.pop(name, None)
+    return payload
+
+
 def table_text(table: str) -> str:
     """Every value of every row of `table`, as text: what a database dump would show."""
     with connection.cursor() as cursor:
@@ -50,8 +59,8 @@ def test_api_key_rows_hold_the_sha256_never_the_key():
 
 
 def test_gateway_key_is_stored_only_as_its_sha256(api, acme_key):
-    single = post(api, acme_key, usage_payload(transno="s-1", token_key=GATEWAY_KEY))
-    bulk = post(api, acme_key, [usage_payload(transno=f"b-{n}", token_key=GATEWAY_KEY) for n in range(3)])
+    single = post(api, acme_key, org_payload(transno="s-1", token_key=GATEWAY_KEY))
+    bulk = post(api, acme_key, [org_payload(transno=f"b-{n}", token_key=GATEWAY_KEY) for n in range(3)])
 
     assert (single.status_code, bulk.status_code) == (201, 201)
     assert GATEWAY_KEY not in single.content.decode() + bulk.content.decode()
@@ -63,7 +72,7 @@ def test_gateway_key_is_stored_only_as_its_sha256(api, acme_key):
 
 def test_the_same_record_resent_with_its_key_is_a_duplicate_not_a_conflict(api, acme_key):
     """The payload hash is taken after the raw key is replaced by its hash, so a resend matches."""
-    payload = usage_payload(transno="dup-1", token_key=GATEWAY_KEY)
+    payload = org_payload(transno="dup-1", token_key=GATEWAY_KEY)
     post(api, acme_key, payload)
 
     assert post(api, acme_key, payload).status_code == 200
@@ -84,12 +93,12 @@ def test_no_key_or_body_is_logged_on_ingest_errors_or_auth_failures(
     wrong = "llk_" + "W" * 43
     io = {"request": f"{IO_MARKER} request", "response": f"{IO_MARKER} response"}
     try:
-        post(api, acme_key, usage_payload(transno="ok", token_key=GATEWAY_KEY, ioinfo=io))
-        post(api, acme_key, usage_payload(transno="ok", token_key=GATEWAY_KEY, ioinfo=io, output_tokens=1))
-        post(api, acme_key, usage_payload(input_tokens=-1, token_key=GATEWAY_KEY, ioinfo=io))
-        post(api, acme_key, [usage_payload(token_key=GATEWAY_KEY, ioinfo=io), {"ioinfo": io}])
-        assert post(api, wrong, usage_payload(token_key=GATEWAY_KEY, ioinfo=io)).status_code == 401
-        assert post(api, revoked, usage_payload(token_key=GATEWAY_KEY, ioinfo=io)).status_code == 401
+        post(api, acme_key, org_payload(transno="ok", token_key=GATEWAY_KEY, ioinfo=io))
+        post(api, acme_key, org_payload(transno="ok", token_key=GATEWAY_KEY, ioinfo=io, output_tokens=1))
+        post(api, acme_key, org_payload(input_tokens=-1, token_key=GATEWAY_KEY, ioinfo=io))
+        post(api, acme_key, [org_payload(token_key=GATEWAY_KEY, ioinfo=io), {"ioinfo": io}])
+        assert post(api, wrong, org_payload(token_key=GATEWAY_KEY, ioinfo=io)).status_code == 401
+        assert post(api, revoked, org_payload(token_key=GATEWAY_KEY, ioinfo=io)).status_code == 401
         api.get(URL, HTTP_APIKEY=wrong)
         api.get(f"/api/log/token?key={GATEWAY_KEY}", **bearer(acme_key))
 
@@ -98,7 +107,7 @@ def test_no_key_or_body_is_logged_on_ingest_errors_or_auth_failures(
 
         monkeypatch.setattr("llmlog.api.views.usage_ingest", crash)
         api.raise_request_exception = False
-        crashed = post(api, acme_key, usage_payload(token_key=GATEWAY_KEY, ioinfo=io))
+        crashed = post(api, acme_key, org_payload(token_key=GATEWAY_KEY, ioinfo=io))
         assert crashed.status_code == 500
     finally:
         connection.force_debug_cursor = False
@@ -150,9 +159,9 @@ def ingest_rate(settings, monkeypatch):
 
 def test_fourth_ingest_in_the_window_is_429_with_retry_after(api, acme_key, ingest_rate):
     for n in range(3):
-        assert post(api, acme_key, usage_payload(transno=f"t-{n}")).status_code == 201
+        assert post(api, acme_key, org_payload(transno=f"t-{n}")).status_code == 201
 
-    response = post(api, acme_key, usage_payload(transno="t-3"))
+    response = post(api, acme_key, org_payload(transno="t-3"))
 
     assert response.status_code == 429
     assert 0 < int(response["Retry-After"]) <= 86400
@@ -162,21 +171,21 @@ def test_fourth_ingest_in_the_window_is_429_with_retry_after(api, acme_key, inge
 
 def test_the_limit_is_per_key(api, acme_key, globex_key, ingest_rate):
     for n in range(4):
-        post(api, acme_key, usage_payload(transno=f"a-{n}"))
+        post(api, acme_key, org_payload(transno=f"a-{n}"))
 
-    assert post(api, globex_key, usage_payload(transno="g-1", userorgid="globex")).status_code == 201
+    assert post(api, globex_key, org_payload(transno="g-1", userorgid="globex")).status_code == 201
 
 
 def test_reads_are_never_throttled(api, acme_key, ingest_rate):
     for n in range(4):
-        post(api, acme_key, usage_payload(transno=f"r-{n}"))
+        post(api, acme_key, org_payload(transno=f"r-{n}"))
 
     assert [api.get(URL, **bearer(acme_key)).status_code for _ in range(5)] == [200] * 5
 
 
 def test_the_gateway_adapters_share_the_ingest_limit(api, acme_key, ingest_rate):
     for n in range(3):
-        post(api, acme_key, usage_payload(transno=f"l-{n}"))
+        post(api, acme_key, org_payload(transno=f"l-{n}"))
 
     response = api.post(
         "/api/ingest/litellm/", data="[]", content_type="application/json", **bearer(acme_key)
@@ -189,7 +198,7 @@ def test_the_gateway_adapters_share_the_ingest_limit(api, acme_key, ingest_rate)
 def test_rate_off_never_throttles(api, acme_key, settings):
     settings.LLMLOG_INGEST_RATE = None
 
-    assert {post(api, acme_key, usage_payload()).status_code for _ in range(5)} == {201}
+    assert {post(api, acme_key, org_payload()).status_code for _ in range(5)} == {201}
 
 
 def test_unreachable_cache_lets_ingest_through(api, acme_key, settings, monkeypatch, caplog):
@@ -204,7 +213,7 @@ def test_unreachable_cache_lets_ingest_through(api, acme_key, settings, monkeypa
     }
     monkeypatch.setattr(throttling, "_cache_down_until", 0.0)
 
-    codes = [post(api, acme_key, usage_payload()).status_code for _ in range(3)]
+    codes = [post(api, acme_key, org_payload()).status_code for _ in range(3)]
 
     assert codes == [201, 201, 201]
     assert LLMUsage.objects.count() == 3
@@ -266,8 +275,130 @@ def test_admin_post_with_the_csrf_token_goes_through(staff_browser):
 
 
 def test_session_authenticated_api_write_needs_the_csrf_token(staff_browser):
-    response = staff_browser.post(URL, usage_payload(), content_type="application/json")
+    response = staff_browser.post(URL, org_payload(), content_type="application/json")
 
     assert response.status_code == 403
     assert "CSRF" in response.json()["detail"]
     assert not LLMUsage.objects.exists()
+
+
+# --- a new key is shown once on a page, never in a cookie or a log line ---------------------------
+
+
+def test_a_key_made_in_the_admin_is_on_the_page_never_in_a_cookie_or_a_log_line(admin_client, caplog):
+    caplog.set_level(logging.DEBUG)
+
+    response = admin_client.post(
+        "/admin/llmlog/apikey/add/",
+        {"name": "acme gateway", "userorgid": "acme", "role": "member", "scopes": ["ingest", "read"]},
+    )
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    key = ApiKey.objects.get(name="acme gateway")
+    raw = re.search(r'id="new-api-key"[^>]*value="(llk_[^"]+)"', page).group(1)
+    assert hashlib.sha256(raw.encode()).hexdigest() == key.key_hash
+    assert "no-store" in response["Cache-Control"]
+    set_cookies = "\n".join(morsel.OutputString() for morsel in response.cookies.values())
+    assert raw not in set_cookies and raw[12:] not in set_cookies
+    assert "messages" not in response.cookies or raw not in response.cookies["messages"].value
+    logged = caplog.text + "\n".join(str(record.__dict__) for record in caplog.records)
+    assert raw[12:] not in logged
+    # Shown once: the next pages never have it.
+    later = admin_client.get("/admin/llmlog/apikey/").content.decode()
+    assert raw[12:] not in later
+
+
+# --- API-key guessing is throttled per client address -------------------------------------------
+
+
+@pytest.fixture
+def auth_failure_rate(settings, monkeypatch):
+    """3 API-key failures per minute per address, counted in a cache namespace of this test's own."""
+    settings.LLMLOG_AUTH_FAILURE_RATE = (3, 60)
+    settings.CACHES = {"default": {**settings.CACHES["default"], "KEY_PREFIX": f"test-{uuid.uuid4().hex}"}}
+    monkeypatch.setattr(throttling, "_cache_down_until", 0.0)
+    monkeypatch.setattr(throttling, "_suspects", {})
+
+
+def get_with(api, key: str, address: str = "192.0.2.7"):
+    return api.get("/api/llmusage/count/", REMOTE_ADDR=address, **bearer(key))
+
+
+def test_after_n_bad_keys_an_address_gets_429_with_retry_after(api, acme_key, auth_failure_rate):
+    assert [get_with(api, f"llk_guess{n}").status_code for n in range(3)] == [401, 401, 401]
+
+    guessed = get_with(api, "llk_guess3")
+    good_from_there = get_with(api, acme_key)
+
+    assert guessed.status_code == 429
+    assert 0 < int(guessed["Retry-After"]) <= 60
+    assert "LLMLOG_AUTH_FAILURE_RATE" in guessed.json()["detail"]
+    # Refused before the key is looked up: the answer says nothing about whether a key is real.
+    assert good_from_there.status_code == 429
+
+
+def test_the_limit_is_per_address_and_counts_only_failures(api, acme_key, make_key, auth_failure_rate):
+    revoked_key, raw = api_key_create(userorgid="acme", scopes=["read"])
+    api_key_revoke(key=revoked_key)
+    for _ in range(10):
+        assert get_with(api, acme_key).status_code == 200  # successes never count
+    for n in range(3):
+        get_with(api, raw if n % 2 else f"llk_guess{n}")  # a revoked key counts as a failure too
+
+    assert get_with(api, "llk_guess9").status_code == 429
+    assert get_with(api, "llk_guess9", address="198.51.100.1").status_code == 401
+    assert get_with(api, acme_key, address="198.51.100.1").status_code == 200
+
+
+def test_auth_failure_limit_off_never_throttles(api, settings, monkeypatch):
+    settings.LLMLOG_AUTH_FAILURE_RATE = None
+    monkeypatch.setattr(throttling, "_suspects", {})
+
+    assert {get_with(api, f"llk_guess{n}").status_code for n in range(30)} == {401}
+
+
+def test_auth_failure_rate_is_read_from_the_environment(monkeypatch):
+    monkeypatch.setenv("LLMLOG_AUTH_FAILURE_RATE", "5/hour")
+    assert env_rate("LLMLOG_AUTH_FAILURE_RATE", "20/min") == (5, 3600)
+
+
+# --- admin logins are throttled per client address (django-axes) -------------------------------
+
+
+@pytest.fixture
+def operator(django_user_model, settings):
+    settings.AXES_FAILURE_LIMIT = 3
+    return django_user_model.objects.create_superuser("operator", "ops@example.com", "right-password")
+
+
+def admin_login(client: Client, password: str, address: str = "192.0.2.7"):
+    return client.post(
+        "/admin/login/?next=/admin/",
+        {"username": "operator", "password": password},
+        REMOTE_ADDR=address,
+    )
+
+
+def test_after_n_failed_admin_logins_the_address_gets_429_with_retry_after(operator):
+    browser = Client()
+    assert [admin_login(browser, "wrong").status_code for _ in range(2)] == [200, 200]
+
+    locked = admin_login(browser, "wrong")
+    right_but_locked = admin_login(browser, "right-password")
+    elsewhere = admin_login(Client(), "right-password", address="198.51.100.1")
+
+    assert locked.status_code == 429
+    assert int(locked["Retry-After"]) > 0
+    assert right_but_locked.status_code == 429
+    assert elsewhere.status_code == 302  # another address logs in
+
+
+def test_a_successful_admin_login_resets_the_count(operator):
+    browser = Client()
+    admin_login(browser, "wrong")
+    admin_login(browser, "wrong")
+    assert admin_login(browser, "right-password").status_code == 302
+    browser.logout()
+
+    assert [admin_login(browser, "wrong").status_code for _ in range(2)] == [200, 200]
