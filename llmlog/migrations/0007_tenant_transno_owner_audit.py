@@ -9,8 +9,15 @@
 - `UsageAudit` (`llmusage_audit`): who changed or deleted a usage record, when, before and after.
 """
 
+from importlib import import_module
+
 import django.utils.timezone
 from django.db import migrations, models
+
+# SQLite rebuilds a table to change its constraints and refuses while a view reads it: the view goes
+# for the length of this migration, on both databases (one path), and comes back unchanged.
+DROP_VIEW = "DROP VIEW llmusage_all"
+CREATE_VIEW = import_module("llmlog.migrations.0006_partition_history").CREATE_VIEW  # frozen there
 
 HISTORY = "llmusage_history"
 OLD_HISTORY_KEY = "llmusagehistory_transno_unique"
@@ -53,6 +60,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.RunSQL(DROP_VIEW, CREATE_VIEW),
         migrations.CreateModel(
             name="UsageAudit",
             fields=[
@@ -143,4 +151,5 @@ class Migration(migrations.Migration):
             ],
             database_operations=[migrations.RunPython(history_key_per_org, history_key_global)],
         ),
+        migrations.RunSQL(CREATE_VIEW, DROP_VIEW),
     ]
