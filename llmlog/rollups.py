@@ -10,18 +10,21 @@ each run looks at the records ingested since the last run (llmusage ids are uuid
 so "ingested since" is a range of the primary key index) and rebuilds their hours when already built.
 """
 
+import logging
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, Min, Sum, Value
 from django.db.models.functions import Coalesce, TruncHour
 from django.utils import timezone
 
 from llmlog.jobs import job_run
-from llmlog.models import TOKEN_COUNT_FIELDS, LLMUsage, UsageAll, UsageRollup, UsageRollupState
+from llmlog.models import TOKEN_COUNT_FIELDS, JobRun, LLMUsage, UsageAll, UsageRollup, UsageRollupState
+
+logger = logging.getLogger(__name__)
 
 ROLLUP_JOB = "build_usage_rollups"
 HOUR = timedelta(hours=1)
@@ -81,6 +84,34 @@ def _rebuild(start: datetime, end: datetime) -> int:
         return cursor.rowcount
 
 
+def _rebuild_each_hour(start: datetime, end: datetime, counts: dict[str, Any]) -> None:
+    """Rebuild [start, end) whole, or, when that fails, hour by hour, each in its own savepoint: an
+    hour that fails alone (a sum past its column, say, from a row stored before ingest bounded it) is
+    logged and added to counts["failed_hours"], keeps the buckets it had, and blocks no other hour.
+    Inside a transaction."""
+    try:
+        with transaction.atomic():
+            counts["buckets"] += _rebuild(start, end)
+        return
+    except (DatabaseError, OverflowError):
+        pass  # find the hour(s) at fault
+    for hour in (start + HOUR * i for i in range(int((end - start) / HOUR))):
+        try:
+            with transaction.atomic():
+                counts["buckets"] += _rebuild(hour, hour + HOUR)
+        except (DatabaseError, OverflowError) as exc:
+            error = f"{type(exc).__name__}: {exc}".strip()[:500]
+            logger.error("rollup hour %s failed, left as it was: %s", hour.isoformat(), error)
+            counts.setdefault("failed_hours", []).append({"hour": hour.isoformat(), "error": error})
+
+
+def _hours_that_failed_last() -> list[datetime]:
+    """The hours the last run could not build: tried again on every run until they build."""
+    last = JobRun.objects.filter(job=ROLLUP_JOB).order_by("-started_at").only("counts").first()
+    failed = (last.counts or {}).get("failed_hours", []) if last else []
+    return [datetime.fromisoformat(item["hour"]) for item in failed]
+
+
 def usage_rollups_rebuild(*, start: datetime, end: datetime) -> int:
     """Rebuild every UTC hour in [start, end) (widened to whole hours) from the rows; returns how many
     buckets were written. Idempotent: a rebuild replaces the hour's buckets."""
@@ -127,14 +158,22 @@ def usage_rollups_refresh_before(moment: datetime) -> int:
 
 def build_usage_rollups(*, now: datetime | None = None) -> dict[str, Any]:
     """The periodic job: build every closed hour not built yet, and rebuild the built hours that late
-    records landed in. Returns what it did: {hours, late_hours, buckets, built_through}; the run is
-    recorded as a JobRun."""
+    records landed in. Returns what it did: {hours, late_hours, buckets, built_through, and
+    failed_hours: [{hour, error}] when some hour could not be built}; the run is recorded as a JobRun,
+    whose error names the failed hours. A failed hour never stops the build: the hours after it are
+    built, and it is tried again on the next run."""
+    retry = _hours_that_failed_last()
     with job_run(ROLLUP_JOB) as run:
-        run.counts = _build(now=now or timezone.now())
+        run.counts = _build(now=now or timezone.now(), retry=retry)
+        failed = run.counts.get("failed_hours", [])
+        if failed:
+            run.error = f"{len(failed)} hour(s) not built: " + "; ".join(
+                f"{item['hour']}: {item['error']}" for item in failed[:10]
+            )
     return run.counts
 
 
-def _build(*, now: datetime) -> dict[str, Any]:
+def _build(*, now: datetime, retry: Iterable[datetime] = ()) -> dict[str, Any]:
     target = floor_hour(now - SETTLE)
     counts: dict[str, Any] = {"hours": 0, "late_hours": 0, "buckets": 0}
 
@@ -166,15 +205,16 @@ def _build(*, now: datetime) -> dict[str, Any]:
             if state.built_through and state.built_through >= chunk_end:  # another run got there first
                 built_through = state.built_through
                 continue
-            counts["buckets"] += _rebuild(built_through, chunk_end)
+            _rebuild_each_hour(built_through, chunk_end, counts)
             counts["hours"] += int((chunk_end - built_through) / HOUR)
             state.built_through = built_through = chunk_end
             state.save(update_fields=["built_through", "updated_at"])
 
-    for hour in late_hours:
+    retried = [hour for hour in retry if hour < built_through and hour not in late_hours]
+    for hour in sorted([*late_hours, *retried]):
         with transaction.atomic():
             _locked_state()
-            counts["buckets"] += _rebuild(hour, hour + HOUR)
+            _rebuild_each_hour(hour, hour + HOUR, counts)
             counts["late_hours"] += 1
 
     with transaction.atomic():

@@ -267,3 +267,46 @@ def test_task_builds_rollups_through_a_real_worker(celery_worker_process, hours_
     assert counts["buckets"] == 1
     assert UsageRollup.objects.get().amount == Decimal("2")
     assert JobRun.objects.get(job="build_usage_rollups").status == JobRun.Status.SUCCEEDED
+
+
+# --- an hour that cannot be built blocks no other --------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_an_hour_that_fails_is_recorded_and_later_hours_still_build():
+    now = timezone.now()
+    bad_hour = floor_hour(now - timedelta(hours=5))
+    # Rows stored before ingest bounded token counts (written directly, as ingest never would): their
+    # sum is past a 64-bit bucket (PostgreSQL: bigint out of range; SQLite: integer overflow).
+    for _ in range(2):
+        make_usage(use_time=bad_hour + timedelta(minutes=10), input_tokens=2**62, output_tokens=0)
+    later = make_usage(use_time=bad_hour + timedelta(hours=2, minutes=5))
+
+    counts = build_usage_rollups(now=now)
+
+    assert [item["hour"] for item in counts["failed_hours"]] == [bad_hour.isoformat()]
+    assert counts["built_through"] == floor_hour(now - SETTLE).isoformat()
+    later_bucket = UsageRollup.objects.get(hour=floor_hour(later.use_time))
+    assert (later_bucket.requests, later_bucket.total_tokens) == (1, later.total_tokens)
+    assert not UsageRollup.objects.filter(hour=bad_hour).exists()
+    run = JobRun.objects.filter(job="build_usage_rollups").latest("started_at")
+    assert run.status == JobRun.Status.SUCCEEDED
+    assert run.counts["failed_hours"][0]["hour"] == bad_hour.isoformat()
+    assert run.error.startswith(f"1 hour(s) not built: {bad_hour.isoformat()}: ")
+
+
+@pytest.mark.django_db
+def test_a_failed_hour_is_tried_again_and_builds_once_its_rows_are_fixed():
+    now = timezone.now()
+    bad_hour = floor_hour(now - timedelta(hours=3))
+    rows = [
+        make_usage(use_time=bad_hour + timedelta(minutes=1), input_tokens=2**62, output_tokens=0)
+        for _ in "ab"
+    ]
+    assert build_usage_rollups(now=now)["failed_hours"]
+
+    type(rows[0]).objects.filter(pk=rows[0].pk).update(input_tokens=200, total_tokens=200)
+    counts = build_usage_rollups(now=now + timedelta(minutes=1))
+
+    assert "failed_hours" not in counts
+    assert UsageRollup.objects.get(hour=bad_hour).requests == 2
