@@ -38,12 +38,14 @@ FEATURES = ["chat", "agent", "embedding-rerank", "summarize", "code-review", ""]
 
 
 def ensure_demo_prices(*, since: datetime) -> None:
-    for name, _owner, _ptype, sale, cost, _reasoning in DEMO_MODELS:
+    for name, owner, _ptype, sale, cost, _reasoning in DEMO_MODELS:
         for kind, prices in (("sale", sale), ("cost", cost)):
             if prices is None or ModelPrice.objects.filter(model_name=name, kind=kind).exists():
                 continue
             ModelPrice.objects.create(
                 model_name=name,
+                # The price book names the model's owner: an org key's records take it from here.
+                ownerid=owner,
                 kind=kind,
                 effective_from=since,
                 input_price=Decimal(prices[0]),

@@ -2,14 +2,20 @@
 
 The hot path stays out of DRF's serializers (an order of magnitude too slow for 1000-record batches,
 see ECOSYSTEM.md): msgspec decodes and type-checks each item, plain functions apply the design's rules,
-and on PostgreSQL the rows go in with COPY. Idempotency is the unique constraint on `transno`: a resend
-whose payload hash matches is a duplicate, anything else under a known transno is a conflict.
+and on PostgreSQL the rows go in with COPY. Idempotency is the unique constraint on (`transno`,
+`userorgid`): within an org, a resend whose payload hash matches is a duplicate, anything else under a
+known transno is a conflict; another org's same transno is simply another record.
+
+Who may state money: `amount`, `cost`, `ownerid` and `price` are taken from a platform key only (the
+gateway's own prices). An org key that sends one is refused whole (StatedByOrgKey, a 403): its records
+are priced from the price book, which also names the model's owner.
 """
 
 import functools
 import hashlib
 import ipaddress
 import math
+import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -19,6 +25,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, connection, transaction
 from django.db.models import CharField
 from django.utils import timezone
@@ -27,10 +34,9 @@ from uuid_utils.compat import uuid7
 
 from llmlog.bodies import check_containers, json_array_items, json_error
 from llmlog.db import bound_cursor
+from llmlog.limits import MAX_MONEY, MAX_TOKENS, MAX_TOTAL_TOKENS, MAX_WEB_SEARCHES
 from llmlog.metrics import count_ingest
 from llmlog.models import (
-    MONEY_DIGITS,
-    MONEY_PLACES,
     TOKEN_COUNT_FIELDS,
     AccountingStatus,
     LLMUsage,
@@ -41,9 +47,12 @@ from llmlog.models import (
 from llmlog.posting import request_posting_soon
 from llmlog.pricing import PriceBook, TokenCounts, charge, price_snapshot, quantize_money
 
-BIG = 2**63 - 1
-INT_MAX = 2**31 - 1  # web_search_count's column
-Tokens = Annotated[int, msgspec.Meta(ge=0, le=BIG)] | None
+Tokens = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)] | None
+# The fields only a platform key may send (llmlog.api.auth.Caller.is_platform).
+PLATFORM_ONLY_FIELDS = ("amount", "cost", "ownerid", "price")
+# A money value as text: ASCII digits with at most one point. No sign (not even "-0"), exponent, spaces,
+# underscores or other scripts' digits, all of which Decimal() would otherwise read. Used with fullmatch.
+MONEY_TEXT = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 # Levels of arrays/objects inside metadata, usages or an ioinfo side. Tags and usage objects are flat;
 # the bound keeps a hostile body from costing the database (jsonb) and every later reader
 # (json.dumps recurses) a deep recursion.
@@ -83,7 +92,8 @@ class UsageIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     token_id: Text(64) = ""
     token_name: Text(150) = ""
     token_key: Text(512) | None = None
-    token_key_hash: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")] | None = None
+    # \A...\Z, never ^...$: msgspec searches the pattern, and $ also matches before a final newline.
+    token_key_hash: Annotated[str, msgspec.Meta(pattern=r"\A[0-9a-f]{64}\Z")] | None = None
     group: Text(64) = ""
     request_ip: Text(64) | None = None
     feature: Text(64) = ""
@@ -102,18 +112,89 @@ class UsageIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     cache_creation_tokens: Tokens = None
     reasoning_tokens: Tokens = None
     image_input_tokens: Tokens = None
-    web_search_count: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] | None = None
-    total_tokens: Tokens = None
+    web_search_count: Annotated[int, msgspec.Meta(ge=0, le=MAX_WEB_SEARCHES)] | None = None
+    total_tokens: Annotated[int, msgspec.Meta(ge=0, le=MAX_TOTAL_TOKENS)] | None = None
     usages: dict[str, Any] | None = None
     amount: Decimal | None = None
     cost: Decimal | None = None
-    currency: Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")] = "USD"
+    currency: Annotated[str, msgspec.Meta(pattern=r"\A[A-Z]{3}\Z")] = "USD"
     status: Literal["success", "failed"] = "success"
     code: Annotated[int, msgspec.Meta(ge=100, le=599)] | None = None
     error_message: Text(65536) = ""
     retry_times: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] = 0
     ioinfo: IoInfoIn | None = None
     metadata: dict[str, Any] | None = None
+    price: dict[str, Any] | None = None  # the unit prices the gateway applied (a platform key only)
+
+
+NOT_SENT = msgspec.Raw(b"")
+
+
+class StatedFields(msgspec.Struct):
+    """The platform-only fields of a record as sent, read before the record itself: an org key that
+    states one is refused before anything is stored, and money is checked as the text it was sent as
+    (Decimal would read "1e3", " 1", "1_0" and Arabic-Indic digits alike)."""
+
+    # msgspec.Raw takes no union (`Raw | None` would refuse every value but null): absent is NOT_SENT.
+    amount: msgspec.Raw = NOT_SENT
+    cost: msgspec.Raw = NOT_SENT
+    ownerid: msgspec.Raw = NOT_SENT
+    price: msgspec.Raw = NOT_SENT
+
+    def sent(self, name: str) -> bytes | None:
+        """The field's JSON text; None when absent or null (which means absent)."""
+        text = bytes(getattr(self, name))
+        return None if text in (b"", b"null") else text
+
+    def stated(self) -> list[str]:
+        return [name for name in PLATFORM_ONLY_FIELDS if self.sent(name) is not None]
+
+
+class StatedByOrgKey(PermissionDenied):
+    """An org key sent amount, cost, ownerid or price: the whole request is refused (a 403)."""
+
+    def __init__(self, fields: list[str]) -> None:
+        names = ", ".join(fields)
+        super().__init__(
+            f"Only a platform key may state {names}: an org key's records are priced from the price "
+            "book, which also names the model's owner. Send the record without "
+            f"{'it' if len(fields) == 1 else 'them'}."
+        )
+        self.fields = fields
+
+
+def refuse_stated_by_org(*, org: str, stated: list[str]) -> None:
+    """Raise StatedByOrgKey when an org key (org != "") stated any platform-only field."""
+    if org and stated:
+        raise StatedByOrgKey(sorted(set(stated), key=PLATFORM_ONLY_FIELDS.index))
+
+
+def money_text_problem(raw: bytes) -> str | None:
+    """Why a JSON money value, as sent, is not one: a string must be ASCII digits with at most one point;
+    a number is read as JSON defines it (an exponent is how JSON libraries write 0.00001), never signed.
+    None when it is fine, or not a string or number at all (the record's own decoding names that)."""
+    if raw[:1] == b'"':
+        try:
+            text = msgspec.json.decode(raw, type=str)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return "Expected a decimal string."
+        if MONEY_TEXT.fullmatch(text) is None:
+            return (
+                "Expected ASCII digits with at most one decimal point (no sign, exponent, spaces, "
+                f"underscores or other digits), got {text[:40]!r}."
+            )
+    elif raw[:1] == b"-":
+        return "Expected a non-negative amount, without a sign (not even -0)."
+    return None
+
+
+def stated_fields(raw: bytes) -> StatedFields | None:
+    """The platform-only fields of a raw record; None when it is not a JSON object (decoding the record
+    then says why). Any object is read, whatever its fields hold: the check cannot be skipped."""
+    try:
+        return msgspec.json.decode(raw, type=StatedFields)
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):  # ValidationError is a DecodeError
+        return None
 
 
 # Every text field of the record, checked for NUL (PostgreSQL's text refuses it).
@@ -266,6 +347,8 @@ def prepare_record(
     tokens = _token_counts(record, errors)
     amount = _money(record.amount, "amount", errors)
     cost = _money(record.cost, "cost", errors)
+    if record.price is not None:
+        _check_json(record.price, "price", USAGES_MAX_BYTES, errors)
     request_ip = _ip(record.request_ip, errors)
     for name in TEXT_FIELDS:
         value = getattr(record, name)
@@ -313,7 +396,7 @@ def prepare_record(
         "amount": amount,
         "cost": cost,
         "currency": record.currency,
-        "price": None,
+        "price": record.price,
         "status": record.status,
         "code": record.code,
         "error_message": record.error_message,
@@ -356,29 +439,15 @@ def _use_time(value: datetime | int | float | None, errors: dict[str, str], *, n
 def _money(value: Decimal | None, name: str, errors: dict[str, str]) -> Decimal | None:
     if value is None:
         return None
-    if not value.is_finite() or value < 0:
+    if not value.is_finite() or value.is_signed():  # is_signed: -0 too
         errors[name] = "Expected a finite, non-negative amount."
         return None
-    try:
-        rounded = quantize_money(value)
-    except InvalidOperation:
-        rounded = None
-    if rounded is None or rounded.adjusted() >= MONEY_DIGITS - MONEY_PLACES:
-        errors[name] = f"At most {MONEY_DIGITS - MONEY_PLACES} digits before the decimal point."
+    if value > MAX_MONEY:
+        errors[name] = f"At most {MAX_MONEY} per record (llmlog.limits.MAX_MONEY)."
         return None
-    if connection.vendor == "sqlite" and len(rounded.normalize().as_tuple().digits) > SQLITE_MONEY_DIGITS:
-        # SQLite keeps a decimal column as a double: past 15 significant digits it would store another
-        # amount than the one sent (and reading it back can fail). Refused, never silently changed.
-        errors[name] = (
-            f"At most {SQLITE_MONEY_DIGITS} significant digits on SQLite (this amount is stored exactly "
-            "on PostgreSQL)."
-        )
-        return None
-    return rounded
-
-
-# What a double (SQLite's storage of a decimal column) holds exactly.
-SQLITE_MONEY_DIGITS = 15
+    # Below MAX_MONEY, five places make at most 12 significant digits: exact in the Decimal(18, 5)
+    # column, and in a double too (SQLite's storage of a decimal column).
+    return quantize_money(value)
 
 
 def _ip(value: str | None, errors: dict[str, str]) -> str | None:
@@ -455,8 +524,8 @@ def _token_counts(record: UsageIn, errors: dict[str, str]) -> TokenCounts:
     for name in TOKEN_COUNT_FIELDS:
         sent = getattr(record, name)
         counts[name] = sent if sent is not None else derived.get(name, 0)
-        limit = INT_MAX if name == "web_search_count" else BIG
-        if counts[name] > limit:  # derived sums (Anthropic's input + cache) can pass the column
+        limit = MAX_WEB_SEARCHES if name == "web_search_count" else MAX_TOKENS
+        if counts[name] > limit:  # derived sums (Anthropic's input + cache) can pass the bound
             errors[name] = f"{counts[name]} is more than {limit}, the most this count can be."
     tokens = TokenCounts(**counts)
     prompt_parts = tokens.cached_tokens + tokens.cache_creation_tokens + tokens.image_input_tokens
@@ -471,9 +540,7 @@ def _token_counts(record: UsageIn, errors: dict[str, str]) -> TokenCounts:
             "they are part of it."
         )
     expected_total = tokens.input_tokens + tokens.output_tokens
-    if expected_total > BIG:
-        errors["total_tokens"] = f"input_tokens + output_tokens ({expected_total}) is more than {BIG}."
-    elif record.total_tokens is not None and record.total_tokens != expected_total:
+    if record.total_tokens is not None and record.total_tokens != expected_total:
         errors["total_tokens"] = (
             f"total_tokens ({record.total_tokens}) must equal "
             f"input_tokens + output_tokens ({expected_total})."
@@ -490,8 +557,8 @@ def usage_counts_from_raw(usages: dict[str, Any], errors: dict[str, str]) -> dic
             value = value.get(part) if isinstance(value, dict) else None
         if value is None:
             return 0
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= BIG:
-            errors[f"usages.{path}"] = f"Expected a non-negative integer of at most {BIG}."
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKENS:
+            errors[f"usages.{path}"] = f"Expected a non-negative integer of at most {MAX_TOKENS}."
             return 0
         return value
 
@@ -551,14 +618,21 @@ def truncate_ioinfo(ioinfo: IoInfoIn | None, limit: int) -> dict[str, Any] | Non
 
 
 def apply_prices(rows: list[dict[str, Any]]) -> dict[int, dict[str, str]]:
-    """Fill amount and cost from ModelPrice where the gateway sent none, and decide what is billable.
+    """Fill amount and cost from ModelPrice where the gateway sent none, the model's owner (`ownerid`)
+    where it sent none, and decide what is billable.
 
-    Returns the field errors of rows whose charge does not fit the money column, by position in `rows`;
-    those rows are left unpriced.
+    Returns the field errors of rows whose charge passes MAX_MONEY, by position in `rows`; those rows
+    are left unpriced.
     """
     errors: dict[int, dict[str, str]] = {}
     to_price = [(i, row) for i, row in enumerate(rows) if row["amount"] is None or row["cost"] is None]
-    book = PriceBook.for_models(row["model_name"] for _, row in to_price)
+    ownerless = [row for row in rows if not row["ownerid"]]
+    book = PriceBook.for_models(
+        [row["model_name"] for _, row in to_price] + [row["model_name"] for row in ownerless]
+    )
+    for row in ownerless:
+        # An org key never states the owner; a platform key may leave it to the book too.
+        row["ownerid"] = book.owner(row["model_name"], row["use_time"])
     for position, row in to_price:
         if row["status"] == "failed":
             # A failed call is billed only when the gateway says so.
@@ -590,14 +664,13 @@ def apply_prices(rows: list[dict[str, Any]]) -> dict[int, dict[str, str]]:
 
 
 def _charge(price: ModelPrice, counts: TokenCounts, name: str) -> Decimal:
-    """`charge`, refused when it does not fit the money column (absurd token counts at a real price)."""
+    """`charge`, refused past MAX_MONEY (absurd token counts at a real price)."""
     try:
         value = charge(price, counts)
     except InvalidOperation:  # more digits than the decimal context holds
         value = None
-    if value is None or value.adjusted() >= MONEY_DIGITS - MONEY_PLACES:
-        digits = MONEY_DIGITS - MONEY_PLACES
-        message = f"Priced at {price}, it has more than {digits} digits before the decimal point."
+    if value is None or value > MAX_MONEY:
+        message = f"Priced at {price}, it comes to more than {MAX_MONEY}, the most one record may charge."
         raise RecordError({name: f"{message} Check the token counts."})
     return value
 
@@ -637,12 +710,12 @@ def write_usage_rows(rows: list[dict[str, Any]]) -> None:
 
 
 def insert_usage_row_if_new(row: dict[str, Any]) -> bool:
-    """PostgreSQL: insert one prepared row unless its transno is taken, in llmusage or in history;
+    """PostgreSQL: insert one prepared row unless its org's transno is taken, in llmusage or in history;
     True when inserted. One round trip, where look-up then insert take two."""
     _, _, values = _row_writer()
     # Prepared (llmlog.db), with its 50 values bound by the server: each connection parses it once.
     with bound_cursor() as cursor:
-        cursor.execute(_insert_if_new_sql(), [*values(row), row["transno"]], prepare=True)
+        cursor.execute(_insert_if_new_sql(), [*values(row), row["transno"], row["userorgid"]], prepare=True)
         return cursor.fetchone() is not None
 
 
@@ -659,8 +732,8 @@ def _insert_if_new_sql() -> str:
     history = LLMUsageHistory._meta.db_table
     return (
         f"INSERT INTO {table} ({columns}) SELECT {typed} "
-        f"WHERE NOT EXISTS (SELECT 1 FROM {history} WHERE transno = %s) "
-        "ON CONFLICT (transno) DO NOTHING RETURNING 1"
+        f"WHERE NOT EXISTS (SELECT 1 FROM {history} WHERE transno = %s AND userorgid = %s) "
+        "ON CONFLICT (transno, userorgid) DO NOTHING RETURNING 1"
     )
 
 
@@ -686,21 +759,41 @@ def _row_writer() -> tuple[str, str, Callable[[dict[str, Any]], list[Any]]]:
 SMALL_WRITE = 10
 
 
-def _known_transnos(transnos: list[str]) -> dict[str, tuple[str, str]]:
-    """transno -> (id, payload_hash) for records already stored, hot or history."""
+# The idempotency key: a transno names a call within its org (userorgid).
+OrgTransno = tuple[str, str]
+
+
+def _known_transnos(keys: list[OrgTransno]) -> dict[OrgTransno, tuple[str, str]]:
+    """(transno, userorgid) -> (id, payload_hash) for records already stored, hot or history.
+
+    Only the pairs asked for: another org's record under the same transno is never seen, so it can
+    neither block a record nor be named in a conflict answer."""
+    if not keys:
+        return {}
     if connection.vendor == "postgresql":
-        # One array parameter instead of a thousand (planning a long IN list costs more than the probe),
-        # and the two tables named directly: planning the 50-column llmusage_all view costs 3x more.
+        # Two array parameters instead of a thousand pairs (planning a long IN list costs more than the
+        # probe), and the two tables named directly: planning the 50-column llmusage_all view costs 3x
+        # more. The join on (transno, userorgid) probes each table's unique key.
+        pairs = "unnest(%(t)s::text[], %(o)s::text[]) AS k(transno, userorgid)"
         sql = (
-            "SELECT transno, id, payload_hash FROM llmusage WHERE transno = ANY(%(t)s) UNION ALL "
-            "SELECT transno, id, payload_hash FROM llmusage_history WHERE transno = ANY(%(t)s)"
+            f"SELECT u.transno, u.userorgid, u.id, u.payload_hash FROM llmusage u JOIN {pairs} "
+            "ON u.transno = k.transno AND u.userorgid = k.userorgid UNION ALL "
+            f"SELECT h.transno, h.userorgid, h.id, h.payload_hash FROM llmusage_history h JOIN {pairs} "
+            "ON h.transno = k.transno AND h.userorgid = k.userorgid"
         )
         with connection.cursor() as cursor:
-            cursor.execute(sql, {"t": transnos})
+            cursor.execute(sql, {"t": [t for t, _ in keys], "o": [o for _, o in keys]})
             rows = cursor.fetchall()
     else:
-        rows = UsageAll.objects.filter(transno__in=transnos).values_list("transno", "id", "payload_hash")
-    return {transno: (str(pk), digest) for transno, pk, digest in rows}
+        wanted = set(keys)
+        rows = [
+            row
+            for row in UsageAll.objects.filter(
+                transno__in={t for t, _ in keys}, userorgid__in={o for _, o in keys}
+            ).values_list("transno", "userorgid", "id", "payload_hash")
+            if (row[0], row[1]) in wanted
+        ]
+    return {(transno, org): (str(pk), digest) for transno, org, pk, digest in rows}
 
 
 def usage_ingest(*, body: bytes, org: str = "") -> IngestResult:
@@ -709,8 +802,21 @@ def usage_ingest(*, body: bytes, org: str = "") -> IngestResult:
     `org` is the ingesting key's org ("" for a platform key): records are pinned to it.
     """
     raw_items, is_bulk = parse_body(body)
+    stated = [stated_fields(raw) for raw in raw_items]
+    # Before anything is decoded or stored: an org key stating money is refused whole.
+    refuse_stated_by_org(org=org, stated=[name for fields in stated if fields for name in fields.stated()])
     records: list[UsageIn | RecordError] = []
-    for raw in raw_items:
+    for raw, fields in zip(raw_items, stated, strict=True):
+        money_errors = {
+            name: problem
+            for name in ("amount", "cost")
+            if fields is not None
+            and (text := fields.sent(name)) is not None
+            and (problem := money_text_problem(text))
+        }
+        if money_errors:
+            records.append(RecordError(money_errors))
+            continue
         try:
             records.append(decode_record(raw))
         except RecordError as exc:
@@ -724,7 +830,19 @@ def usage_ingest_records(
     """`usage_ingest` for records already decoded (the gateway adapters map theirs onto UsageIn).
 
     A RecordError in the list is a record that could not be decoded: it is reported at its index.
+    Raises StatedByOrgKey, before anything is stored, when an org key's record states amount, cost,
+    ownerid or price.
     """
+    refuse_stated_by_org(
+        org=org,
+        stated=[
+            name
+            for record in records
+            if isinstance(record, UsageIn)
+            for name in PLATFORM_ONLY_FIELDS
+            if getattr(record, name) not in (None, "")
+        ],
+    )
     result = IngestResult(
         is_bulk=is_bulk, items=[ItemResult(index=i, status="error") for i in range(len(records))]
     )
@@ -796,14 +914,15 @@ def _write_transaction(count: int) -> AbstractContextManager:
 
 def _classify(prepared: dict[int, PreparedRecord], result: IngestResult) -> list[tuple[int, PreparedRecord]]:
     """Mark duplicates and conflicts (against the tables and within the batch); return what to insert."""
-    known = _known_transnos([record.row["transno"] for record in prepared.values()])
+    known = _known_transnos([(r.row["transno"], r.row["userorgid"]) for r in prepared.values()])
     to_insert: list[tuple[int, PreparedRecord]] = []
     for index, record in prepared.items():
         item = result.items[index]
         transno = record.row["transno"]
+        key = (transno, record.row["userorgid"])
         item.transno, item.errors = transno, None
-        if transno in known:
-            existing_id, existing_hash = known[transno]
+        if key in known:
+            existing_id, existing_hash = known[key]
             item.id = existing_id
             if existing_hash == record.payload_hash:
                 item.status = "duplicate"
@@ -811,6 +930,6 @@ def _classify(prepared: dict[int, PreparedRecord], result: IngestResult) -> list
                 item.status = "conflict"
                 item.errors = {"transno": f"{transno!r} was already recorded with a different payload."}
             continue
-        known[transno] = (str(record.row["id"]), record.payload_hash)
+        known[key] = (str(record.row["id"]), record.payload_hash)
         to_insert.append((index, record))
     return to_insert

@@ -247,7 +247,9 @@ def _failed_posting(row: dict[str, Any], result: PostingResult) -> FailedPosting
 
 
 def _reprice(rows: list[dict[str, Any]]) -> None:
-    """A record stored without a price is priced again: the operator may have added the price since."""
+    """A record stored without a price is priced again: the operator may have added the price since.
+    Its owner comes from the same book (apply_prices fills an empty ownerid), so the cost is posted
+    to the org the price names."""
     if not rows:
         return
     # Imported here, not at the top: ingest imports this module for its on-commit hook.
@@ -263,7 +265,7 @@ def _reprice(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         if row["amount"] is not None and row["cost"] is not None:
             LLMUsage.objects.filter(pk=row["id"]).update(
-                amount=row["amount"], cost=row["cost"], price=row["price"]
+                amount=row["amount"], cost=row["cost"], price=row["price"], ownerid=row["ownerid"]
             )
 
 

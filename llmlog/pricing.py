@@ -102,3 +102,12 @@ class PriceBook:
             if price.effective_from <= at:
                 return price
         return None
+
+    def owner(self, model_name: str, at: datetime) -> str:
+        """The org that owns the model at `at`: the ownerid of its cost price in effect (the owner is who
+        is paid the cost), else its sale price's; "" when neither names one."""
+        for kind in (ModelPrice.Kind.COST, ModelPrice.Kind.SALE):
+            price = self.find(model_name, kind, at)
+            if price is not None and price.ownerid:
+                return price.ownerid
+        return ""

@@ -9,7 +9,8 @@ import pytest
 from django.conf import settings
 
 from llmlog.logging import JsonFormatter, mask_secrets
-from tests.conftest import bearer, usage_payload
+from tests.conftest import bearer
+from tests.payloads import org_payload
 
 
 @pytest.fixture
@@ -134,7 +135,7 @@ def test_access_line_has_status_duration_key_and_no_query_string(client, acme_ke
 
     response = client.post(
         "/api/llmusage/?key=sk-in-the-query",
-        usage_payload(),
+        org_payload(),
         content_type="application/json",
         HTTP_X_REQUEST_ID="req-1",
         **bearer(acme_key),

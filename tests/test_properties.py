@@ -22,11 +22,11 @@ from typing import Any
 
 import msgspec
 import pytest
-from django.db import connection
 from django.utils import timezone
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from llmlog.limits import MAX_MONEY, MAX_TOKENS, MAX_WEB_SEARCHES
 from llmlog.models import LLMUsage, ModelPrice, UsageRollup, UsageRollupState
 from llmlog.pricing import TokenCounts, charge, quantize_money
 from llmlog.rollups import build_usage_rollups
@@ -46,8 +46,9 @@ DB_SETTINGS = settings(
 )
 PURE_SETTINGS = settings(max_examples=EXAMPLES or 200, deadline=None, derandomize=EXAMPLES is None)
 
-MONEY_MAX = Decimal("9999999999999.99999")  # Decimal(18, 5)
-TOKEN_MAX = 2**40  # far past any real call, and sums of a few of them stay inside bigint
+# The per-record bounds ingest holds (llmlog.limits); an input count is the sum of four parts.
+MONEY_MAX = MAX_MONEY
+TOKEN_MAX = MAX_TOKENS // 4
 ENCODER = msgspec.json.Encoder(decimal_format="number")  # Decimal as a JSON number, digit for digit
 
 # Text as clients send it: any character PostgreSQL text can hold (no NUL, no lone surrogate),
@@ -63,14 +64,11 @@ def text(max_size: int) -> st.SearchStrategy[str]:
 
 
 money = st.decimals(min_value=0, max_value=MONEY_MAX, places=5, allow_nan=False, allow_infinity=False)
-bucket_money = st.decimals(min_value=0, max_value=Decimal(10**9), places=5)
-# SQLite keeps decimals as doubles: ingest refuses more than 15 significant digits there (see below).
-SQLITE_MONEY_MAX = Decimal("9999999999.99999")
+bucket_money = st.decimals(min_value=0, max_value=MAX_MONEY, places=5)
+# Below MAX_MONEY five places are at most 12 significant digits: exact in SQLite's doubles too.
 
 
 def money_for_the_database() -> st.SearchStrategy[Decimal]:
-    if connection.vendor == "sqlite":
-        return st.decimals(min_value=0, max_value=SQLITE_MONEY_MAX, places=5)
     return money
 
 
@@ -81,10 +79,12 @@ metadata = st.dictionaries(st.text(TEXT_CHARS, max_size=10), json_scalars, max_s
 
 
 @st.composite
-def token_counts(draw: st.DrawFn) -> dict[str, int]:
+def token_counts(
+    draw: st.DrawFn, part_max: int = TOKEN_MAX, searches_max: int = MAX_WEB_SEARCHES
+) -> dict[str, int]:
     """Counts that keep the convention: cache reads, cache writes and image tokens are parts of the
     input, reasoning a part of the output."""
-    part = st.integers(0, TOKEN_MAX)
+    part = st.integers(0, part_max)
     cached, creation, image, uncached = draw(part), draw(part), draw(part), draw(part)
     reasoning, plain_output = draw(part), draw(part)
     return {
@@ -94,7 +94,7 @@ def token_counts(draw: st.DrawFn) -> dict[str, int]:
         "image_input_tokens": image,
         "output_tokens": reasoning + plain_output,
         "reasoning_tokens": reasoning,
-        "web_search_count": draw(st.integers(0, 2**31 - 1)),
+        "web_search_count": draw(st.integers(0, searches_max)),
     }
 
 
@@ -179,13 +179,13 @@ def test_any_accepted_record_reads_back_equal(api, platform_key, data):
 
 @DB_SETTINGS
 @given(
-    amount=st.decimals(min_value=0, max_value=Decimal("99999999.9999999999"), places=10),
+    amount=st.decimals(min_value=0, max_value=MAX_MONEY, places=10),
     as_number=st.booleans(),
 )
 def test_amounts_keep_every_digit_and_round_half_up_never_through_a_float(
     api, platform_key, amount, as_number
 ):
-    sent = amount if as_number else str(amount)  # a JSON number digit for digit, or a string
+    sent = amount if as_number else f"{amount:f}"  # a JSON number digit for digit, or a plain string
     expected = amount.quantize(Decimal("0.00001"), rounding=ROUND_HALF_UP)
 
     response = post(
@@ -200,13 +200,15 @@ def test_amounts_keep_every_digit_and_round_half_up_never_through_a_float(
     assert isinstance(stored.amount, Decimal)
 
 
-@pytest.mark.parametrize("amount", ["10000000000.00001", "9999999999999.99999", "123456789012.34567"])
+@pytest.mark.parametrize(
+    "amount", ["999999.99999", "123456.78901", "1000000.00000", "1000000.00001", "9999999999999.99999"]
+)
 def test_an_amount_is_stored_exactly_or_refused_never_changed(api, platform_key, amount):
-    """PostgreSQL's numeric holds every amount the column allows; SQLite's double holds 15 significant
-    digits, so there a longer amount is a 400 naming it rather than a different amount stored."""
+    """Up to MAX_MONEY every amount is stored digit for digit, on PostgreSQL and on SQLite (whose
+    doubles hold its 12 significant digits); past it, a 400 naming the field, never another amount."""
     response = post(api, platform_key, {"transno": uuid.uuid4().hex, "model_name": "m", "cost": amount})
 
-    if connection.vendor == "sqlite":
+    if Decimal(amount) > MAX_MONEY:
         assert response.status_code == 400 and "cost" in response.json()["errors"]
         assert not LLMUsage.objects.exists()
     else:
@@ -362,7 +364,8 @@ def by_hand(price: ModelPrice, counts: dict[str, int]) -> Decimal:
     return total.quantize(Decimal("0.00001"), rounding=ROUND_HALF_UP)
 
 
-small_counts = token_counts().filter(lambda c: c["input_tokens"] + c["output_tokens"] < 10**12)
+# Small enough that any drawn price charges less than MAX_MONEY (1000 per 1M tokens, 10 per search).
+small_counts = token_counts(part_max=10**7, searches_max=10**4)
 
 
 @PURE_SETTINGS

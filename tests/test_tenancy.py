@@ -558,3 +558,105 @@ def test_a_session_without_staff_cannot_use_the_admin_either(world):
 
     assert browser.get("/admin/llmlog/llmusage/").status_code == 302  # to the login page
     assert browser.get("/admin/dashboard/").status_code == 302
+
+
+# --- idempotency per tenant (issue 14) ------------------------------------------------------------------
+# A transno names a call within its org: another org sending the same transno (first, to squat on it, or
+# by coincidence) stores its own record, never blocks acme's, and never learns acme's record id.
+
+
+def _org_record(transno: str, **fields: Any) -> dict[str, Any]:
+    return {"transno": transno, "model_name": "gpt-4o", "input_tokens": 10, "output_tokens": 5, **fields}
+
+
+def test_two_orgs_using_one_transno_each_store_their_own_record(world):
+    acme, globex = world.clients["acme"], world.clients["globex"]
+
+    squatted = globex.post("/api/llmusage/", _org_record("shared-1", output_tokens=99), format="json")
+    mine = acme.post("/api/llmusage/", _org_record("shared-1"), format="json")
+    again = acme.post("/api/llmusage/", _org_record("shared-1"), format="json")
+
+    assert (squatted.status_code, mine.status_code, again.status_code) == (201, 201, 200)
+    assert mine.json()["id"] != squatted.json()["id"]
+    assert again.json()["id"] == mine.json()["id"]
+    assert squatted.json()["id"] not in json.dumps([mine.json(), again.json()])
+    assert set(LLMUsage.objects.filter(transno="shared-1").values_list("userorgid", flat=True)) == {
+        "acme",
+        "globex",
+    }
+
+
+def test_a_conflict_names_only_the_callers_own_record(world):
+    acme, globex = world.clients["acme"], world.clients["globex"]
+    acme_id = acme.post("/api/llmusage/", _org_record("shared-2"), format="json").json()["id"]
+    globex_id = globex.post("/api/llmusage/", _org_record("shared-2"), format="json").json()["id"]
+
+    conflict = globex.post("/api/llmusage/", _org_record("shared-2", output_tokens=1), format="json")
+
+    assert conflict.status_code == 409
+    assert conflict.json()["id"] == globex_id
+    assert acme_id not in conflict.content.decode()
+
+
+def test_another_orgs_transnos_hot_and_in_history_are_new_records_in_a_bulk(world):
+    acme_transnos = [record.transno for record in world.orgs["acme"].records]
+    assert any(isinstance(record, LLMUsageHistory) for record in world.orgs["acme"].records)
+
+    response = world.clients["globex"].post(
+        "/api/llmusage/", [_org_record(transno) for transno in acme_transnos], format="json"
+    )
+
+    assert response.status_code == 201, response.content
+    assert response.json()["created"] == len(acme_transnos)
+    assert not world.orgs["acme"].ids & {item["id"] for item in response.json()["items"]}
+
+
+def test_the_gateway_adapters_key_idempotency_by_org_too(world):
+    litellm_body = litellm_record(world, "globex")
+    litellm_body["metadata"] = {"user_api_key_user_id": "u-1"}  # the key's org decides
+    otlp = json.loads(otlp_body(world, "globex"))
+    otlp["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"].pop()  # no org attribute
+    for persona in ("globex", "acme"):
+        client = world.clients[persona]
+        assert client.post("/api/ingest/litellm/", [litellm_body], format="json").status_code == 201
+        assert client.post("/v1/traces", json.dumps(otlp), content_type="application/json").status_code == 200
+
+    stored = LLMUsage.objects.filter(transno=litellm_body["id"]).values_list("userorgid", flat=True)
+    assert sorted(stored) == ["acme", "globex"]
+    span = otlp["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    assert LLMUsage.objects.filter(transno=f"{span['traceId']}-{span['spanId']}").count() == 2
+
+
+# --- who may state money (issue 14) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("persona", ["acme", "globex"])
+def test_an_org_key_may_not_state_money_on_any_ingest_endpoint(world, persona):
+    client = world.clients[persona]
+    stated = litellm_record(world, persona) | {"cost": "1000000", "ownerid": "openai"}
+    before = LLMUsage.objects.count()
+
+    native = client.post("/api/llmusage/", _org_record("money-1", amount="0", cost="1000000"), format="json")
+    litellm = client.post("/api/ingest/litellm/", [stated], format="json")
+
+    assert (native.status_code, litellm.status_code) == (403, 403)
+    assert "amount" in native.json()["detail"] and "cost" in native.json()["detail"]
+    assert "ownerid" in litellm.json()["detail"]
+    assert LLMUsage.objects.count() == before
+
+
+def test_the_platform_key_may_state_money(world):
+    response = world.clients["platform"].post(
+        "/api/llmusage/",
+        _org_record("money-2", userorgid="acme", amount="0.5", cost="0.25", ownerid="openai"),
+        format="json",
+    )
+
+    assert response.status_code == 201, response.content
+    record = LLMUsage.objects.get(transno="money-2")
+    assert (record.userorgid, record.amount, record.cost, record.ownerid) == (
+        "acme",
+        Decimal("0.5"),
+        Decimal("0.25"),
+        "openai",
+    )

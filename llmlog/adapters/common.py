@@ -1,4 +1,13 @@
-"""What both adapters share: validating a mapped record, the amount rule, and ingest in batches."""
+"""What both adapters share: validating a mapped record, the amount rule, and ingest in batches.
+
+Who may state money, in a gateway's terms. The cost a gateway *reports* (LiteLLM's `response_cost`, an
+OTLP span's `gen_ai.cost.total_cost`) is the provider's price as the gateway computed it, not a charge
+an org states to us: from a platform key it is the record's `cost` (and its `amount` when the model has
+no sale price), from an org key it is only kept in `metadata.reported_cost` for reference, and the record
+is priced from the price book like any org key's. An explicit `amount`, `cost`, `ownerid` or `price`
+(LiteLLM: top-level fields; OTLP: the `llmlog.amount`, `llmlog.cost`, `llmlog.ownerid` attributes) is a
+statement, taken from a platform key only: an org key that sends one is refused whole with a 403.
+"""
 
 import hashlib
 import re
@@ -11,20 +20,41 @@ import msgspec
 from django.conf import settings
 
 from llmlog.ingest import (
+    PLATFORM_ONLY_FIELDS,
     IngestResult,
     RecordError,
     UsageIn,
     _validation_errors,
+    money_text_problem,
+    refuse_stated_by_org,
     usage_ingest_records,
 )
 from llmlog.models import ModelPrice
 from llmlog.pricing import PriceBook
 
-Mapped = UsageIn | RecordError
-SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")  # fullmatch: $ would also match before a final newline
 
 
-def usage_in(fields: dict[str, Any], *, source_names: Mapping[str, str]) -> UsageIn:
+class GatewayUsageIn(UsageIn, forbid_unknown_fields=True, omit_defaults=True):
+    """A native record mapped from a gateway's format, with the cost the gateway reported (which is
+    not a statement of money: see the module's docstring)."""
+
+    reported_cost: Decimal | None = None
+
+
+class MappingError(RecordError):
+    """A gateway record that could not be mapped; `stated` names the platform-only fields it sent,
+    so an org key's request is refused whole even when the record itself is malformed."""
+
+    def __init__(self, errors: dict[str, str], stated: list[str] | tuple[str, ...] = ()) -> None:
+        super().__init__(errors)
+        self.stated = list(stated)
+
+
+Mapped = GatewayUsageIn | RecordError
+
+
+def usage_in(fields: dict[str, Any], *, source_names: Mapping[str, str]) -> GatewayUsageIn:
     """The native record from an adapter's mapped fields, checked exactly as a posted record is.
 
     A Struct built in Python skips msgspec's constraints (lengths, patterns, ranges); converting checks
@@ -32,7 +62,7 @@ def usage_in(fields: dict[str, Any], *, source_names: Mapping[str, str]) -> Usag
     Errors are named by the gateway's own field (`source_names`), which is what its operator can fix.
     """
     try:
-        return msgspec.convert({k: v for k, v in fields.items() if v is not None}, type=UsageIn)
+        return msgspec.convert({k: v for k, v in fields.items() if v is not None}, type=GatewayUsageIn)
     except msgspec.ValidationError as exc:
         raise RecordError(rename_errors(_validation_errors(str(exc)), source_names)) from None
 
@@ -55,11 +85,50 @@ def key_hash(value: str | None) -> str | None:
     """LiteLLM logs the sha256 of its virtual key; anything else is hashed here, never kept as sent."""
     if not value:
         return None
-    return value if SHA256_HEX.match(value) else hashlib.sha256(value.encode()).hexdigest()
+    return value if SHA256_HEX.fullmatch(value) else hashlib.sha256(value.encode()).hexdigest()
 
 
 def epoch_seconds(value: float) -> datetime:
     return datetime.fromtimestamp(value, tz=UTC)
+
+
+def money_from_json(raw: msgspec.Raw, name: str, errors: dict[str, str]) -> Decimal | None:
+    """A money value of a gateway's record as sent (a JSON string or number), under the native rule:
+    a string is ASCII digits with at most one point, a number is never signed. None when absent/null."""
+    if bytes(raw) in (b"", b"null"):
+        return None
+    problem = money_text_problem(bytes(raw))
+    if problem is None:
+        try:
+            return msgspec.json.decode(raw, type=Decimal)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            problem = "Expected a decimal number or string."
+    errors[name] = problem
+    return None
+
+
+def settle_reported_costs(records: list[Mapped], *, org: str) -> None:
+    """A platform key's reported cost is the record's cost (unless it stated one); an org key's is kept
+    in metadata.reported_cost only, and the record is priced from the book."""
+    for record in records:
+        if not isinstance(record, GatewayUsageIn) or record.reported_cost is None:
+            continue
+        if not org:
+            if record.cost is None:
+                record.cost = record.reported_cost
+        else:
+            record.metadata = {**(record.metadata or {}), "reported_cost": str(record.reported_cost)}
+
+
+def stated_by(records: list[Mapped]) -> list[str]:
+    """The platform-only fields the records state (mapped or not)."""
+    names = []
+    for record in records:
+        if isinstance(record, MappingError):
+            names.extend(record.stated)
+        elif isinstance(record, UsageIn):
+            names.extend(name for name in PLATFORM_ONLY_FIELDS if getattr(record, name) not in (None, ""))
+    return names
 
 
 def amount_from_cost_when_unpriced(records: list[Mapped]) -> None:
@@ -92,7 +161,11 @@ def ingest_gateway_records(
     Each batch is its own transaction; a resent batch is idempotent on transno, so a failure between
     batches loses nothing on retry.
     """
-    amount_from_cost_when_unpriced(records)
+    # Every record is checked before the first batch is written: an org key's statement stores nothing.
+    refuse_stated_by_org(org=org, stated=stated_by(records))
+    settle_reported_costs(records, org=org)
+    if not org:
+        amount_from_cost_when_unpriced(records)
     size = settings.LLMLOG_BULK_MAX
     merged = IngestResult(is_bulk=True)
     for start in range(0, len(records), size):

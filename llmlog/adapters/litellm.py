@@ -5,15 +5,23 @@ JSON array (its default), as NDJSON, or one record per request. Only the fields 
 decoded; the rest of the payload (model map, cost breakdown, hidden params) is ignored.
 """
 
-from decimal import Decimal
 from typing import Any
 
 import msgspec
 from django.conf import settings
 
-from llmlog.adapters.common import Mapped, clip, epoch_seconds, key_hash, to_decimal, usage_in
+from llmlog.adapters.common import (
+    GatewayUsageIn,
+    Mapped,
+    MappingError,
+    clip,
+    epoch_seconds,
+    key_hash,
+    money_from_json,
+    usage_in,
+)
 from llmlog.bodies import check_containers, json_array_items, json_error, ndjson_lines
-from llmlog.ingest import BodyError, RecordError, UsageIn, _validation_errors
+from llmlog.ingest import NOT_SENT, BodyError, RecordError, _validation_errors, stated_fields
 
 
 class Metadata(msgspec.Struct):
@@ -51,7 +59,8 @@ class StandardLoggingPayload(msgspec.Struct):
     start_time: float | None = msgspec.field(default=None, name="startTime")
     end_time: float | None = msgspec.field(default=None, name="endTime")
     completion_start_time: float | None = msgspec.field(default=None, name="completionStartTime")
-    response_cost: Decimal | None = None
+    # What LiteLLM computed the call cost (a JSON number, or a string): a report, not a charge.
+    response_cost: msgspec.Raw = NOT_SENT  # Raw takes no union: absent is NOT_SENT
     response_cost_failure_debug_info: dict[str, Any] | None = None
     metadata: Metadata | None = None
     request_tags: list[Any] | None = None
@@ -61,6 +70,11 @@ class StandardLoggingPayload(msgspec.Struct):
     response: Any = None
     error_str: str | None = None
     error_information: ErrorInformation | None = None
+    # Not LiteLLM's: what a platform key's gateway may state (llmlog.adapters.common's docstring).
+    amount: msgspec.Raw = NOT_SENT
+    cost: msgspec.Raw = NOT_SENT
+    ownerid: Any = None
+    price: Any = None
 
 
 # The LiteLLM field each native field comes from: errors name what the gateway's operator sees.
@@ -89,8 +103,7 @@ SOURCE_NAMES = {
     "reasoning_tokens": "metadata.usage_object.completion_tokens_details.reasoning_tokens",
     "image_input_tokens": "metadata.usage_object.prompt_tokens_details.image_tokens",
     "usages": "metadata.usage_object",
-    "cost": "response_cost",
-    "amount": "response_cost",
+    "reported_cost": "response_cost",
     "status": "status",
     "code": "error_information.error_code",
     "error_message": "error_str",
@@ -159,7 +172,9 @@ def litellm_records(items: list[msgspec.Raw | RecordError]) -> list[Mapped]:
         try:
             mapped.append(litellm_usage(_decode(item)))
         except RecordError as exc:
-            mapped.append(exc)
+            # Named even when the record is malformed: an org key's statement refuses the request.
+            fields = stated_fields(item)
+            mapped.append(MappingError(exc.errors, fields.stated() if fields else ()))
     return mapped
 
 
@@ -175,7 +190,7 @@ def _decode(raw: msgspec.Raw) -> StandardLoggingPayload:
         ) from None
 
 
-def litellm_usage(payload: StandardLoggingPayload) -> UsageIn:
+def litellm_usage(payload: StandardLoggingPayload) -> GatewayUsageIn:
     """One StandardLoggingPayload as a native record (raises RecordError naming LiteLLM's fields)."""
     errors: dict[str, str] = {}
     meta = payload.metadata or Metadata()
@@ -198,6 +213,9 @@ def litellm_usage(payload: StandardLoggingPayload) -> UsageIn:
 
     start = payload.start_time
     use_time = _time(start, "startTime", errors)
+    amount = money_from_json(payload.amount, "amount", errors)
+    cost = money_from_json(payload.cost, "cost", errors)
+    reported_cost = money_from_json(payload.response_cost, "response_cost", errors)
     end_user = meta.user_api_key_end_user_id or payload.end_user
     metadata: dict[str, Any] = {"source": "litellm"}
     if payload.request_tags:
@@ -246,7 +264,11 @@ def litellm_usage(payload: StandardLoggingPayload) -> UsageIn:
         "usages": usage or None,
         # LiteLLM could not price the call (a model missing from its cost map): the cost is unknown,
         # not zero, so ingest prices it from the cost price book instead.
-        "cost": None if payload.response_cost_failure_debug_info else to_decimal(payload.response_cost),
+        "reported_cost": None if payload.response_cost_failure_debug_info else reported_cost,
+        "amount": amount,
+        "cost": cost,
+        "ownerid": payload.ownerid,
+        "price": payload.price,
         "status": status,
         "code": _http_code(payload.error_information),
         "error_message": clip(payload.error_str, 65536) or "",

@@ -22,7 +22,16 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from llmlog.adapters.common import Mapped, clip, key_hash, to_decimal, usage_in
+from llmlog.adapters.common import (
+    GatewayUsageIn,
+    Mapped,
+    MappingError,
+    clip,
+    key_hash,
+    money_from_json,
+    to_decimal,
+    usage_in,
+)
 from llmlog.bodies import (
     CONTAINERS_PER_RECORD,
     MIN_CONTAINERS,
@@ -31,7 +40,7 @@ from llmlog.bodies import (
     check_containers,
     json_error,
 )
-from llmlog.ingest import BodyError, IngestResult, RecordError, UsageIn
+from llmlog.ingest import BodyError, IngestResult, RecordError
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PROTOBUF = "application/x-protobuf"
@@ -49,7 +58,11 @@ CACHE_CREATION_TOKENS = (
     "gen_ai.usage.cache_creation_input_tokens",
 )
 REASONING_TOKENS = ("gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens")
-COST = ("gen_ai.cost.total_cost", "gen_ai.usage.cost")  # LiteLLM's otel callback, OpenLIT
+# The cost the instrumentation reports (LiteLLM's otel callback, OpenLIT): a report, not a charge.
+COST = ("gen_ai.cost.total_cost", "gen_ai.usage.cost")
+# What a platform key's gateway may state (llmlog.adapters.common's docstring); an org key that sets
+# one is refused whole.
+STATED_ATTRIBUTES = {"llmlog.amount": "amount", "llmlog.cost": "cost", "llmlog.ownerid": "ownerid"}
 TIME_TO_FIRST_CHUNK = ("gen_ai.response.time_to_first_chunk",)
 STREAM = ("gen_ai.request.stream", "llm.is_streaming")
 HTTP_STATUS = ("http.response.status_code",)
@@ -71,8 +84,8 @@ SOURCE_NAMES = {
     "cached_tokens": "gen_ai.usage.cache_read.input_tokens",
     "cache_creation_tokens": "gen_ai.usage.cache_creation.input_tokens",
     "reasoning_tokens": "gen_ai.usage.reasoning.output_tokens",
-    "cost": "gen_ai.cost.total_cost",
-    "amount": "gen_ai.cost.total_cost",
+    "reported_cost": "gen_ai.cost.total_cost",
+    **{native: attribute for attribute, native in STATED_ATTRIBUTES.items()},
     "code": "http.response.status_code",
     "userid": "user.id",
     "userorgid": "metadata.user_api_key_org_id",
@@ -303,7 +316,9 @@ def otlp_records(request: ExportTraceServiceRequest) -> SpanBatch:
                 try:
                     batch.records.append(span_usage(span, attributes, resource, transno))
                 except RecordError as exc:
-                    batch.records.append(exc)
+                    # Named even when the span is malformed: an org key's statement refuses the request.
+                    stated = [native for name, native in STATED_ATTRIBUTES.items() if name in attributes]
+                    batch.records.append(MappingError(exc.errors, stated))
     return batch
 
 
@@ -320,7 +335,7 @@ def _first_key(attributes: dict[str, AnyValue], names: tuple[str, ...]) -> str |
 
 def span_usage(
     span: Span, attributes: dict[str, AnyValue], resource: dict[str, AnyValue], transno: str
-) -> UsageIn:
+) -> GatewayUsageIn:
     """One model-call span as a native record (raises RecordError naming the span's attributes)."""
     errors: dict[str, str] = {}
     if len(span.trace_id) != 16 or len(span.span_id) != 8:
@@ -344,7 +359,10 @@ def span_usage(
         "cache_creation_tokens": _count(attributes, CACHE_CREATION_TOKENS, errors),
         "reasoning_tokens": _count(attributes, REASONING_TOKENS, errors),
     }
-    cost = _number(attributes, COST, errors)
+    reported_cost = _number(attributes, COST, errors)
+    amount = _money(attributes, "llmlog.amount", errors)
+    cost = _money(attributes, "llmlog.cost", errors)
+    ownerid = _text(attributes, ("llmlog.ownerid",), errors)
     first_chunk = _number(attributes, TIME_TO_FIRST_CHUNK, errors)
     http_status = _count(attributes, HTTP_STATUS, errors)
     provider = _text(attributes, PROVIDER, errors)
@@ -372,7 +390,10 @@ def span_usage(
         "responsed_seconds": first_chunk,
         "is_stream": _flag(attributes, STREAM),
         **{name: value for name, value in counts.items() if value is not None},
-        "cost": to_decimal(cost),
+        "reported_cost": to_decimal(reported_cost),
+        "amount": amount,
+        "cost": cost,
+        "ownerid": ownerid,
         "status": "failed" if failed else "success",
         "code": http_status,
         "error_message": clip(error_message, 65536) if failed else "",
@@ -436,6 +457,17 @@ def _number(attributes: dict[str, AnyValue], names: tuple[str, ...], errors: dic
         errors[name] = f"Expected a number, got {value!r}."
         return None
     return value
+
+
+def _money(attributes: dict[str, AnyValue], name: str, errors: dict[str, str]) -> Any:
+    """A stated money attribute: a string of ASCII digits with at most one point, or an unsigned number."""
+    _, value = _pick(attributes, (name,))
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        errors[name] = f"Expected a decimal number or string, got {value!r}."
+        return None
+    return money_from_json(msgspec.Raw(msgspec.json.encode(value)), name, errors)
 
 
 def _flag(attributes: dict[str, AnyValue], names: tuple[str, ...]) -> bool:

@@ -10,7 +10,8 @@ from django.db.models import Model
 from django.utils import timezone
 from rest_framework import serializers
 
-from llmlog.ingest import json_problem
+from llmlog.ingest import json_problem, money_text_problem
+from llmlog.limits import MAX_MONEY
 from llmlog.models import MONEY_DIGITS, MONEY_PLACES, LLMUsage, LLMUsageHistory, UsageAll, UsageStatus
 
 HIDDEN_FIELDS = ("payload_hash",)
@@ -145,12 +146,30 @@ class UsageAllSerializer(UsageRepresentationMixin, serializers.ModelSerializer):
         read_only_fields = [f.name for f in UsageAll._meta.concrete_fields]
 
 
+class MoneyField(serializers.DecimalField):
+    """A per-record money value under ingest's rules: a string of ASCII digits with at most one point or
+    an unsigned number (DRF alone would read " 1", "1_0", "1e3" and other scripts' digits), at most
+    MAX_MONEY."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(
+            max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, min_value=0, max_value=MAX_MONEY, **kwargs
+        )
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, str | int | float) and not isinstance(data, bool):
+            problem = money_text_problem(json.dumps(data).encode())
+            if problem:
+                raise serializers.ValidationError(problem)
+        return super().to_internal_value(data)
+
+
 class UsagePatchSerializer(serializers.Serializer):
     """What an operator may correct on a record not yet accounted. Token counts are not editable: they
     are what the provider reported, and amount/cost were derived from them."""
 
-    amount = serializers.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, min_value=0)
-    cost = serializers.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, min_value=0)
+    amount = MoneyField()
+    cost = MoneyField()
     model_name = StrictCharField(max_length=150, min_length=1)
     llmid = StrictCharField(max_length=64, allow_blank=True)
     ownerid = StrictCharField(max_length=64, allow_blank=True)

@@ -194,7 +194,11 @@ class LLMUsageViewSet(
             ),
             207: OpenApiResponse(BulkIngestResponseSerializer, "Bulk with some items in error or conflict."),
             400: OpenApiResponse(description="Malformed body or invalid record; names the field."),
-            409: OpenApiResponse(description="Known transno with a different payload."),
+            403: OpenApiResponse(
+                description="An org key stated amount, cost, ownerid or price (a platform key's only); "
+                "nothing is stored."
+            ),
+            409: OpenApiResponse(description="Known transno of the same org with a different payload."),
             413: OpenApiResponse(
                 TOO_BIG_ANSWER, "Body too large, or more than 1000 records (LLMLOG_BULK_MAX); nothing stored."
             ),

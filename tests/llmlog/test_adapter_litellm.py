@@ -138,7 +138,9 @@ def test_litellm_generic_logger_lands_every_call_once(
     transactional_db, live_server, make_key, no_internet, log_format
 ):
     litellm = import_litellm()
-    key = make_key(org="acme", scopes=("ingest",))
+    # The platform's own gateway: its reported costs are taken as costs (an org key's are not, see
+    # tests/llmlog/test_hostile_ingest.py); each record's org is the one LiteLLM authenticated.
+    key = make_key(org="", role="admin", scopes=("ingest",))
     ModelPrice.objects.create(
         model_name="gpt-4o", kind="sale", effective_from=datetime(2020, 1, 1, tzinfo=UTC), **GPT4O_SALE
     )
@@ -165,7 +167,8 @@ def test_litellm_generic_logger_lands_every_call_once(
         assert usage.use_time == datetime.fromtimestamp(record["startTime"], tz=UTC)
         assert usage.finish_seconds == pytest.approx(record["endTime"] - record["startTime"])
         assert usage.responsed_seconds == pytest.approx(record["completionStartTime"] - record["startTime"])
-        assert usage.userorgid == "acme"  # the key's org
+        # A platform key's record is in the org LiteLLM authenticated (none in these calls).
+        assert usage.userorgid == (record["metadata"].get("user_api_key_org_id") or "")
         assert usage.taskid == record["trace_id"]
         assert usage.ioinfo["request"] == record["messages"]
         assert usage.metadata["source"] == "litellm"

@@ -8,6 +8,7 @@ from django.utils import timezone
 from llmlog.keys import api_key_revoke
 from llmlog.models import ApiKey, LLMUsage
 from tests.conftest import bearer, usage_payload
+from tests.payloads import org_payload
 
 pytestmark = pytest.mark.django_db
 URL = "/api/llmusage/"
@@ -20,12 +21,12 @@ def post(api, key: str | None, payload, **headers):
     return api.post(URL, data=body, content_type="application/json", **headers)
 
 
-def test_post_then_get_back_the_record(api, acme_key):
-    created = post(api, acme_key, usage_payload(transno="api-1"))
+def test_post_then_get_back_the_record(api, platform_key):
+    created = post(api, platform_key, usage_payload(transno="api-1"))
     assert created.status_code == 201, created.content
     record_id = created.json()["id"]
 
-    fetched = api.get(f"{URL}{record_id}/", **bearer(acme_key))
+    fetched = api.get(f"{URL}{record_id}/", **bearer(platform_key))
 
     assert fetched.status_code == 200
     body = fetched.json()
@@ -34,37 +35,37 @@ def test_post_then_get_back_the_record(api, acme_key):
     assert "payload_hash" not in body
 
 
-def test_same_post_again_returns_the_record_and_writes_nothing(api, acme_key):
-    first = post(api, acme_key, usage_payload(transno="api-2"))
-    again = post(api, acme_key, usage_payload(transno="api-2"))
+def test_same_post_again_returns_the_record_and_writes_nothing(api, platform_key):
+    first = post(api, platform_key, usage_payload(transno="api-2"))
+    again = post(api, platform_key, usage_payload(transno="api-2"))
 
     assert again.status_code == 200
     assert again.json()["id"] == first.json()["id"]
     assert LLMUsage.objects.count() == 1
 
 
-def test_different_payload_under_known_transno_is_409(api, acme_key):
-    post(api, acme_key, usage_payload(transno="api-3"))
-    response = post(api, acme_key, usage_payload(transno="api-3", output_tokens=1))
+def test_different_payload_under_known_transno_is_409(api, platform_key):
+    post(api, platform_key, usage_payload(transno="api-3"))
+    response = post(api, platform_key, usage_payload(transno="api-3", output_tokens=1))
 
     assert response.status_code == 409
     assert "api-3" in response.json()["detail"]
 
 
 def test_invalid_single_record_is_400_naming_the_field(api, acme_key):
-    response = post(api, acme_key, usage_payload(input_tokens=-1))
+    response = post(api, acme_key, org_payload(input_tokens=-1))
 
     assert response.status_code == 400
     assert "input_tokens" in response.json()["errors"]
 
 
-def test_bulk_reports_every_item_and_keeps_the_good_ones(api, acme_key):
+def test_bulk_reports_every_item_and_keeps_the_good_ones(api, platform_key):
     items = [
         usage_payload(transno="b-1"),
         usage_payload(transno="b-2", reasoning_tokens=10**6),
         usage_payload(),
     ]
-    response = post(api, acme_key, items)
+    response = post(api, platform_key, items)
 
     assert response.status_code == 207
     body = response.json()
@@ -74,11 +75,11 @@ def test_bulk_reports_every_item_and_keeps_the_good_ones(api, acme_key):
     assert LLMUsage.objects.count() == 2
 
 
-def test_bulk_all_new_is_201_and_all_known_is_200(api, acme_key):
+def test_bulk_all_new_is_201_and_all_known_is_200(api, platform_key):
     items = [usage_payload(transno=f"c-{i}") for i in range(5)]
 
-    assert post(api, acme_key, items).status_code == 201
-    again = post(api, acme_key, items)
+    assert post(api, platform_key, items).status_code == 201
+    again = post(api, platform_key, items)
     assert again.status_code == 200
     assert again.json()["duplicates"] == 5
     assert LLMUsage.objects.count() == 5
@@ -155,14 +156,14 @@ def test_key_without_read_scope_cannot_list(api, make_key):
 
 def test_apikey_header_works_like_bearer(api, acme_key):
     response = api.post(
-        URL, data=json.dumps(usage_payload()), content_type="application/json", HTTP_APIKEY=acme_key
+        URL, data=json.dumps(org_payload()), content_type="application/json", HTTP_APIKEY=acme_key
     )
 
     assert response.status_code == 201
 
 
 def test_org_key_reads_only_its_org(api, acme_key, globex_key, platform_key):
-    acme_id = post(api, acme_key, usage_payload(transno="iso-1")).json()["id"]
+    acme_id = post(api, acme_key, org_payload(transno="iso-1")).json()["id"]
     post(api, platform_key, usage_payload(transno="iso-2", userorgid="globex"))
 
     assert api.get(f"{URL}{acme_id}/", **bearer(globex_key)).status_code == 404
@@ -173,7 +174,7 @@ def test_org_key_reads_only_its_org(api, acme_key, globex_key, platform_key):
 
 
 def test_org_key_cannot_ingest_for_another_org(api, acme_key):
-    response = post(api, acme_key, usage_payload(userorgid="globex"))
+    response = post(api, acme_key, org_payload(userorgid="globex"))
 
     assert response.status_code == 400
     assert "userorgid" in response.json()["errors"]
@@ -187,7 +188,7 @@ def test_non_uuid_id_is_400(api, acme_key):
 
 
 def test_list_is_paginated_with_a_bounded_page_size(api, acme_key, django_assert_max_num_queries):
-    post(api, acme_key, [usage_payload() for _ in range(120)])
+    post(api, acme_key, [org_payload() for _ in range(120)])
 
     with django_assert_max_num_queries(3):
         response = api.get(URL, {"page_size": 100}, **bearer(acme_key))

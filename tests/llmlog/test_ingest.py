@@ -10,6 +10,7 @@ from django.utils import timezone
 from llmlog.ingest import BodyError, usage_ingest
 from llmlog.models import LLMUsage, LLMUsageHistory, ModelPrice
 from tests.conftest import usage_payload
+from tests.payloads import org_payload
 
 pytestmark = pytest.mark.django_db
 
@@ -180,8 +181,8 @@ def test_ioinfo_is_cut_to_the_limit_and_flagged():
 
 
 def test_org_key_pins_records_to_its_org():
-    assert ingest(usage_payload(transno="o-1", userorgid=""), org="acme").items[0].status == "created"
-    refused = ingest(usage_payload(transno="o-2", userorgid="globex"), org="acme")
+    assert ingest(org_payload(transno="o-1", userorgid=""), org="acme").items[0].status == "created"
+    refused = ingest(org_payload(transno="o-2", userorgid="globex"), org="acme")
 
     assert LLMUsage.objects.get(transno="o-1").userorgid == "acme"
     assert "userorgid" in refused.items[0].errors

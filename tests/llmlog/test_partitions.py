@@ -373,26 +373,26 @@ def test_a_month_held_by_a_long_reader_is_deleted_in_batches_instead_and_dropped
 
 
 @pytest.mark.django_db
-def test_a_transno_already_in_history_never_reaches_history_a_second_time(api, acme_key):
+def test_a_transno_already_in_history_never_reaches_history_a_second_time(api, platform_key):
     """The database's unique key is (transno, use_date) on PostgreSQL; the app keeps transno unique."""
     three_days_ago = (timezone.now() - timedelta(days=3)).isoformat()
     first = usage_payload(transno="once", use_time=three_days_ago)
-    assert api.post("/api/llmusage/", first, format="json", **bearer(acme_key)).status_code == 201
+    assert api.post("/api/llmusage/", first, format="json", **bearer(platform_key)).status_code == 201
     LLMUsage.objects.filter(transno="once").update(accounting_status="accounted")
     assert backup_accounted_llmusage()["moved"] == 1
 
-    same = api.post("/api/llmusage/", first, format="json", **bearer(acme_key))
+    same = api.post("/api/llmusage/", first, format="json", **bearer(platform_key))
     other_day = api.post(
         "/api/llmusage/",
         usage_payload(transno="once", use_time=timezone.now().isoformat()),
         format="json",
-        **bearer(acme_key),
+        **bearer(platform_key),
     )
     bulk = [usage_payload(transno="once", use_time=timezone.now().isoformat())] + [
         usage_payload(transno=f"new-{n}")
         for n in range(11)  # past 10 rows: ingest's COPY path
     ]
-    in_bulk = api.post("/api/llmusage/", bulk, format="json", **bearer(acme_key))
+    in_bulk = api.post("/api/llmusage/", bulk, format="json", **bearer(platform_key))
     LLMUsage.objects.update(accounting_status="accounted", use_date=timezone.localdate() - timedelta(days=1))
     backup_accounted_llmusage()
 
