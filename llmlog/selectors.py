@@ -17,8 +17,8 @@ from typing import Any
 
 from django.core.exceptions import EmptyResultSet
 from django.db import connection
-from django.db.models import Count, Exists, Q, QuerySet, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import Count, Exists, FloatField, Q, QuerySet, Sum
+from django.db.models.functions import Cast, TruncDate
 from django.utils import timezone
 
 from llmlog.db import bound_cursor
@@ -133,15 +133,26 @@ def _empty_totals() -> dict[str, Any]:
 
 
 def _row_sums() -> dict[str, Any]:
-    return {"requests": Count("id"), **{name: Sum(name) for name in TOKEN_FIELDS + MONEY_FIELDS}}
+    return {"requests": Count("id"), **{name: _sum(name) for name in TOKEN_FIELDS + MONEY_FIELDS}}
 
 
 def _rollup_sums() -> dict[str, Any]:
-    return {name: Sum(name) for name in ("requests", *TOKEN_FIELDS, *MONEY_FIELDS)}
+    return {name: _sum(name) for name in ("requests", *TOKEN_FIELDS, *MONEY_FIELDS)}
+
+
+def _sum(name: str) -> Sum:
+    """SUM of a column that cannot overflow. PostgreSQL adds integers as numeric; SQLite's SUM raises
+    past 2^63 (rows stored before ingest bounded their counts can get there), so there counts add as
+    REAL, exact up to 2^53, far past any real total. Money adds as it is on both."""
+    if connection.vendor == "sqlite" and name not in MONEY_FIELDS:
+        return Sum(Cast(name, FloatField()))
+    return Sum(name)
 
 
 def _add(into: dict[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
-    for name in ("requests", *TOKEN_FIELDS, *MONEY_FIELDS):
+    for name in ("requests", *TOKEN_FIELDS):
+        into[name] += int(values.get(name) or 0)
+    for name in MONEY_FIELDS:
         into[name] += values.get(name) or 0
     return into
 
@@ -156,8 +167,9 @@ def usage_totals(*, queryset: QuerySet) -> dict[str, Any]:
 def usage_rpm_tpm(*, queryset: QuerySet, now: datetime | None = None) -> dict[str, int]:
     """{rpm, tpm}: requests and total tokens of the records in `queryset` that started in the last 60 s."""
     since = (now or timezone.now()) - RATE_WINDOW
-    sums = queryset.filter(use_time__gte=since).order_by().aggregate(rpm=Count("id"), tpm=Sum("total_tokens"))
-    return {"rpm": sums["rpm"] or 0, "tpm": sums["tpm"] or 0}
+    recent = queryset.filter(use_time__gte=since).order_by()
+    sums = recent.aggregate(rpm=Count("id"), tpm=_sum("total_tokens"))
+    return {"rpm": sums["rpm"] or 0, "tpm": int(sums["tpm"] or 0)}
 
 
 def usage_rates(*, org: str = "", now: datetime | None = None) -> dict[str, int]:

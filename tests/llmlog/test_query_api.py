@@ -523,3 +523,16 @@ def test_schema_describes_every_endpoint_and_parameter(api, platform_key):
     ):
         names = {p["name"] for p in paths[path]["get"]["parameters"]}
         assert filters | extra <= names, (path, filters | extra - names)
+
+
+def test_stats_over_rows_whose_token_sums_pass_64_bits_are_answered(api, platform_key):
+    """Rows stored before ingest bounded token counts (written directly): their sum is past 2^63, which
+    SQLite's SUM cannot hold (it raised, and the answer was a 503); PostgreSQL adds them as numeric."""
+    for _ in range(2):
+        make_usage(input_tokens=2**62, output_tokens=0)
+
+    response = get(api, "/api/llmusage/stats/", platform_key)
+
+    assert response.status_code == 200, response.content[:300]
+    body = response.json()
+    assert (body["requests"], body["input_tokens"], body["total_tokens"]) == (2, 2**63, 2**63)
