@@ -8,7 +8,8 @@ from django.db.models import Count
 from accounting.models import Account
 from llmlog.models import ApiKey, LLMUsage
 from llmlog.posting import account_pending_usage
-from tests.conftest import bearer, usage_payload
+from tests.conftest import bearer
+from tests.payloads import org_payload
 
 pytestmark = pytest.mark.django_db
 
@@ -32,7 +33,7 @@ def test_create_api_key_prints_the_key_alone_on_the_last_line(api):
     assert (key.userorgid, key.role, key.scopes) == ("acme", "admin", ["ingest"])
     assert raw not in {key.key_hash, key.key_prefix}
     response = api.post(
-        "/api/llmusage/", json.dumps(usage_payload()), content_type="application/json", **bearer(raw)
+        "/api/llmusage/", json.dumps(org_payload()), content_type="application/json", **bearer(raw)
     )
     assert response.status_code == 201
 
