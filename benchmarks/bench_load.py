@@ -100,9 +100,13 @@ def run_load(
     clients: int = CLIENTS,
     tag: str | None = None,
     seed: int = 1,
+    ingest_key: str | None = None,
 ) -> LoadResult:
     """`clients` threads, each with its own keep-alive connection and an org key from `keys` (org ->
-    key, shared round robin), send the mix for `seconds`. Returns what was sent and acknowledged."""
+    key, shared round robin), send the mix for `seconds`. Returns what was sent and acknowledged.
+
+    The records state their amount and cost, which only a platform key may: with `ingest_key` (the
+    platform gateway's key) the writes go with it, each record in its client's org; reads use the org key."""
     result = LoadResult(tag=tag or uuid.uuid4().hex[:8], seconds=seconds)
     lock = threading.Lock()
     orgs = sorted(keys)
@@ -113,6 +117,7 @@ def run_load(
         rng = random.Random(seed * 1000 + number)
         org = orgs[number % len(orgs)]
         headers = {"Authorization": f"Bearer {keys[org]}", "Content-Type": "application/json"}
+        write_headers = {**headers, "Authorization": f"Bearer {ingest_key or keys[org]}"}
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         mine: list[tuple[str, float]] = []
         acknowledged: dict[str, Decimal] = {}
@@ -130,7 +135,7 @@ def run_load(
                 body = json.dumps(batch if kind == "bulk" else batch[0]).encode()
             started = time.perf_counter()
             try:
-                conn.request(method, path, body=body, headers=headers)
+                conn.request(method, path, body=body, headers=write_headers if batch else headers)
                 response = conn.getresponse()
                 payload = response.read()
                 status = response.status
@@ -245,6 +250,8 @@ def main() -> None:
         load_demo_data(rows=args.rows - have)
     orgs = [f"org-{i:02d}" for i in range(20)]
     keys = {org: api_key_create(userorgid=org, role="member", scopes=["ingest", "read"])[1] for org in orgs}
+    # The gateway's key: the records state their money, which only a platform key may (issue 14).
+    gateway_key = api_key_create(userorgid="", role="admin", scopes=["ingest"])[1]
 
     def run_sql(sql: str, params: list) -> tuple:
         with connection.cursor() as cursor:
@@ -267,7 +274,12 @@ def main() -> None:
     try:
         for round_number in range(args.repeat):
             result = run_load(
-                port=port, keys=keys, seconds=args.seconds, clients=args.clients, seed=round_number
+                port=port,
+                keys=keys,
+                seconds=args.seconds,
+                clients=args.clients,
+                seed=round_number,
+                ingest_key=gateway_key,
             )
             missing, missing_amount, extra = lost_records(result, run_sql)
             rps.app.append(result.requests_per_second)

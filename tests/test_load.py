@@ -24,9 +24,11 @@ CLIENTS = 50
 def test_fifty_clients_of_mixed_ingest_and_reads_lose_nothing_and_fail_nothing(tmp_path):
     orgs = [f"load-org-{i}" for i in range(10)]
     keys = {org: api_key_create(userorgid=org, scopes=["ingest", "read"])[1] for org in orgs}
+    # The records state their money: the platform gateway's key writes them, the org keys read.
+    gateway_key = api_key_create(userorgid="", role="admin", scopes=["ingest"])[1]
 
     with gunicorn_server(tmp_path) as port:
-        result = run_load(port=port, keys=keys, seconds=SECONDS, clients=CLIENTS)
+        result = run_load(port=port, keys=keys, seconds=SECONDS, clients=CLIENTS, ingest_key=gateway_key)
 
     stored = UsageAll.objects.filter(transno__startswith=f"load-{result.tag}-")
     # Added up here, each stored amount exactly (SQLite's SUM of a decimal column is a float sum).
