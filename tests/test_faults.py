@@ -362,7 +362,8 @@ def wait_for(condition, *, timeout: float, what: str) -> None:
 
 def test_redis_down_ingest_still_stores_and_accounting_catches_up_when_it_returns(tmp_path):
     make_accounts(funds=Decimal(1000))
-    _, key = api_key_create(userorgid="acme", scopes=["ingest", "read"])
+    # The records state their amount: the platform gateway's key (an org key's would be a 403).
+    _, key = api_key_create(userorgid="", role="admin", scopes=["ingest", "read"])
     import http.client
 
     with private_redis(tmp_path) as broker:
@@ -374,6 +375,7 @@ def test_redis_down_ingest_still_stores_and_accounting_catches_up_when_it_return
             def ingest(prefix: str, count: int) -> list[dict]:
                 record = {
                     "model_name": "gpt-4o",
+                    "userorgid": "acme",
                     "input_tokens": 100,
                     "output_tokens": 20,
                     "amount": "0.01000",
