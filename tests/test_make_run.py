@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -141,3 +142,65 @@ def test_make_run_restarted_serves_with_the_same_key(tmp_path, fresh_database) -
     for line in first.output.read_text().splitlines():
         if line.strip() and not line.startswith(banner):
             assert json.loads(line)["level"], line
+
+
+# --- the README's examples -----------------------------------------------------------------------
+
+README = ROOT / "README.md"
+BLOCK = re.compile(r"```(\w+)\n(.*?)```", re.S)
+README_URL = "http://127.0.0.1:8000"
+
+
+def readme_examples() -> dict[str, str]:
+    """Each example of the README as a bash script, as a reader would run it after `KEY=<the key>`."""
+    text = README.read_text()
+    blocks = [(match.start(), match.group(1), match.group(2)) for match in BLOCK.finditer(text)]
+
+    def block(language: str, *, containing: str = "", after: str = "") -> str:
+        start = text.index(after) if after else 0
+        found = [body for at, lang, body in blocks if at > start and lang == language and containing in body]
+        assert found, f"README has no {language} block {containing!r} after {after!r}: it drifted"
+        return found[0]
+
+    def python(code: str) -> str:
+        return f"{Path(sys.executable)} - <<'PYTHON'\n{code}PYTHON\n"
+
+    try_it = block("sh", containing="/api/llmusage/", after="## Try it")
+    return {
+        "try it": "\n".join(line for line in try_it.splitlines() if not line.startswith("KEY=")),
+        "litellm": python(block("python", containing="GenericAPILogger")),
+        "otel": block("sh", containing="OTEL_EXPORTER_OTLP_ENDPOINT")
+        + python(block("python", containing="OTLP")),
+        "plain post": block("sh", containing="/api/llmusage/", after="**A plain HTTP POST.**"),
+    }
+
+
+def test_every_readme_example_ends_accounted_under_make_run(tmp_path, fresh_database) -> None:
+    examples = readme_examples()
+    with make_run(tmp_path / "var", fresh_database) as app:
+        env = dict(os.environ, KEY=app.key, LITELLM_LOCAL_MODEL_COST_MAP="True")
+        env.pop("DJANGO_SETTINGS_MODULE", None)
+        for name, script in examples.items():
+            done = subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", script.replace(README_URL, app.url)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert done.returncode == 0, f"{name}: {done.stdout}\n{done.stderr}"
+
+        deadline = time.monotonic() + 60
+        while True:
+            status, body = app.get("/api/llmusage/?page_size=100")
+            assert status == 200, body
+            records = [r for r in body["results"] if not r["transno"].startswith("demo-")]
+            states = {r["transno"]: (r["userorgid"], r["ownerid"], r["accounting_status"]) for r in records}
+            if len(records) == 5 and all(r["accounting_status"] == "accounted" for r in records):
+                break
+            assert time.monotonic() < deadline, f"not all accounted within a minute: {states}"
+            time.sleep(2)
+
+    assert {"req-1", "gw-1001", "gw-1002"} <= set(states)
+    assert {org for org, _owner, _status in states.values()} == {"org-01", "org-02"}
+    assert {owner for _org, owner, _status in states.values()} == {"openai", "anthropic"}

@@ -7,6 +7,8 @@ import os
 import socket
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from django.test import Client
 from config.celery import app as celery_app
 from llmlog.keys import _recent, api_key_lookup
 from llmlog.management.commands.prepare_run import credentials_path
+from llmlog.models import LLMUsage
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -166,3 +169,44 @@ def test_a_4xx_under_debug_logs_json_lines_only(tmp_path) -> None:
     entries = [json.loads(line) for line in lines]  # fails on any plain-text line
     statuses = [entry.get("status") for entry in entries if entry["logger"] == "llmlog.request"]
     assert statuses == [404, 404, 401]
+
+
+def otlp_span(*, resource_org: str | None, span_org: str | None) -> bytes:
+    attributes = [
+        {"key": "gen_ai.request.model", "value": {"stringValue": "gpt-4o"}},
+        {"key": "gen_ai.usage.input_tokens", "value": {"intValue": "42"}},
+    ]
+    if span_org:
+        attributes.append({"key": "metadata.user_api_key_org_id", "value": {"stringValue": span_org}})
+    resource = [{"key": "service.name", "value": {"stringValue": "support-bot"}}]
+    if resource_org:
+        resource.append({"key": "llmlog.userorgid", "value": {"stringValue": resource_org}})
+    span = {
+        "traceId": uuid.uuid4().hex,
+        "spanId": uuid.uuid4().hex[:16],
+        "name": "chat gpt-4o",
+        "startTimeUnixNano": str(time.time_ns() - 2_000_000_000),
+        "endTimeUnixNano": str(time.time_ns()),
+        "attributes": attributes,
+    }
+    body = {"resourceSpans": [{"resource": {"attributes": resource}, "scopeSpans": [{"spans": [span]}]}]}
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize(
+    ("resource_org", "span_org", "expected"),
+    [("org-01", None, "org-01"), ("org-01", "org-02", "org-02"), (None, None, "")],
+)
+def test_an_otel_span_takes_its_org_from_the_resource_attribute_the_readme_names(
+    api, platform_key, resource_org, span_org, expected
+) -> None:
+    response = api.post(
+        "/v1/traces",
+        data=otlp_span(resource_org=resource_org, span_org=span_org),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {platform_key}",
+    )
+
+    assert response.status_code == 200, response.content
+    assert LLMUsage.objects.get().userorgid == expected
+    assert "llmlog.userorgid" in (ROOT / "README.md").read_text()

@@ -67,6 +67,11 @@ TIME_TO_FIRST_CHUNK = ("gen_ai.response.time_to_first_chunk",)
 STREAM = ("gen_ai.request.stream", "llm.is_streaming")
 HTTP_STATUS = ("http.response.status_code",)
 USER = ("metadata.user_api_key_user_id", "user.id", "enduser.id")
+# The org a span's record belongs to: LiteLLM's otel callback sets the span attribute; any other service
+# names its org once, as a resource attribute (OTEL_RESOURCE_ATTRIBUTES=llmlog.userorgid=acme). An org
+# key's records are its org's whatever they say (ingest).
+ORG_SPAN_ATTRIBUTE = "metadata.user_api_key_org_id"
+ORG_RESOURCE_ATTRIBUTE = "llmlog.userorgid"
 TOKEN_COUNTS = INPUT_TOKENS + OUTPUT_TOKENS + CACHED_TOKENS + CACHE_CREATION_TOKENS + REASONING_TOKENS
 
 # The span attribute each native field comes from: errors name what the instrumentation sets.
@@ -398,7 +403,9 @@ def span_usage(
         "code": http_status,
         "error_message": clip(error_message, 65536) if failed else "",
         "userid": _text(attributes, USER, {}),
-        "userorgid": _text(attributes, ("metadata.user_api_key_org_id",), {}),
+        "userorgid": (
+            _text(attributes, (ORG_SPAN_ATTRIBUTE,), {}) or _text(resource, (ORG_RESOURCE_ATTRIBUTE,), {})
+        ),
         "group": _text(attributes, ("metadata.user_api_key_team_id",), {}),
         "token_name": clip(_text(attributes, ("metadata.user_api_key_alias",), {}), 150),
         "token_key_hash": key_hash(_text(attributes, ("metadata.user_api_key_hash",), {})),
