@@ -203,6 +203,9 @@ LLMLOG_BACKUP_HOUR = env_int("LLMLOG_BACKUP_HOUR", 1, minimum=0)
 if LLMLOG_BACKUP_HOUR > 23:
     raise ImproperlyConfigured(f"LLMLOG_BACKUP_HOUR must be between 0 and 23, got {LLMLOG_BACKUP_HOUR}")
 LLMLOG_HISTORY_RETENTION_DAYS = env_int("LLMLOG_HISTORY_RETENTION_DAYS", None, minimum=1)
+# new-api's quota units per unit of money (new-api's QuotaPerUnit: 500,000 per US dollar): the new-api
+# dialect answers `quota` as round(amount x this), rounded half to even.
+LLMLOG_NEWAPI_QUOTA_PER_UNIT = env_int("LLMLOG_NEWAPI_QUOTA_PER_UNIT", 500_000, minimum=1)
 # Records per ingest request; a bigger list is refused whole with a 400.
 LLMLOG_BULK_MAX = 1000
 # Records (LiteLLM records, OTLP spans) per request to a gateway adapter, counted while the body is read:

@@ -677,7 +677,8 @@ def _charge(price: ModelPrice, counts: TokenCounts, name: str) -> Decimal:
 
 # --- storage --------------------------------------------------------------------------------------
 
-USAGE_FIELDS = LLMUsage._meta.concrete_fields
+# Every column ingest writes: all but `seq`, which the database numbers (its default, migration 0008).
+USAGE_FIELDS = tuple(f for f in LLMUsage._meta.concrete_fields if f.attname != "seq")
 JSON_COLUMNS = frozenset(f.attname for f in USAGE_FIELDS if f.get_internal_type() == "JSONField")
 
 

@@ -6,6 +6,7 @@ import secrets
 from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
+from django.utils.deconstruct import deconstructible
 from uuid_utils.compat import uuid7
 
 # Money everywhere: Decimal(18, 5), as llmage's amount and cost.
@@ -42,6 +43,29 @@ class AccountingStatus(models.TextChoices):
     SKIPPED = "skipped"
 
 
+@deconstructible(path="llmlog.models.NextUsageSeq")
+class NextUsageSeq(models.Expression):
+    """The database default of `seq`: the next number of the `llmusage_seq` sequence on PostgreSQL.
+
+    SQLite has no sequences and allows no sub-query in a default: there the column defaults to NULL and
+    an AFTER INSERT trigger (migration 0008) gives the row the next number of an AUTOINCREMENT counter.
+    """
+
+    output_field = models.BigIntegerField()
+
+    def as_sql(self, compiler, connection):  # noqa: ANN001, ANN201 - Django's expression protocol
+        return "NULL", []
+
+    def as_postgresql(self, compiler, connection):  # noqa: ANN001, ANN201
+        return "nextval('llmusage_seq')", []
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, NextUsageSeq)
+
+    def __hash__(self) -> int:
+        return hash(NextUsageSeq)
+
+
 class UsageRecord(models.Model):
     """One LLM call as the gateway reported it. `llmusage` and `llmusage_history` share these fields."""
 
@@ -51,6 +75,10 @@ class UsageRecord(models.Model):
         max_length=128, help_text="The gateway's request id; with userorgid, the idempotency key."
     )
     taskid = models.CharField(max_length=256, blank=True, default="")
+    # A sequential 64-bit number given at ingest by the database and kept when the record moves to
+    # history: the integer `id` of the new-api and AI Proxy dialects, whose clients declare ids as numbers.
+    # Null only for a moment on SQLite, between the insert and its trigger (NOT NULL on PostgreSQL).
+    seq = models.BigIntegerField(null=True, blank=True, db_default=NextUsageSeq(), editable=False)
     # time
     use_date = models.DateField(help_text="Day of use_time in TIME_ZONE.")
     use_time = models.DateTimeField(help_text="Request start.")
@@ -169,6 +197,11 @@ class LLMUsage(UsageRecord):
             models.Index(fields=["username", "-use_time"], name="llmusage_username_time_idx"),
             models.Index(fields=["model_name", "-use_time"], name="llmusage_model_time_idx"),
             models.Index(fields=["token_name", "-use_time"], name="llmusage_token_time_idx"),
+            # new-api's search: a keyword that is a prefix of a log's content ("gpt-4o: 12 prompt ...")
+            # is a prefix of its model_name (LIKE 'k%' needs the pattern operators on PostgreSQL).
+            models.Index(
+                fields=["model_name"], opclasses=["varchar_pattern_ops"], name="llmusage_model_prefix_idx"
+            ),
             # new-api's /api/log/token?key=: a gateway key's own records, newest first.
             models.Index(
                 fields=["token_key_hash", "-use_time"],
@@ -179,6 +212,11 @@ class LLMUsage(UsageRecord):
             models.Index(
                 fields=["id"], condition=Q(accounting_status="pending"), name="llmusage_pending_idx"
             ),
+        ]
+        constraints = [
+            *UsageRecord.Meta.constraints,
+            # Each number once; history keeps the number its record had here (and has its own index).
+            models.UniqueConstraint(fields=["seq"], name="llmusage_seq_unique"),
         ]
 
 
@@ -212,6 +250,12 @@ class LLMUsageHistory(UsageRecord):
             models.Index(fields=["username", "-use_time"], name="llmusage_hist_username_idx"),
             models.Index(fields=["model_name", "-use_time"], name="llmusage_hist_model_time_idx"),
             models.Index(fields=["token_name", "-use_time"], name="llmusage_hist_token_time_idx"),
+            models.Index(
+                fields=["model_name"], opclasses=["varchar_pattern_ops"], name="llmusage_hist_model_prefix"
+            ),
+            # A record by its dialect id (seq); unique by construction: history's rows come from llmusage,
+            # where seq is unique, and PostgreSQL's unique keys of a partitioned table must hold use_date.
+            models.Index(fields=["seq"], name="llmusage_hist_seq_idx"),
             models.Index(
                 fields=["token_key_hash", "-use_time"],
                 condition=~Q(token_key_hash=""),

@@ -3,7 +3,6 @@
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -24,6 +23,10 @@ ADMIN_ITEM_FIELDS = {
     "group", "ip", "other",
 }  # fmt: skip
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+
+
+def seq_of(record_id: str) -> int:
+    return UsageAll.objects.get(pk=record_id).seq
 
 
 def at(seconds: int) -> str:
@@ -72,10 +75,10 @@ def test_self_answers_the_seed_request_in_the_seed_shape(api, acme_key):
     assert (answer["data"]["total"], answer["data"]["page"], answer["data"]["page_size"]) == (1, 1, 20)
     [item] = answer["data"]["items"]
     assert set(item) == ADMIN_ITEM_FIELDS
-    assert item["id"] == record_id
+    assert item["id"] == seq_of(record_id)  # the record's sequential number, as new-api's integer ids
     assert item["created_at"] == unix(0)  # unix seconds
     assert item["type"] == 2
-    assert item["quota"] == pytest.approx(0.01)  # the amount
+    assert item["quota"] == 5000  # 0.01 x 500,000 quota units
     assert (item["prompt_tokens"], item["completion_tokens"]) == (50, 100)
     assert (item["user_id"], item["token_id"], item["channel_id"]) == (1, 1, 1)  # new-api's ids are numbers
     assert (item["username"], item["token_name"], item["model_name"], item["group"]) == (
@@ -203,11 +206,11 @@ def test_stat_answers_quota_rpm_and_tpm(api, acme_key, platform_key):
     everyone = api.get("/api/log/stat", **bearer(platform_key)).json()
 
     assert mine["success"] is True
-    assert mine["data"] == {"quota": pytest.approx(1.95), "rpm": 2, "tpm": 3000}
-    assert in_range["data"]["quota"] == pytest.approx(1.75)
+    assert mine["data"] == {"quota": 975_000, "rpm": 2, "tpm": 3000}  # 1.95 x 500,000
+    assert in_range["data"]["quota"] == 875_000
     assert in_range["data"]["rpm"] == 2  # rpm and tpm are the last 60 s whatever the range
-    assert one_model["data"] == {"quota": pytest.approx(0.35), "rpm": 1, "tpm": 1500}
-    assert everyone["data"]["quota"] == pytest.approx(10.95)
+    assert one_model["data"] == {"quota": 175_000, "rpm": 1, "tpm": 1500}
+    assert everyone["data"]["quota"] == 5_475_000
     assert everyone["data"]["rpm"] == 3
 
 
@@ -216,7 +219,7 @@ def test_stat_filters_the_rollups_cannot_answer_sum_the_rows(api, acme_key):
 
     answer = api.get("/api/log/self/stat?token_name=b", **bearer(acme_key)).json()
 
-    assert answer["data"]["quota"] == 2
+    assert answer["data"]["quota"] == 1_000_000
 
 
 def test_the_admin_stat_needs_a_platform_key(api, acme_key):
@@ -358,10 +361,10 @@ def test_a_record_moved_to_history_is_still_listed_counted_and_summed(api, acme_
     stat = api.get(f"/api/log/self/stat?start_timestamp={unix(-90000)}", **bearer(acme_key)).json()["data"]
     found = api.get(f"/api/log/self/search?keyword={old}", **bearer(acme_key)).json()["data"]
 
-    assert [item["id"] for item in listed["items"]] == [new, old]
+    assert [item["id"] for item in listed["items"]] == [seq_of(new), seq_of(old)]
     assert listed["total"] == 2
-    assert stat["quota"] == 3
-    assert [item["id"] for item in found] == [old]
+    assert stat["quota"] == 1_500_000
+    assert [item["id"] for item in found] == [seq_of(old)]
 
 
 def test_the_list_takes_a_fixed_number_of_queries(api, acme_key, django_assert_max_num_queries):
@@ -374,12 +377,13 @@ def test_the_list_takes_a_fixed_number_of_queries(api, acme_key, django_assert_m
     assert len(response.json()["data"]["items"]) == 30
 
 
-def test_money_is_a_number_in_the_records_currency(api, acme_key):
+def test_quota_is_an_integer_in_quota_units(api, acme_key):
     ingest(usage_payload(amount="12.34567"))
 
     [item] = api.get("/api/log/self", **bearer(acme_key)).json()["data"]["items"]
 
-    assert item["quota"] == float(Decimal("12.34567"))
+    assert item["quota"] == 6_172_835  # 12.34567 x 500,000, an integer as new-api's
+    assert type(item["quota"]) is int
 
 
 @pytest.mark.postgres
@@ -432,3 +436,99 @@ def test_a_staff_session_is_new_apis_admin(api, django_user_model):
 
     assert response.status_code == 200
     assert response.json()["data"]["total"] == 2
+
+
+# --- issue 15: integer ids, quota units, search semantics ------------------------------------------
+
+
+def test_quota_rounds_each_item_half_to_even_and_stat_adds_the_rounded_items(api, acme_key, settings):
+    settings.LLMLOG_NEWAPI_QUOTA_PER_UNIT = 1  # one quota unit per unit of money: halves to round
+    ingest(*[usage_payload(use_time=at(i), amount=amount) for i, amount in enumerate(HALVES)])
+
+    items = api.get("/api/log/self?page_size=100", **bearer(acme_key)).json()["data"]["items"]
+    stat = api.get("/api/log/self/stat", **bearer(acme_key)).json()["data"]
+
+    # newest first: 0.50001 -> 1, 0.49999 -> 0, 2.5 -> 2, 0.5 -> 0 (half to even, never away from zero)
+    assert [item["quota"] for item in items] == [1, 0, 2, 0]
+    # the sum of the rounded items; a sum rounded once would say 4, SQL's ROUND on each would say 5
+    assert stat["quota"] == sum(item["quota"] for item in items) == 3
+
+
+HALVES = ("0.50000", "2.50000", "0.49999", "0.50001")
+
+
+@pytest.mark.parametrize("query", ["", "?token_name=t1", "?model_name=o3-mini", "?type=2"])
+def test_the_items_of_a_filter_add_up_to_its_stat(api, acme_key, query):
+    ingest(
+        *[
+            usage_payload(
+                use_time=at(i),
+                amount=f"0.0{i}123",
+                token_name=f"t{i % 2}",
+                model_name=("gpt-4o", "o3-mini")[i % 2],
+            )
+            for i in range(6)
+        ]
+    )
+    items = api.get(f"/api/log/self{query}{'&' if query else '?'}page_size=100", **bearer(acme_key)).json()
+    stat = api.get(f"/api/log/self/stat{query}", **bearer(acme_key)).json()
+
+    assert stat["data"]["quota"] == sum(item["quota"] for item in items["data"]["items"]) > 0
+
+
+def test_ids_are_integers_the_gateways_or_zero_never_text(api, acme_key):
+    ingest(
+        usage_payload(use_time=at(0), userid="42", token_id="7", channel_id="3"),
+        usage_payload(
+            use_time=at(1), userid="u-ada", token_id="tok-1", channel_id="ch-anthropic", provider="x"
+        ),
+    )
+
+    newer, older = api.get("/api/log/self", **bearer(acme_key)).json()["data"]["items"]
+
+    assert (older["user_id"], older["token_id"], older["channel_id"]) == (42, 7, 3)
+    assert (newer["user_id"], newer["token_id"], newer["channel_id"]) == (0, 0, 0)
+    assert (newer["username"], newer["channel_name"]) == ("Ada", "x")  # the names stay in their fields
+    assert isinstance(newer["id"], int) and newer["id"] > older["id"]  # seq, in ingest order
+
+
+def test_search_matches_a_prefix_of_the_content(api, acme_key, platform_key):
+    ingest(
+        usage_payload(use_time=at(0), model_name="gpt-4o", input_tokens=12, output_tokens=3, cached_tokens=0),
+        usage_payload(use_time=at(1), model_name="claude-3-opus"),
+        usage_payload(use_time=at(2), model_name="gpt-4o-mini", userorgid="globex"),
+    )
+
+    def models(path: str, key: str) -> list[str]:
+        path, keyword = path.split("?keyword=")
+        answer = api.get(path, {"keyword": keyword}, **bearer(key)).json()
+        assert answer["success"] is True, answer
+        return [item["model_name"] for item in answer["data"]]
+
+    [item] = api.get("/api/log/self/search?keyword=gpt", **bearer(acme_key)).json()["data"]
+    assert item["content"].startswith("gpt")
+    assert models("/api/log/self/search?keyword=gpt-4", acme_key) == ["gpt-4o"]  # the seed's example
+    assert models("/api/log/search?keyword=gpt", platform_key) == ["gpt-4o-mini", "gpt-4o"]
+    assert models("/api/log/self/search?keyword=gpt-4o:", acme_key) == ["gpt-4o"]
+    assert models("/api/log/self/search?keyword=gpt-4o: 12 prompt + 3", acme_key) == ["gpt-4o"]
+    assert models(f"/api/log/self/search?keyword={item['content'][:-2]}", acme_key) == ["gpt-4o"]
+    assert models(f"/api/log/self/search?keyword={item['content']}", acme_key) == ["gpt-4o"]
+    assert models("/api/log/self/search?keyword=gpt-4o: 13", acme_key) == []
+    assert models("/api/log/self/search?keyword=pt-4o", acme_key) == []  # a prefix, not a substring
+
+
+def test_search_matches_the_log_type_number(api, acme_key):
+    ingest(
+        usage_payload(use_time=at(0)),
+        usage_payload(use_time=at(1), status="failed", error_message="boom", amount="0", cost="0"),
+    )
+
+    def types(keyword: str) -> list[int]:
+        return [
+            item["type"]
+            for item in api.get(f"/api/log/self/search?keyword={keyword}", **bearer(acme_key)).json()["data"]
+        ]
+
+    assert types("2") == [2]
+    assert types("4") == [4]
+    assert types("1") == types("3") == types("5") == []

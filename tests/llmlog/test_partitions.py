@@ -6,6 +6,7 @@ Months here are years back (2022-2025) so that they never meet the months of oth
 commits (transaction=True) drops the partitions it made, since TRUNCATE between tests keeps them."""
 
 import threading
+import uuid
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -31,6 +32,7 @@ from tests.llmlog.test_backup import rows, usage
 BEFORE_PARTITIONING = [("llmlog", "0005_token_key_index")]
 PARTITIONED = [("llmlog", "0006_partition_history")]
 TRANSNO_PER_ORG = [("llmlog", "0007_tenant_transno_owner_audit")]
+USAGE_SEQ = [("llmlog", "0008_usage_seq")]
 
 
 def on(day: date, **fields: Any) -> LLMUsage:
@@ -234,7 +236,9 @@ def test_a_new_partition_has_every_index_and_key_of_the_parent():
     def indexes(table: str) -> int:
         return query("SELECT count(*) FROM pg_index WHERE indrelid = %s::regclass", [table])[0][0]
 
-    assert indexes("llmusage_history_y2023m05") == indexes("llmusage_history") == 13
+    assert (
+        indexes("llmusage_history_y2023m05") == indexes("llmusage_history") == 15
+    )  # 0008: seq, model prefix
     keys = query(
         "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
         "WHERE conrelid = 'llmusage_history_y2023m05'::regclass AND contype IN ('p', 'u') ORDER BY 1"
@@ -433,3 +437,58 @@ def test_list_get_item_and_count_over_history_in_several_months_and_the_default(
     november = {"start_time": "2023-11-01T00:00:00+00:00", "end_time": "2023-12-01T00:00:00+00:00"}
     assert get("/api/llmusage-history/count/", **november)["count"] == 1
     assert get("/api/llmusage/count/", **november)["count"] == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_seq_migration_numbers_existing_records_in_id_order_over_both_tables_and_goes_back():
+    """0008 on rows: every record of llmusage and llmusage_history numbered by id (uuid7: time order),
+    the counter past the largest, the view with seq; back to 0007 and forward again."""
+    try:
+        apps = migrate(TRANSNO_PER_ORG)
+        hot, history = apps.get_model("llmlog", "LLMUsage"), apps.get_model("llmlog", "LLMUsageHistory")
+        day = date(2025, 6, 2)
+        common = {
+            "use_date": day,
+            "use_time": timezone.make_aware(datetime.combine(day, datetime.min.time())),
+            "model_name": "gpt-4o",
+            "accounting_status": "accounted",
+        }
+        # ids in a known order, alternating between the tables
+        ids = [f"0190a000-0000-7000-8000-{n:012d}" for n in range(1, 6)]
+        for n, record_id in enumerate(ids):
+            if n % 2:
+                history.objects.create(
+                    id=record_id, transno=f"seq-mig-{n}", backup_time=timezone.now(), **common
+                )
+            else:
+                hot.objects.create(id=record_id, transno=f"seq-mig-{n}", **common)
+
+        migrate(USAGE_SEQ)
+
+        numbered = query("SELECT id, seq FROM llmusage_all ORDER BY id")
+        assert [str(uuid.UUID(str(record_id))) for record_id, _ in numbered] == ids  # SQLite: hex
+        assert [seq for _, seq in numbered] == [1, 2, 3, 4, 5]
+        # the next record continues after the largest number
+        new = LLMUsage.objects.create(transno="seq-mig-new", **common)
+        assert LLMUsage.objects.get(pk=new.pk).seq == 6
+
+        migrate(TRANSNO_PER_ORG)
+
+        columns = {
+            table: [
+                c.name for c in connection.introspection.get_table_description(connection.cursor(), table)
+            ]
+            for table in ("llmusage", "llmusage_history", "llmusage_all")
+        }
+        assert all("seq" not in names for names in columns.values())
+        assert query("SELECT count(*) FROM llmusage_all") == [(6,)]
+
+        migrate(USAGE_SEQ)
+
+        assert [seq for _, seq in query("SELECT id, seq FROM llmusage_all ORDER BY id")] == [1, 2, 3, 4, 5, 6]
+    finally:
+        executor = MigrationExecutor(connection)
+        migrate(executor.loader.graph.leaf_nodes())
+    for partition in history_partitions():
+        if not partition.is_default:
+            drop_history_partition(partition)

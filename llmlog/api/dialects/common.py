@@ -5,10 +5,11 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from django.conf import settings
+from django.db.models import BigIntegerField, Func
 from rest_framework import exceptions
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
@@ -18,6 +19,7 @@ from rest_framework.views import APIView
 from llmlog.api.auth import HasScope, caller_of
 from llmlog.api.errors import SingleValuedQueryMixin
 from llmlog.filters import InvalidFilter, parse_time, unstorable_params
+from llmlog.models import MONEY_PLACES
 
 MAX_PAGE_SIZE = 100
 # Page numbers (OneUptime's skip, new-api's p, AI Proxy's page) reach at most this many records deep.
@@ -107,6 +109,59 @@ def iso(moment: datetime | None) -> str | None:
 def money_number(value: Decimal | None) -> float | None:
     """Money as a JSON number, as these clients expect (the native API keeps it a decimal string)."""
     return None if value is None else float(value)
+
+
+# The largest id a 64-bit signed integer holds: what new-api's and AI Proxy's clients decode ids into.
+MAX_INT64 = 2**63 - 1
+
+
+def gateway_number(text: str | None) -> int:
+    """A gateway's id (user, token, channel) as new-api's and AI Proxy's clients type it, a number: the
+    gateway's own when it is a whole number that fits 64 bits, 0 otherwise (the name travels in its
+    own field: username, token_name, channel_name)."""
+    if not text or not (text.isascii() and text.isdigit()):
+        return 0
+    number = int(text)
+    return number if number <= MAX_INT64 else 0
+
+
+def quota_units(amount: Decimal | None) -> int:
+    """An amount in new-api's quota units: round(amount x LLMLOG_NEWAPI_QUOTA_PER_UNIT), half to even
+    (0 when not priced). The same rule as quota_units_sql, so items add up to /stat."""
+    if amount is None:
+        return 0
+    return int((amount * settings.LLMLOG_NEWAPI_QUOTA_PER_UNIT).to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+class QuotaUnits(Func):
+    """quota_units in SQL, exact on both databases: the amount as a whole number of its smallest unit
+    (10^-MONEY_PLACES; ROUND recovers it exactly from SQLite's REAL), times the quota per unit, divided
+    by 10^MONEY_PLACES in integers with the remainder rounded half to even. SQL's ROUND would round
+    half away from zero (PostgreSQL numeric) or work on floats (SQLite). NULL when not priced."""
+
+    output_field = BigIntegerField()
+
+    def __init__(self, amount: Any) -> None:
+        super().__init__(amount)
+
+    def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+        amount_sql, params = compiler.compile(self.source_expressions[0])
+        scale = 10**MONEY_PLACES
+        per_unit = int(settings.LLMLOG_NEWAPI_QUOTA_PER_UNIT)
+        if connection.vendor == "postgresql":
+            # numeric all the way: exact, and no bigint overflow for any amount the column holds
+            product = f"(ROUND({amount_sql} * {scale}) * {per_unit})"
+            quotient, remainder = f"div({product}, {scale})", f"mod({product}, {scale})"
+            cast, odd = "CAST({} AS BIGINT)", f"mod({quotient}, 2)"
+        else:
+            product = f"(CAST(ROUND({amount_sql} * {scale}) AS INTEGER) * {per_unit})"
+            quotient, remainder = f"({product} / {scale})", f"({product} % {scale})"
+            cast, odd = "{}", f"({quotient} % 2)"
+        sql = (
+            f"({quotient} + CASE WHEN 2 * {remainder} > {scale} "
+            f"OR (2 * {remainder} = {scale} AND {odd} = 1) THEN 1 ELSE 0 END)"
+        )
+        return cast.format(sql), list(params) * 4
 
 
 def gateway_id(text: str) -> int | str | None:

@@ -8,10 +8,11 @@ lists take `p` (page, from 1) and `page_size` (default 20, at most 100) and answ
 - `GET /api/log/` every org's records (new-api's admin: a platform key or a staff session);
   `GET /api/log/self` the caller's own. new-api's "self" is the logged-in user; an llmlog API key
   belongs to an org, so "self" is the key's org (a platform key's self is every org).
-- `GET /api/log/stat`, `/api/log/self/stat`: `{quota, rpm, tpm}`: quota is the amount charged (in the
-  records' currency, a number), rpm and tpm count the successful calls of the last 60 s.
-- `GET /api/log/search`, `/api/log/self/search?keyword=`: the newest 100 records the keyword names
-  (transno, user, org, model, token name, or a word of the error).
+- `GET /api/log/stat`, `/api/log/self/stat`: `{quota, rpm, tpm}`: quota is the amount charged in
+  new-api's quota units (below), rpm and tpm count the successful calls of the last 60 s.
+- `GET /api/log/search`, `/api/log/self/search?keyword=`: the newest 100 records the keyword names: its
+  log type number (2, 4), a prefix of its `content`, its transno, user, org, model or token name, or a
+  word of its error.
 - `GET /api/log/token?key=`: the records made with a gateway key, found by its sha256 (llmlog never
   stores a key); the key itself is the credential, no API key needed, and any origin may ask (CORS).
 - `DELETE /api/log/?target_timestamp=`: deletes the accounted and skipped records that started before
@@ -20,9 +21,14 @@ lists take `p` (page, from 1) and `page_size` (default 20, at most 100) and answ
 
 Log `type`: 2 (consume) is a successful call, 4 (error) a failed one; 0 or none is every record.
 new-api's other types (1 top-up, 3 manage, 5 system) are not usage records: they find nothing.
-A record's `quota` is its amount, `use_time` its duration in whole seconds, `channel_name` its
-provider, `ip` the caller's IP, and `other` JSON text with the request id (transno), the time to first
-byte in ms (`frt`) and the token kinds new-api keeps there.
+`quota` is an integer in new-api's quota units: round(amount x LLMLOG_NEWAPI_QUOTA_PER_UNIT), half to
+even (default 500,000 per unit of money, new-api's per US dollar), per record; /stat adds the records'
+rounded quotas, so the items of a filter add up to its /stat. `id` is the record's `seq` (a number, as
+new-api's); `user_id`, `token_id` and `channel_id` are the gateway's ids when they are whole numbers and
+0 otherwise, with the names in `username`, `token_name` and `channel_name`. A record's `use_time` is
+its duration in whole seconds, `channel_name` its provider, `ip` the caller's IP, and `other` JSON text
+with the request id (transno), the time to first byte in ms (`frt`) and the token kinds new-api keeps
+there.
 """
 
 import hashlib
@@ -30,8 +36,11 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Case, Exists, F, Func, Q, QuerySet, Sum, TextField, Value, When
+from django.db.models.functions import Cast, Concat
+from django.db.models.lookups import StartsWith
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions
 from rest_framework.permissions import AllowAny
@@ -44,16 +53,26 @@ from llmlog.api.dialects.common import (
     MAX_PAGE_SIZE,
     NOT_BLANK,
     DialectView,
+    QuotaUnits,
     bad_input,
     check_page_depth,
-    gateway_id,
+    gateway_number,
     int_param,
-    money_number,
+    quota_units,
     time_param,
     timestamp_schema,
     unix_seconds,
 )
-from llmlog.models import AccountingStatus, ApiKey, LLMUsage, LLMUsageHistory, UsageStatus
+from llmlog.filters import clean_text
+from llmlog.models import (
+    MONEY_DIGITS,
+    MONEY_PLACES,
+    AccountingStatus,
+    ApiKey,
+    LLMUsage,
+    LLMUsageHistory,
+    UsageStatus,
+)
 from llmlog.rollups import floor_hour, usage_rollups_refresh
 from llmlog.selectors import (
     usage_count,
@@ -61,7 +80,6 @@ from llmlog.selectors import (
     usage_rpm_tpm,
     usage_search,
     usage_stats,
-    usage_totals,
 )
 
 DEFAULT_PAGE_SIZE = 20
@@ -80,6 +98,7 @@ TYPE_OF_STATUS = {UsageStatus.SUCCESS: LOG_TYPE_CONSUME, UsageStatus.FAILED: LOG
 # Only the columns an item shows: never the request/response bodies.
 ITEM_COLUMNS = (
     "id",
+    "seq",
     "transno",
     "userid",
     "username",
@@ -227,26 +246,114 @@ def log_item(row: dict[str, Any]) -> dict[str, Any]:
         "currency": row["currency"],
     }
     return {
-        "id": str(row["id"]),
-        "user_id": gateway_id(row["userid"]),
+        "id": row["seq"] or 0,  # null only on SQLite, between an insert and its trigger
+        "user_id": gateway_number(row["userid"]),
         "created_at": unix_seconds(row["use_time"]),
         "type": TYPE_OF_STATUS.get(row["status"], LOG_TYPE_CONSUME),
         "content": content,
         "username": row["username"],
         "token_name": row["token_name"],
         "model_name": row["model_name"],
-        "quota": money_number(amount) or 0,
+        "quota": quota_units(amount),
         "prompt_tokens": row["input_tokens"],
         "completion_tokens": row["output_tokens"],
         "use_time": round(row["finish_seconds"]) if row["finish_seconds"] is not None else 0,
         "is_stream": row["is_stream"],
-        "channel_id": gateway_id(row["channel_id"]),
+        "channel_id": gateway_number(row["channel_id"]),
         "channel_name": row["provider"],
-        "token_id": gateway_id(row["token_id"]),
+        "token_id": gateway_number(row["token_id"]),
         "group": row["group"],
         "ip": row["request_ip"] or "",
         "other": json.dumps(other, separators=(",", ":")),
     }
+
+
+def exact_quota_of_sums() -> bool:
+    """True when every amount is a whole number of quota units (the quota per unit is a multiple of
+    10^MONEY_PLACES, as the default 500,000 is): then the quota of a sum is the sum of the quotas and
+    the hourly rollups' amounts may answer /stat. Otherwise each record's rounding counts."""
+    return settings.LLMLOG_NEWAPI_QUOTA_PER_UNIT % 10**MONEY_PLACES == 0
+
+
+def quota_sum(records: QuerySet) -> int:
+    """The sum of the records' quotas, each rounded on its own (quota_units), summed in the database."""
+    total = records.order_by().aggregate(quota=Sum(QuotaUnits(F("amount"))))["quota"]
+    return int(total or 0)
+
+
+def content_prefix_terms(keyword: str) -> list[Q]:
+    """The records whose log `content` (log_item) starts with `keyword`, as conditions the indexes serve.
+
+    A successful call's content is "{model_name}: {prompt} prompt + {completion} completion tokens,
+    {amount} {currency}" (or "..., not priced yet"). A keyword no longer than the model name is a prefix
+    of the content exactly when it is a prefix of the model name (model_name LIKE 'k%', on the
+    varchar_pattern_ops indexes); a longer one starts with the model name and ": ", so its model name is
+    one of the keyword's own prefixes that ": " follows (an equality, on the model_name indexes), and the
+    rest is compared with the content built in SQL. A failed call's content is its error message: the
+    error term of log_search finds it (a word of the error).
+    """
+    succeeded = ~Q(status=UsageStatus.FAILED)
+    terms = [Q(model_name__startswith=keyword) & succeeded]
+    for at in range(1, len(keyword)):
+        rest = keyword[at:]
+        if rest == ":" or rest.startswith(": "):
+            content = Concat(
+                F("model_name"),
+                Value(": "),
+                Cast("input_tokens", TextField()),
+                Value(" prompt + "),
+                Cast("output_tokens", TextField()),
+                Value(" completion tokens, "),
+                Case(
+                    When(amount__isnull=True, then=Value("not priced yet")),
+                    default=Concat(
+                        AmountText(F("amount")), Value(" "), F("currency"), output_field=TextField()
+                    ),
+                    output_field=TextField(),
+                ),
+                output_field=TextField(),
+            )
+            terms.append(Q(model_name=keyword[:at]) & succeeded & Q(StartsWith(content, keyword)))
+    return terms
+
+
+class AmountText(Func):
+    """An amount as Python writes the Decimal the column gives back: MONEY_PLACES decimals."""
+
+    output_field = TextField()
+
+    def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+        sql, params = compiler.compile(self.source_expressions[0])
+        return f"printf('%.{MONEY_PLACES}f', {sql})", list(params)
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+        sql, params = compiler.compile(self.source_expressions[0])
+        return f"CAST(CAST({sql} AS numeric({MONEY_DIGITS}, {MONEY_PLACES})) AS text)", list(params)
+
+
+def log_search(*, records: QuerySet, keyword: str) -> QuerySet:
+    """The records of `records` that new-api's `keyword` names: its log type number (2 consume, 4
+    error), a prefix of its content, or, as the native search (usage_search), its transno, user, org,
+    model or token name, or a word of its error. Order is kept from `records`."""
+    keyword = clean_text(keyword, name="keyword").strip()
+    if not keyword:
+        return records.none()
+    matches = usage_search(queryset=records, keyword=keyword)
+    extra: list[Q] = []
+    if keyword.isascii() and keyword.isdigit() and LOG_TYPES.get(int(keyword)):
+        extra.append(Q(status=LOG_TYPES[int(keyword)]))
+    extra += content_prefix_terms(keyword)
+    # As usage_search does: only the terms that match something, each probed on its own index (a term
+    # that matches nothing would otherwise send PostgreSQL down the whole use_time index).
+    probes = {f"term_{i}": Exists(records.filter(term).order_by()) for i, term in enumerate(extra)}
+    flags = records.model.objects.annotate(**probes).values(*probes).order_by().first() or {}
+    found = [term for i, term in enumerate(extra) if flags.get(f"term_{i}")]
+    if not found:
+        return matches
+    condition = found[0]
+    for term in found[1:]:
+        condition |= term
+    return matches | records.filter(condition)  # one query: (the native terms) OR (these)
 
 
 def newest_items(records: QuerySet, limit: int, offset: int = 0) -> list[dict[str, Any]]:
@@ -264,22 +371,22 @@ TAG = "dialect: new-api"
 ITEM_SCHEMA = {
     "type": "object",
     "properties": {
-        "id": {"type": "string", "format": "uuid"},
-        "user_id": {"oneOf": [{"type": "integer"}, {"type": "string"}], "nullable": True},
+        "id": {"type": "integer", "format": "int64", "description": "the record's seq"},
+        "user_id": {"type": "integer", "format": "int64", "description": "the gateway's, or 0"},
         "created_at": {"type": "integer", "description": "unix seconds (the call's start)"},
         "type": {"type": "integer", "enum": [2, 4], "description": "2 consume, 4 error"},
         "content": {"type": "string"},
         "username": {"type": "string"},
         "token_name": {"type": "string"},
         "model_name": {"type": "string"},
-        "quota": {"type": "number", "description": "the amount charged"},
+        "quota": {"type": "integer", "description": "the amount charged, in quota units"},
         "prompt_tokens": {"type": "integer"},
         "completion_tokens": {"type": "integer"},
         "use_time": {"type": "integer", "description": "duration, seconds"},
         "is_stream": {"type": "boolean"},
-        "channel_id": {"oneOf": [{"type": "integer"}, {"type": "string"}], "nullable": True},
+        "channel_id": {"type": "integer", "format": "int64", "description": "the gateway's, or 0"},
         "channel_name": {"type": "string"},
-        "token_id": {"oneOf": [{"type": "integer"}, {"type": "string"}], "nullable": True},
+        "token_id": {"type": "integer", "format": "int64", "description": "the gateway's, or 0"},
         "group": {"type": "string"},
         "ip": {"type": "string"},
         "other": {"type": "string", "description": "JSON text: request_id, frt (ms), cache_tokens, ..."},
@@ -314,7 +421,7 @@ STAT_SCHEMA = envelope(
     {
         "type": "object",
         "properties": {
-            "quota": {"type": "number", "description": "amount charged in the range"},
+            "quota": {"type": "integer", "description": "amount charged in the range, in quota units"},
             "rpm": {"type": "integer", "description": "successful calls in the last 60 s"},
             "tpm": {"type": "integer", "description": "their prompt + completion tokens"},
         },
@@ -402,23 +509,23 @@ class NewApiView(DialectView):
         records = usage_records(org=org)
         if nothing:
             quota = 0
-        elif any(params.get(name, "").strip() for name in ROW_ONLY_FILTERS):
-            quota = usage_totals(queryset=records.filter(condition))["amount"]
-        else:
+        elif exact_quota_of_sums() and not any(params.get(name, "").strip() for name in ROW_ONLY_FILTERS):
             # A time range, a model and a type only: the hourly rollups answer the closed hours.
-            quota = usage_stats(org=org, params=native_params(params))["amount"]
+            quota = quota_units(usage_stats(org=org, params=native_params(params))["amount"])
+        else:
+            quota = quota_sum(records.filter(condition))
         # new-api's rpm and tpm: the successful calls of the last 60 s, under the filters but the time.
         rate_params = {
             name: params.get(name) for name in params if name not in ("start_timestamp", "end_timestamp")
         }
         rates = usage_rpm_tpm(queryset=filtered({**rate_params, "type": str(LOG_TYPE_CONSUME)}, records))
-        return ok({"quota": money_number(quota) or 0, **rates})
+        return ok({"quota": quota, **rates})
 
     def search(self, request: Request, org: str) -> Response:
         keyword = request.query_params.get("keyword", "").strip()
         if not keyword:
             raise bad_input("keyword", "keyword is required.")
-        matches = usage_search(queryset=usage_records(org=org), keyword=keyword)
+        matches = log_search(records=usage_records(org=org), keyword=keyword)
         return ok(newest_items(matches, SEARCH_LIMIT))
 
 
