@@ -70,7 +70,6 @@ def test_search_retry_now_and_export_the_failures(logged_in, failed_postings, sc
     codes = set(page.locator("#result_list td.field-error_code").all_inner_texts())
     assert codes == {"No Account", "Insufficient Balance", "Account Frozen", "No Price"}
     assert set(page.locator("#result_list td.field-attempts").all_inner_texts()) == {"1", "2"}
-    page.click("#toggle-nav-sidebar")  # room for every column in the screenshot
     page.set_viewport_size({"width": 1920, "height": 1000})
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(screenshots / "failures.png"), full_page=False)
