@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 
-from llmlog.models import ModelPrice
+from llmlog.models import ModelPrice, UsageAll
 from tests.conftest import bearer, usage_payload
 from tests.llmlog.usage_records import ingest, move_to_history
 
@@ -29,6 +29,10 @@ USAGE_FIELDS = {
     "reasoning_tokens", "total_tokens", "web_search_count",
 }  # fmt: skip
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+
+
+def seq_of(record_id: str) -> int:
+    return UsageAll.objects.get(pk=record_id).seq
 
 
 def at(seconds: float) -> str:
@@ -88,7 +92,7 @@ def test_search_answers_the_seed_shape(api, acme_key):
     assert set(log) == LOG_FIELDS
     assert set(log["price"]) == PRICE_FIELDS
     assert set(log["usage"]) == USAGE_FIELDS
-    assert log["id"] == record_id
+    assert log["id"] == seq_of(record_id)  # the record's sequential number, an integer as AI Proxy's
     assert (log["request_id"], log["user"], log["group"], log["model"]) == (
         "req-1",
         "user-1",
@@ -110,12 +114,12 @@ def test_search_answers_the_seed_shape(api, acme_key):
         "web_search_count": 1,
     }
     assert datetime.fromisoformat(log["request_at"]) == T0
-    assert log["retry_times"] == 1 and log["retry_at"] is None
+    assert log["retry_times"] == 1 and log["retry_at"] == ""
     assert log["metadata"] == {"trace": "abc"}
     assert log["ip"] == "10.0.0.1"
     assert log["request_detail"] == {
-        "id": record_id,
-        "log_id": record_id,
+        "id": seq_of(record_id),
+        "log_id": seq_of(record_id),
         "request_body": '{"messages":[{"role":"user","content":"hi"}]}',
         "request_body_truncated": False,
         "response_body": "hello",
@@ -219,7 +223,7 @@ def test_facets_list_the_ranges_values_whatever_the_other_filters(api, acme_key)
     assert answer["total"] == 1
     assert answer["models"] == ["claude", "gpt-4o", "o3-mini"]
     assert answer["token_names"] == ["a", "b"]
-    assert answer["channels"] == [2, 10, "azure-east"]
+    assert answer["channels"] == [0, 2, 10]  # integers: a channel id that is not a number is 0
 
 
 def test_group_search_is_an_orgs_search(api, acme_key, platform_key):
@@ -303,10 +307,10 @@ def test_a_record_moved_to_history_is_still_found(api, acme_key):
     answer = search(api, acme_key, start_timestamp=ms(-90000))["data"]
     group = search(api, acme_key, "/api/log/acme/search", model_name="old-model")["data"]
 
-    assert [log["id"] for log in answer["logs"]] == [new, old]
+    assert [log["id"] for log in answer["logs"]] == [seq_of(new), seq_of(old)]
     assert answer["total"] == 2
     assert "old-model" in answer["models"]
-    assert [log["id"] for log in group["logs"]] == [old]
+    assert [log["id"] for log in group["logs"]] == [seq_of(old)]
 
 
 def test_search_takes_a_fixed_number_of_queries(api, acme_key, django_assert_max_num_queries):
@@ -345,3 +349,20 @@ def test_the_schema_describes_both_ai_proxy_endpoints(api):
     assert {"logs", "total", "models", "token_names", "channels"} == set(
         data["properties"]["data"]["properties"]
     )
+
+
+def test_channel_and_token_id_are_integers_on_every_row(api, acme_key):
+    ingest(
+        usage_payload(channel_id="ch-anthropic", token_id="org-20-user-002-tok", token_name="t"),
+        usage_payload(channel_id="7", token_id="12"),
+        usage_payload(channel_id="", token_id=""),
+    )
+
+    answer = search(api, acme_key)["data"]
+
+    assert sorted((log["channel"], log["token_id"]) for log in answer["logs"]) == [(0, 0), (0, 0), (7, 12)]
+    assert all(type(log["id"]) is int for log in answer["logs"])
+    assert len({log["id"] for log in answer["logs"]}) == 3
+    assert answer["channels"] == [0, 7]
+    # no kept request: the detail is still an object, with the log's id
+    assert all(log["request_detail"]["log_id"] == log["id"] for log in answer["logs"])

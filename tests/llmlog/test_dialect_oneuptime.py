@@ -202,6 +202,12 @@ def test_count_answers_count_under_the_query(api, acme_key):
     assert count({"modelName": "gpt-4o"}) == 2
     assert count({"modelName": "gpt-4o", "status": "Error"}) == 1
     assert count({"status": "Insufficient Balance"}) == 0
+    # status is Text in the seed: any string is a valid value; one no record has finds nothing
+    assert count({"status": "Example status"}) == 0
+    assert count({"status": "success"}) == 0  # a value is compared as answered ("Success"), not stored
+    assert count({"status": {"_type": "NotEqual", "value": "Example status"}}) == 3
+    assert count({"status": {"_type": "Includes", "value": ["Error", "Example status"]}}) == 1
+    assert count({"modelName": "no such model", "llmType": "Example", "feature": "Example feature"}) == 0
     assert api.get("/api/llm-log/count", **apikey(acme_key)).status_code == 405  # POST only, as the seed
 
 
@@ -252,7 +258,8 @@ def test_query_operators(api, acme_key):
         ({"sort": {"modelName": -1}}, "", "sort.modelName"),  # a known field that is not sortable
         ({"sort": {"createdAt": "sideways"}}, "", "sort.createdAt"),
         ({"query": {"requestPrompt": "x"}}, "", "query.requestPrompt"),  # select-only
-        ({"query": {"status": "Example status"}}, "", "query.status"),
+        ({"query": {"status": {"_type": "GreaterThan", "value": "a"}}}, "", "query.status"),  # Text: no order
+        ({"query": {"status": ["Success"]}}, "", "query.status"),
         ({"query": {"_id": "nope"}}, "", "query._id"),
         ({"query": {"totalTokens": "many"}}, "", "query.totalTokens"),
         ({"query": {"totalTokens": 10**30}}, "", "query.totalTokens"),
@@ -370,3 +377,26 @@ def test_the_schema_describes_every_oneuptime_endpoint(api):
     )
     assert {"get", "post"} <= set(paths["/api/llm-log/{id}/get-item"])
     assert set(paths["/api/llm-log/count"]) == {"post"}
+
+
+def test_the_seeds_example_bodies_answer_200_in_the_seed_envelope(api, acme_key):
+    """Sent verbatim, as printed in seeds/oneuptime-llm-log-api.txt."""
+    ingest(usage_payload())
+    select = {
+        "costInUSDCents": True,
+        "isGlobalProvider": True,
+        "projectId": True,
+        "status": True,
+        "totalTokens": True,
+    }
+    example = {"select": select, "query": {"status": "Example status"}, "sort": {"createdAt": -1}}
+
+    listed = api.post("/api/llm-log/get-list?skip=0&limit=10", example, format="json", **apikey(acme_key))
+    counted = api.post(
+        "/api/llm-log/count", {"query": {"status": "Example status"}}, format="json", **apikey(acme_key)
+    )
+
+    assert listed.status_code == 200
+    assert listed.json() == {"count": 0, "limit": 10, "skip": 0, "data": []}
+    assert counted.status_code == 200
+    assert counted.json() == {"count": 0}

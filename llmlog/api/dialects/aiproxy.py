@@ -15,6 +15,9 @@ A log carries its usage by token kind, its price breakdown (the sale unit prices
 `*_unit` tokens: llmlog's prices are per 1M tokens), `used_amount` (the amount charged),
 `ttfb_milliseconds` (time to first byte), `request_at` (the call's start) and `created_at` (when
 llmlog received it), and `request_detail`: the kept request and response with a truncated flag each.
+Ids are integers, as AI Proxy's: a log's `id` (and its request_detail's `id` and `log_id`) is the
+record's `seq`; `channel` and `token_id` are the gateway's ids when they are whole numbers, 0 otherwise
+(the token's name is in `token_name`); `channels` lists integers.
 `mode` is AI Proxy's relay mode, read from the endpoint (1 chat completions, 2 completions,
 3 embeddings, ... 12 Anthropic messages, 16 responses; 0 unknown).
 
@@ -40,7 +43,7 @@ from llmlog.api.dialects.common import (
     DialectView,
     bad_input,
     check_page_depth,
-    gateway_id,
+    gateway_number,
     int_param,
     ioinfo_side,
     iso,
@@ -86,6 +89,7 @@ TOKEN_KINDS = (
 )
 ITEM_COLUMNS = (
     "id",
+    "seq",
     "transno",
     "userid",
     "userorgid",
@@ -151,14 +155,13 @@ def price_breakdown(price: dict | None) -> dict[str, Any]:
     }
 
 
-def request_detail(row: dict[str, Any]) -> dict[str, Any] | None:
-    if not row["ioinfo"]:
-        return None
+def request_detail(row: dict[str, Any]) -> dict[str, Any]:
+    """The kept request and response; empty bodies when none was kept (an object always, as typed)."""
     request_body, request_cut = ioinfo_side(row["ioinfo"], "request")
     response_body, response_cut = ioinfo_side(row["ioinfo"], "response")
     return {
-        "id": str(row["id"]),
-        "log_id": str(row["id"]),
+        "id": row["seq"] or 0,
+        "log_id": row["seq"] or 0,
         "request_body": request_body or "",
         "request_body_truncated": request_cut,
         "response_body": response_body or "",
@@ -174,13 +177,13 @@ def log_item(row: dict[str, Any]) -> dict[str, Any]:
         code = 200 if row["status"] == UsageStatus.SUCCESS else 0
     ttfb = row["responsed_seconds"]
     return {
-        "channel": gateway_id(row["channel_id"]) or 0,
+        "channel": gateway_number(row["channel_id"]),
         "code": code,
         "content": row["error_message"],
         "created_at": iso(row["created_at"]),
         "endpoint": row["endpoint"],
         "group": row["userorgid"],
-        "id": str(row["id"]),
+        "id": row["seq"] or 0,  # null only on SQLite, between an insert and its trigger
         "ip": row["request_ip"] or "",
         "metadata": row["metadata"] or {},
         "mode": relay_mode(row["endpoint"]),
@@ -189,9 +192,9 @@ def log_item(row: dict[str, Any]) -> dict[str, Any]:
         "request_at": iso(row["use_time"]),
         "request_detail": request_detail(row),
         "request_id": row["transno"],
-        "retry_at": None,
+        "retry_at": "",  # llmlog keeps no retry time; text, as the seed types it
         "retry_times": row["retry_times"],
-        "token_id": gateway_id(row["token_id"]) or 0,
+        "token_id": gateway_number(row["token_id"]),
         "token_name": row["token_name"],
         "ttfb_milliseconds": 0 if ttfb is None else round(ttfb * 1000),
         "usage": {kind: row[kind] for kind in TOKEN_KINDS},
@@ -210,12 +213,12 @@ def log_facets(records: QuerySet) -> dict[str, list]:
             f"SELECT DISTINCT model_name, token_name, channel_id FROM ({sql}) facet_sample", params
         )
         combinations = cursor.fetchall()
-    channels = {gateway_id(channel) for _, _, channel in combinations if channel}
+    channels = {gateway_number(channel) for _, _, channel in combinations if channel}
     return {
         "models": sorted({model for model, _, _ in combinations}),
         "token_names": sorted({token for _, token, _ in combinations if token}),
-        # numbers first, then ids that are not numbers
-        "channels": sorted(channels, key=lambda channel: (isinstance(channel, str), channel)),
+        # integers, as AI Proxy's channel ids; a channel whose id is not a whole number is 0, as in its logs
+        "channels": sorted(channels),
     }
 
 
@@ -228,13 +231,13 @@ STRING = {"type": "string"}
 LOG_SCHEMA = {
     "type": "object",
     "properties": {
-        "channel": {"oneOf": [INTEGER, STRING]},
+        "channel": {**INTEGER, "description": "the gateway's channel id, or 0 when it is not a number"},
         "code": INTEGER,
         "content": STRING,
         "created_at": {"type": "string", "format": "date-time"},
         "endpoint": STRING,
         "group": STRING,
-        "id": {"type": "string", "format": "uuid"},
+        "id": {**INTEGER, "description": "the record's seq"},
         "ip": STRING,
         "metadata": {"type": "object", "additionalProperties": True},
         "mode": INTEGER,
@@ -246,10 +249,9 @@ LOG_SCHEMA = {
         "request_at": {"type": "string", "format": "date-time"},
         "request_detail": {
             "type": "object",
-            "nullable": True,
             "properties": {
-                "id": STRING,
-                "log_id": STRING,
+                "id": INTEGER,
+                "log_id": INTEGER,
                 "request_body": STRING,
                 "request_body_truncated": {"type": "boolean"},
                 "response_body": STRING,
@@ -257,9 +259,9 @@ LOG_SCHEMA = {
             },
         },
         "request_id": STRING,
-        "retry_at": {"type": "string", "nullable": True},
+        "retry_at": STRING,
         "retry_times": INTEGER,
-        "token_id": {"oneOf": [INTEGER, STRING]},
+        "token_id": {**INTEGER, "description": "the gateway's token id, or 0 when it is not a number"},
         "token_name": STRING,
         "ttfb_milliseconds": INTEGER,
         "usage": {"type": "object", "properties": dict.fromkeys(TOKEN_KINDS, INTEGER)},
@@ -277,7 +279,7 @@ SEARCH_SCHEMA = {
                 "total": INTEGER,
                 "models": {"type": "array", "items": STRING},
                 "token_names": {"type": "array", "items": STRING},
-                "channels": {"type": "array", "items": {"oneOf": [INTEGER, STRING]}},
+                "channels": {"type": "array", "items": INTEGER},
             },
         },
         "message": STRING,

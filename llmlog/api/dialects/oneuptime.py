@@ -62,7 +62,7 @@ DEFAULT_LIMIT = 10
 NUMBER_LIMIT = 2**63 - 1
 STATUS_NAMES = {UsageStatus.SUCCESS: "Success", UsageStatus.FAILED: "Error"}
 # OneUptime's third status is for calls it refused for want of balance; llmlog stores no such record,
-# so querying it is valid and finds nothing.
+# so querying it (or any other text) is valid and finds nothing.
 STATUS_VALUES = {"Success": UsageStatus.SUCCESS, "Error": UsageStatus.FAILED, "Insufficient Balance": None}
 
 Row = Mapping[str, Any]
@@ -255,9 +255,11 @@ def _operand(kind: str, value: Any, param: str) -> Any:
             return value == "true"
         raise bad_input(param, f"Expected true or false, got {json.dumps(value)}.")
     if kind == "status":
-        if value not in STATUS_VALUES:
-            raise bad_input(param, f"Expected one of: {', '.join(STATUS_VALUES)}; got {json.dumps(value)}.")
-        return STATUS_VALUES[value] or "insufficient balance"
+        # Text, as the seed types it: any string is a valid value, and one that is not a status of
+        # llmlog's ("Success", "Error") finds nothing ("" is no record's status).
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise bad_input(param, f"Expected text, got {json.dumps(value)}.")
+        return STATUS_VALUES.get(str(value)) or ""
     if kind == "date":
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise bad_input(param, f"Expected an ISO 8601 date, got {json.dumps(value)}.")
