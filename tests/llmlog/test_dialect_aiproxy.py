@@ -8,6 +8,7 @@ from django.db import connection
 
 from llmlog.models import ModelPrice, UsageAll
 from tests.conftest import bearer, usage_payload
+from tests.dialect_schemas import dialect_answers_match_the_seeds  # noqa: F401 - autouse: every answer checked
 from tests.llmlog.usage_records import ingest, move_to_history
 
 pytestmark = pytest.mark.django_db

@@ -9,6 +9,7 @@ from django.db import connection
 
 from llmlog.models import AccountingStatus, LLMUsage
 from tests.conftest import bearer, usage_payload
+from tests.dialect_schemas import dialect_answers_match_the_seeds  # noqa: F401 - autouse: every answer checked
 from tests.llmlog.usage_records import ingest, move_to_history
 
 pytestmark = pytest.mark.django_db
@@ -400,3 +401,16 @@ def test_the_seeds_example_bodies_answer_200_in_the_seed_envelope(api, acme_key)
     assert listed.json() == {"count": 0, "limit": 10, "skip": 0, "data": []}
     assert counted.status_code == 200
     assert counted.json() == {"count": 0}
+
+
+def test_an_unpriced_records_cost_is_a_number_as_the_seed_requires(api, acme_key):
+    [record_id] = ingest(usage_payload(model_name="no-price-model", amount=None, cost=None))
+
+    answer = api.post(
+        f"/api/llm-log/{record_id}/get-item",
+        {"select": {"costInUSDCents": True}},
+        format="json",
+        **apikey(acme_key),
+    ).json()
+
+    assert answer == {"_id": record_id, "costInUSDCents": 0}

@@ -90,8 +90,9 @@ def _completed_at(row: Row) -> str | None:
     return iso(row["use_time"] + timedelta(seconds=row["finish_seconds"]))
 
 
-def _cents(row: Row) -> float | None:
-    return money_number(None if row["amount"] is None else row["amount"] * 100)
+def _cents(row: Row) -> float:
+    # Required (a Number) in the seed: a record not priced yet has been charged nothing so far.
+    return money_number(row["amount"] * 100) if row["amount"] is not None else 0
 
 
 @dataclass(frozen=True)
@@ -431,7 +432,7 @@ ITEM_SCHEMA = {
         "inputTokens": {"type": "integer"},
         "outputTokens": {"type": "integer"},
         "totalTokens": {"type": "integer"},
-        "costInUSDCents": {"type": "number", "nullable": True},
+        "costInUSDCents": {"type": "number"},
         "wasBilled": {"type": "boolean"},
         "status": {"type": "string", "enum": ["Success", "Error"]},
         "statusMessage": {"type": "string"},
