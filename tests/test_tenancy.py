@@ -6,7 +6,8 @@ every operation of the OpenAPI schema (and /metrics), each aimed at globex's dat
 
 - acme's admin key, acme's reader key and globex's admin key: an org key reads, counts, sums, facets and
   searches its own org only; another org's record is a 404; it writes only into its own org, and only
-  with the scope and role the operation needs;
+  with the scope and role the operation needs, and never changes or deletes usage (even its own: a
+  platform admin's, DESIGN.md);
 - a revoked key: 401 everywhere;
 - a platform admin key and a staff session holding the API's Django permissions: everything (a staff
   session without them: tests/test_permissions.py);
@@ -217,7 +218,7 @@ OPERATIONS = [
         "PATCH",
         "/api/llmusage/{id}/",
         lambda w, p: Call(f"/api/llmusage/{hot(w, p).pk}/", {"feature": "changed"}),
-        statuses(200, 404, acme_reader=403),
+        PLATFORM_ADMIN,  # usage is changed by the platform only, even an org's own record
         writes=True,
     ),
     Operation(

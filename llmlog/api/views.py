@@ -34,7 +34,7 @@ from llmlog.api.serializers import (
     usage_representation,
 )
 from llmlog.bodies import TooBig
-from llmlog.edits import MONEY_FIELDS, UsageImmutable, usage_delete, usage_update
+from llmlog.edits import UsageImmutable, usage_delete, usage_update
 from llmlog.filters import (
     InvalidFilter,
     UsageFilter,
@@ -43,7 +43,7 @@ from llmlog.filters import (
     unstorable_params,
 )
 from llmlog.ingest import BodyError, UsageIn, usage_ingest
-from llmlog.models import ApiKey, LLMUsage, LLMUsageHistory, UsageAll
+from llmlog.models import LLMUsage, LLMUsageHistory, UsageAll
 from llmlog.selectors import (
     TIME_FILTERS,
     history_records,
@@ -139,8 +139,6 @@ KEYWORD_PARAMETER = OpenApiParameter(
 )
 BAD_INPUT = OpenApiResponse(description="A bad parameter; the answer names it.")
 NOT_FOUND = OpenApiResponse(description="No such record (or one of another org).")
-# Roles that may correct or delete a record (with the ingest scope).
-EDITOR_ROLES = frozenset({ApiKey.Role.OWNER, ApiKey.Role.ADMIN})
 
 
 @extend_schema_view(
@@ -288,31 +286,21 @@ class LLMUsageViewSet(
         return Response(usage_rpm_tpm(queryset=queryset))
 
     @extend_schema(
-        summary="Correct a record not yet accounted (owner or admin role; money fields: platform admin)",
-        description="An org key with role owner or admin corrects its own org's records; `amount`, "
-        "`cost` and `ownerid` (what the record says about money) only a platform admin changes. "
-        "Every change is audited (llmusage_audit).",
+        summary="Correct a record not yet accounted (platform admin)",
+        description="Only a platform admin (a platform key with role admin or owner, or a staff session "
+        "with the change permission) changes a usage record: its fields decide what an org is charged "
+        "and which budgets it counts against. Every change is audited (llmusage_audit).",
         request=UsagePatchSerializer,
         responses={
             200: UsageAllSerializer,
             400: BAD_INPUT,
-            403: OpenApiResponse(
-                description="Not an owner or admin key with the ingest scope, or a money field sent by "
-                "an org key."
-            ),
+            403: OpenApiResponse(description="Not a platform admin: an org key never changes usage."),
             404: NOT_FOUND,
             409: OpenApiResponse(description="The record is accounted (or in history): immutable."),
         },
     )
     def partial_update(self, request: Request, pk: str) -> Response:
-        caller = self._editor(request, pk)
-        sent = set(request.data) if isinstance(request.data, dict) else set()
-        money = sorted(sent & MONEY_FIELDS)
-        if money and not caller.is_platform_admin:
-            raise exceptions.PermissionDenied(
-                f"{', '.join(money)}: money fields; only a platform admin (a platform key with role admin "
-                "or owner) may change them."
-            )
+        caller = self._editor(request, pk, doing="change")
         changes = UsagePatchSerializer(data=request.data, partial=True)
         changes.is_valid(raise_exception=True)
         with _edit_errors():
@@ -331,21 +319,19 @@ class LLMUsageViewSet(
         },
     )
     def destroy(self, request: Request, pk: str) -> Response:
-        caller = self._editor(request, pk)
-        if not caller.is_platform_admin:
-            raise exceptions.PermissionDenied(
-                "Only a platform admin (a platform key with role admin or owner) may delete a usage "
-                "record; an org key may correct its own records' descriptive fields with PATCH."
-            )
+        caller = self._editor(request, pk, doing="delete")
         with _edit_errors():
             usage_delete(org=caller.userorgid, id=pk, actor=actor_of(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    def _editor(self, request: Request, pk: str) -> Caller:
+    @staticmethod
+    def _editor(request: Request, pk: str, *, doing: str) -> Caller:
         _check_uuid(pk)
         caller = caller_of(request)
-        if caller.role not in EDITOR_ROLES:
-            raise exceptions.PermissionDenied("Only an owner or admin key may change or delete a record.")
+        if not caller.is_platform_admin:
+            raise exceptions.PermissionDenied(
+                f"Only a platform admin (a platform key with role admin or owner) may {doing} a usage record."
+            )
         return caller
 
 
