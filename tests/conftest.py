@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import Permission
 from django.db import connection
 from rest_framework.test import APIClient
 
@@ -59,6 +60,23 @@ def globex_key(make_key) -> str:
 @pytest.fixture
 def platform_key(make_key) -> str:
     return make_key(org="", role="admin")
+
+
+@pytest.fixture
+def make_staff(django_user_model) -> Callable[..., Any]:
+    """A staff user holding exactly the Django permissions named ("llmlog.view_llmusage"): a staff session
+    obeys them on every API operation (llmlog.api.auth.HasScope), so a test grants what it uses."""
+
+    def make(name: str = "staff", *, perms: tuple[str, ...] = ()) -> Any:
+        user = django_user_model.objects.create_user(name, password="x", is_staff=True)
+        for perm in perms:
+            app_label, codename = perm.split(".")
+            user.user_permissions.add(
+                Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            )
+        return user
+
+    return make
 
 
 def bearer(raw: str) -> dict[str, str]:

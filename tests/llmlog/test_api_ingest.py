@@ -200,13 +200,18 @@ def test_list_is_paginated_with_a_bounded_page_size(api, acme_key, django_assert
     assert too_big.status_code == 400 and "page_size" in too_big.json()
 
 
-def test_staff_session_reads_everything_but_plain_user_does_not(api, platform_key, django_user_model):
+def test_staff_session_reads_everything_but_plain_user_does_not(
+    api, platform_key, django_user_model, make_staff
+):
     post(api, platform_key, usage_payload(userorgid="globex"))
-    staff = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
+    staff = make_staff(perms=("llmlog.view_llmusage",))
     plain = django_user_model.objects.create_user("plain", password="pw")
+    unpermitted = make_staff("staff-without-view")
 
     api.force_login(plain)
     assert api.get(URL).status_code == 403
+    api.force_login(unpermitted)  # staff, but reading usage needs the view permission
+    assert "'llmlog.view_llmusage'" in api.get(URL).json()["detail"]
     api.force_login(staff)
     assert len(api.get(URL).json()["results"]) == 1
 

@@ -81,9 +81,8 @@ def test_an_unacceptable_type_is_still_406(api, acme_key):
 
 
 @pytest.mark.django_db
-def test_a_staff_browser_gets_the_browsable_api_and_a_client_json(client, django_user_model, acme_key):
-    staff = django_user_model.objects.create_user("ops", password="x", is_staff=True)
-    client.force_login(staff)
+def test_a_staff_browser_gets_the_browsable_api_and_a_client_json(client, make_staff, acme_key):
+    client.force_login(make_staff("ops", perms=("llmlog.view_llmusage",)))
 
     page = client.get("/api/llmusage/", HTTP_ACCEPT="text/html")
     plain = client.get("/api/llmusage/", **bearer(acme_key))
