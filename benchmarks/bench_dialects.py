@@ -164,6 +164,39 @@ def main() -> None:
         "both read the token_key_hash index",
     )
 
+    # new-api's search: a keyword that is a prefix of the content ("gpt-4o: 120 prompt + ...") reduces to
+    # model_name LIKE 'k%' (the varchar_pattern_ops indexes of migration 0008) or, past the model name,
+    # to model_name = 'gpt-4o' and the content built in SQL; a keyword that matches nothing is probed away.
+    prefix = model[:3]
+    newest_by_prefix = (
+        "SELECT * FROM llmusage_all WHERE model_name LIKE %s AND status <> 'failed' "
+        "ORDER BY use_time DESC, id DESC LIMIT 100"
+    )
+    figure(
+        f"new-api /api/log/search?keyword={prefix} (a content prefix, every org)",
+        call("get", "/api/log/search", platform_key, keyword=prefix),
+        sql((newest_by_prefix, (prefix + "%",))),
+        "< 100 ms",
+    )
+    figure(
+        f"new-api /api/log/self/search?keyword={model}: 1 (past the model name)",
+        call("get", "/api/log/self/search", org_key, keyword=f"{model}: 1"),
+        sql(
+            (
+                f"SELECT * FROM llmusage_all WHERE {org} AND model_name = %s AND status <> 'failed' "
+                "AND input_tokens::text LIKE '1%%' ORDER BY use_time DESC, id DESC LIMIT 100",
+                (model,),
+            )
+        ),
+        "< 100 ms",
+    )
+    figure(
+        "new-api /api/log/self/search?keyword=no-such-thing (nothing matches)",
+        call("get", "/api/log/self/search", org_key, keyword="no-such-thing"),
+        sql((newest_by_prefix.replace("WHERE", f"WHERE {org} AND"), ("no-such-thing%",))),
+        "< 100 ms",
+    )
+
     # --- AI Proxy ---
     facets = (
         "SELECT DISTINCT model_name, token_name, channel_id FROM (SELECT model_name, token_name, channel_id "
