@@ -7,9 +7,10 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
+from llmlog.bodies import TooManyRecords
 from llmlog.ingest import BodyError, usage_ingest
 from llmlog.models import LLMUsage, LLMUsageHistory, ModelPrice
-from tests.conftest import usage_payload
+from tests.conftest import bearer, usage_payload
 from tests.payloads import org_payload
 
 pytestmark = pytest.mark.django_db
@@ -152,9 +153,23 @@ def test_malformed_body_is_refused_whole(body):
         usage_ingest(body=body)
 
 
-def test_more_than_1000_records_are_refused():
-    with pytest.raises(BodyError, match="At most 1000"):
-        usage_ingest(body=json.dumps([usage_payload()] * 1001).encode())
+def test_more_than_1000_records_are_refused(api, platform_key):
+    """Native bulk stays at 1,000 (LLMLOG_BULK_MAX): one more is refused whole, before any write, and the
+    API answers a 413 naming the cap (tests/llmlog/test_request_limits.py: the same at any cap)."""
+    body = json.dumps([usage_payload() for _ in range(1001)]).encode()
+
+    with pytest.raises(TooManyRecords, match="At most 1000 records") as refused:
+        usage_ingest(body=body)
+    response = api.post("/api/llmusage/", body, content_type="application/json", **bearer(platform_key))
+
+    assert (refused.value.limit, refused.value.setting) == (1000, "LLMLOG_BULK_MAX")
+    assert response.status_code == 413
+    assert response.json() == {
+        "detail": str(refused.value),
+        "setting": "LLMLOG_BULK_MAX",
+        "max_records": 1000,
+    }
+    assert not LLMUsage.objects.exists()
 
 
 def test_raw_gateway_key_is_never_stored_only_its_sha256():
