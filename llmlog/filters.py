@@ -69,11 +69,20 @@ def clean_text(value: str, *, name: str) -> str:
     return value
 
 
+# A path parameter as the API documents it: Django's `pk` kwarg is `{id}` in every route's URL and in
+# the OpenAPI paths (drf-spectacular's SCHEMA_COERCE_PATH_PK; every model here has its key named id), so
+# an error names what the client sent, never the view's internal kwarg.
+PATH_PARAMETER_NAMES = {"pk": "id"}
+
+
 def unstorable_params(params: Mapping[str, Any], path_params: Mapping[str, Any] | None = None) -> None:
     """Raise InvalidFilter naming every query parameter (a QueryDict: each of its values) or path
-    parameter that no query can hold. An entry point calls this once, before reading any of them."""
+    parameter (by its documented name) that no query can hold. An entry point calls this once, before
+    reading any of them."""
     values = [*(params.lists() if hasattr(params, "lists") else ((k, [v]) for k, v in params.items()))]
-    values += [(name, [str(value)]) for name, value in (path_params or {}).items()]
+    values += [
+        (PATH_PARAMETER_NAMES.get(name, name), [str(value)]) for name, value in (path_params or {}).items()
+    ]
     errors = {}
     for name, texts in values:
         problem = next(filter(None, (text_problem(str(text)) for text in texts)), None)

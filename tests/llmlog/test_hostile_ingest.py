@@ -394,6 +394,14 @@ def test_record_id_that_is_not_a_uuid_is_400_naming_id(api, platform_key, bad_id
         assert "id" in response.json()
 
 
+@pytest.mark.parametrize("route", ["/api/llmusage/", "/api/llmusage-history/"])
+def test_a_nul_in_a_record_id_is_named_id_as_the_url_documents_it(api, platform_key, route):
+    response = api.get(f"{route}a%00b/", **bearer(platform_key))
+
+    assert response.status_code == 400
+    assert response.json() == {"id": ["Must not contain NUL characters."]}
+
+
 def test_client_cannot_choose_the_record_id(api, platform_key):
     assert_refused(post(api, platform_key, usage_payload(id="not-a-uuid")), field="id")
 
