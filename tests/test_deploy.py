@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from django.conf import settings
 from django.db import connection
 
 from config.celery import app
@@ -114,9 +115,10 @@ def test_the_worker_units_command_answers_a_ping(db, tmp_path) -> None:
     name = f"deploy-{uuid.uuid4().hex[:8]}@localhost"
     argv = [part.replace("worker@localhost", name) for part in local_command(command)]
     log = (tmp_path / "worker.log").open("w")
-    worker = subprocess.Popen(
-        argv, cwd=ROOT, env=unit_environment(tmp_path), stdout=log, stderr=subprocess.STDOUT
-    )
+    env = unit_environment(tmp_path)
+    if not os.environ.get("REDIS_URL"):  # the embedded broker is a folder under var/: share the test's
+        env["LLMLOG_VAR_DIR"] = str(settings.VAR_DIR)
+    worker = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
         while not app.control.ping(destination=[name], timeout=1):

@@ -1,6 +1,7 @@
 """The operator's first hour (issue 16): `make run`'s login and key survive a restart, `/` and `/healthz`
 answer, unknown API paths are JSON whatever DEBUG is, and logs are JSON lines only."""
 
+import functools
 import io
 import json
 import os
@@ -105,9 +106,13 @@ def closed_port() -> int:
 
 
 def test_healthz_names_the_broker_when_it_does_not_answer(db, monkeypatch) -> None:
-    monkeypatch.setattr(celery_app.conf, "broker_url", f"redis://127.0.0.1:{closed_port()}/0")
-    monkeypatch.setattr(celery_app.conf, "broker_write_url", None)
-    monkeypatch.setattr(celery_app.conf, "broker_transport_options", {})
+    # The broker URL pointed at a closed port, for this app's connections only (the app's settings are
+    # left alone: its pools would keep the dead URL for the tests after this one).
+    monkeypatch.setattr(
+        celery_app,
+        "connection_for_write",
+        functools.partial(celery_app.connection_for_write, url=f"redis://127.0.0.1:{closed_port()}/0"),
+    )
 
     response = Client().get("/healthz")
 

@@ -341,3 +341,33 @@ def test_times_show_in_the_operators_time_zone(admin_client, settings) -> None:
     tokyo = timezone.localtime(record.use_time, timezone.get_current_timezone())
     assert tokyo.day == 11
     assert formats.date_format(tokyo, "DATETIME_FORMAT") in page
+
+
+def test_usage_list_shows_one_time_and_one_money_format(admin_client) -> None:
+    make_usage(
+        transno="fmt-1",
+        use_time=datetime(2026, 12, 2, 17, 23, 3, tzinfo=UTC),
+        amount=Decimal("12345.6"),
+        cost=Decimal("0.00480"),
+        input_tokens=1_000_000,
+        output_tokens=234_567,
+    )
+
+    html = admin_client.get(changelist("llmusage")).content.decode()
+
+    cells = dict(re.findall(r'<t[dh] class="field-(\w+)[^"]*">(.*?)</t[dh]>', html, re.S))
+    assert re.sub(r"<[^>]+>", "", cells["when"]) == "2026-12-02 17:23:03 UTC"
+    assert cells["amount_display"] == '<span class="money">12,345.60000</span>'
+    assert cells["cost_display"] == '<span class="money">0.00480</span>'
+    assert cells["tokens"] == '<span class="num">1,234,567</span>'
+    assert "<title>" in html and "llmlog" in html.split("<title>")[1].split("</title>")[0]
+
+
+def test_every_admin_date_reads_24h_with_the_zone(admin_client) -> None:
+    """Django's own rendering (change pages, job runs, keys) follows config/formats: not "Dec. 2, 2026"."""
+    assert formats.date_format(datetime(2026, 12, 2, 17, 23, 3, tzinfo=UTC), "DATETIME_FORMAT") == (
+        "2026-12-02 17:23:03 UTC"
+    )
+    record = make_usage(transno="fmt-2", use_time=datetime(2026, 12, 2, 17, 23, 3, tzinfo=UTC))
+    page = admin_client.get(reverse("admin:llmlog_llmusage_change", args=[record.pk])).content.decode()
+    assert "2026-12-02 17:23:03 UTC" in page and "p.m." not in page
