@@ -36,21 +36,39 @@ def ledger():
     account_pending_usage()
 
 
+def _posted_usage_id() -> str:
+    return str(LedgerTransaction.objects.get(reference="a-1").usage_id)
+
+
 @pytest.mark.parametrize(
-    ("url", "search"),
+    ("url", "search", "matching"),
     [
-        ("/admin/accounting/account/", "acme"),
-        ("/admin/accounting/ledgertransaction/", "a-1"),
-        ("/admin/accounting/ledgerline/", "acme"),
+        ("/admin/accounting/account/", lambda: "acme", lambda: Account.objects.filter(org="acme")),
+        (
+            "/admin/accounting/ledgertransaction/",
+            _posted_usage_id,  # a usage transaction is found by its usage id, not its transno
+            lambda: LedgerTransaction.objects.filter(reference="a-1"),
+        ),
+        (
+            "/admin/accounting/ledgerline/",
+            lambda: "acme",
+            lambda: LedgerLine.objects.filter(account__org="acme"),
+        ),
     ],
 )
-def test_changelists_and_search_render(operator, ledger, url, search):
+def test_changelists_and_search_render(operator, ledger, url, search, matching):
     page = operator.get(url)
-    found = operator.get(url, {"q": search})
+    found = operator.get(url, {"q": search()})
 
     assert page.status_code == 200
     assert found.status_code == 200
-    assert search in found.content.decode()
+    # The admin echoes `q` into the search box, so the term being on the page proves nothing: the rows
+    # found are the matching ones, and each is rendered with its change link.
+    expected = set(matching().values_list("pk", flat=True))
+    assert expected
+    assert {row.pk for row in found.context["cl"].result_list} == expected
+    html = found.content.decode()
+    assert all(f'href="{url}{pk}/change/' in html for pk in expected), html[:500]
 
 
 def test_a_transaction_page_shows_its_lines_read_only(operator, ledger):

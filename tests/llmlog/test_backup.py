@@ -372,10 +372,15 @@ def test_the_nightly_tasks_run_through_a_real_worker(celery_worker_process):
 def test_admin_lists_and_searches_job_runs(admin_client):
     usage(days_ago=1)
     backup_accounted_llmusage()
+    purge_history(before=today() - timedelta(days=400))  # another job's run, which the search leaves out
+    backup = JobRun.objects.get(job=BACKUP_JOB)
 
     page = admin_client.get("/admin/llmlog/jobrun/")
     found = admin_client.get("/admin/llmlog/jobrun/", {"q": BACKUP_JOB})
 
     assert page.status_code == 200 and found.status_code == 200
     assert b"moved 1" in page.content
-    assert BACKUP_JOB.encode() in found.content
+    assert JobRun.objects.filter(job=PURGE_JOB).exists()
+    # The admin echoes `q` into the search box: what shows the search worked is the row it found.
+    assert [run.pk for run in found.context["cl"].result_list] == [backup.pk]
+    assert f'href="/admin/llmlog/jobrun/{backup.pk}/change/'.encode() in found.content

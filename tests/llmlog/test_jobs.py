@@ -1,3 +1,4 @@
+import time
 from datetime import timedelta
 
 import pytest
@@ -10,12 +11,16 @@ pytestmark = pytest.mark.django_db
 
 
 def test_job_run_records_counts_and_duration():
+    before = timezone.now()
     with job_run("backup") as run:
         run.counts["moved"] = 5
+        time.sleep(0.05)
+    after = timezone.now()
 
     saved = JobRun.objects.get()
     assert (saved.job, saved.status, saved.counts) == ("backup", "succeeded", {"moved": 5})
-    assert saved.duration_seconds >= 0
+    assert before <= saved.started_at < saved.finished_at <= after
+    assert 0.05 <= saved.duration_seconds <= (after - before).total_seconds()
 
 
 def test_job_run_records_the_error_and_reraises():
