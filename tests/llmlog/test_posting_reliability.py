@@ -1,6 +1,7 @@
 """Posting under real concurrency and real crashes: worker processes running the management command
 against the test database (PostgreSQL: SKIP LOCKED and row locks are what is being tested)."""
 
+import json
 import os
 import signal
 import subprocess
@@ -184,6 +185,24 @@ def test_a_worker_killed_in_the_middle_of_a_batch_loses_nothing_and_doubles_noth
     assert_books_balance()
 
 
+def blocked_backend_pids(count: int, timeout: float = 60) -> set[int]:
+    """The backends of `count` workers all waiting on an account lock at once, each inside its batch."""
+    deadline = time.monotonic() + timeout
+    seen: set[int] = set()
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND query LIKE %s",
+                ["%accounting_account%FOR UPDATE%"],
+            )
+            seen = {row[0] for row in cursor.fetchall()}
+        if len(seen) >= count:
+            return seen
+        time.sleep(0.05)
+    raise AssertionError(f"{count} workers never waited on the account locks together (saw {len(seen)})")
+
+
 def test_a_retry_racing_a_posting_run_posts_once():
     """The scheduled retry and an operator's retry of the same failures at once: each record once."""
     make_accounts(funds=Decimal(0))
@@ -194,22 +213,46 @@ def test_a_retry_racing_a_posting_run_posts_once():
 
     ledger_topup(org="acme", amount=Decimal(100))
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings", DATABASE_URL=database_url())
-    retries = [
-        subprocess.Popen(
-            [sys.executable, "manage.py", "retry_failed_accounting", "--all", "--batch-size", "100"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(3)
-    ]
-    for process in retries:
-        finish(process)
+    # Hold the platform account's lock from outside so that the three runs are provably at the same
+    # point at once: each has claimed a batch of failed records and waits to lock the accounts.
+    blocker = psycopg.connect(database_url().replace("postgres://", "postgresql://", 1))
+    blocker.execute("SELECT id FROM accounting_account WHERE kind = 'platform' FOR UPDATE")
+    try:
+        retries = [
+            subprocess.Popen(
+                [sys.executable, "manage.py", "retry_failed_accounting", "--all", "--batch-size", "100"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(3)
+        ]
+        assert len(blocked_backend_pids(3)) == 3
+        # Three claims held together, none of them on the same record: 300 of the failed are taken.
+        assert LLMUsage.objects.filter(accounting_status="failed").count() == 2_000  # nothing committed
+        assert failed_not_locked() == 1_700
+    finally:
+        blocker.rollback()
+        blocker.close()
+    runs = [json.loads(finish(process).strip().splitlines()[-1]) for process in retries]
 
     assert LLMUsage.objects.filter(accounting_status="accounted").count() == 2_000
     assert LedgerTransaction.objects.filter(kind="usage").count() == 2_000
     assert AccountingFailure.objects.exclude(status="resolved").count() == 0
     assert balance("acme") == Decimal(100) - 2_000 * Decimal("0.006")
     assert_books_balance()
+    # Each record was claimed by exactly one run, and the runs met: later ones found records busy.
+    assert sum(run["retried"] for run in runs) == 2_000
+    assert sum(run["accounted"] for run in runs) == 2_000
+    assert sum(run["busy"] for run in runs) >= 300  # the second waiter skipped 100, the third 200
+
+
+def failed_not_locked() -> int:
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM (SELECT id FROM llmusage WHERE accounting_status = 'failed' "
+            "FOR UPDATE SKIP LOCKED) AS free"
+        )
+        return cursor.fetchone()[0]
