@@ -20,7 +20,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -41,11 +41,10 @@ from llmlog.models import (
     AccountingStatus,
     LLMUsage,
     LLMUsageHistory,
-    ModelPrice,
     UsageAll,
 )
 from llmlog.posting import request_posting_soon
-from llmlog.pricing import PriceBook, TokenCounts, charge, price_snapshot, quantize_money
+from llmlog.pricing import TokenCounts, apply_prices, quantize_money
 
 Tokens = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)] | None
 # The fields only a platform key may send (llmlog.api.auth.Caller.is_platform).
@@ -615,64 +614,6 @@ def truncate_ioinfo(ioinfo: IoInfoIn | None, limit: int) -> dict[str, Any] | Non
             value = text
         result[side] = value.replace("\x00", "\ufffd") if isinstance(value, str) else value
     return result
-
-
-def apply_prices(rows: list[dict[str, Any]]) -> dict[int, dict[str, str]]:
-    """Fill amount and cost from ModelPrice where the gateway sent none, the model's owner (`ownerid`)
-    where it sent none, and decide what is billable.
-
-    Returns the field errors of rows whose charge passes MAX_MONEY, by position in `rows`; those rows
-    are left unpriced.
-    """
-    errors: dict[int, dict[str, str]] = {}
-    to_price = [(i, row) for i, row in enumerate(rows) if row["amount"] is None or row["cost"] is None]
-    ownerless = [row for row in rows if not row["ownerid"]]
-    book = PriceBook.for_models(
-        [row["model_name"] for _, row in to_price] + [row["model_name"] for row in ownerless]
-    )
-    for row in ownerless:
-        # An org key never states the owner; a platform key may leave it to the book too.
-        row["ownerid"] = book.owner(row["model_name"], row["use_time"])
-    for position, row in to_price:
-        if row["status"] == "failed":
-            # A failed call is billed only when the gateway says so.
-            row["amount"] = Decimal(0) if row["amount"] is None else row["amount"]
-            row["cost"] = Decimal(0) if row["cost"] is None else row["cost"]
-            continue
-        counts = TokenCounts(**{name: row[name] for name in TOKEN_COUNT_FIELDS})
-        snapshot: dict[str, Any] = {}
-        amount, cost = row["amount"], row["cost"]
-        try:
-            if amount is None:
-                sale = book.find(row["model_name"], "sale", row["use_time"])
-                if sale is not None:
-                    amount = _charge(sale, counts, "amount")
-                    snapshot["sale"] = price_snapshot(sale)
-            if cost is None:
-                cost_price = book.find(row["model_name"], "cost", row["use_time"])
-                # No cost price: the model costs nothing to serve (the platform's own model).
-                cost = _charge(cost_price, counts, "cost") if cost_price is not None else Decimal(0)
-                snapshot["cost"] = price_snapshot(cost_price) if cost_price is not None else None
-        except RecordError as exc:
-            errors[position] = exc.errors
-            continue
-        row["amount"], row["cost"], row["price"] = amount, cost, snapshot
-    for row in rows:
-        if row["amount"] == 0 and row["cost"] == 0:
-            row["accounting_status"] = AccountingStatus.SKIPPED
-    return errors
-
-
-def _charge(price: ModelPrice, counts: TokenCounts, name: str) -> Decimal:
-    """`charge`, refused past MAX_MONEY (absurd token counts at a real price)."""
-    try:
-        value = charge(price, counts)
-    except InvalidOperation:  # more digits than the decimal context holds
-        value = None
-    if value is None or value > MAX_MONEY:
-        message = f"Priced at {price}, it comes to more than {MAX_MONEY}, the most one record may charge."
-        raise RecordError({name: f"{message} Check the token counts."})
-    return value
 
 
 # --- storage --------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from accounting.ledger import Outcome, PostingResult, UsagePosting, ledger_post_
 from accounting.models import AccountingFailure
 from llmlog.jobs import job_run
 from llmlog.models import AccountingStatus, LLMUsage
+from llmlog.pricing import apply_prices
 
 logger = logging.getLogger(__name__)
 
@@ -252,9 +253,6 @@ def _reprice(rows: list[dict[str, Any]]) -> None:
     to the org the price names."""
     if not rows:
         return
-    # Imported here, not at the top: ingest imports this module for its on-commit hook.
-    from llmlog.ingest import apply_prices
-
     extra = {
         row["id"]: row
         for row in LLMUsage.objects.filter(pk__in=[r["id"] for r in rows]).values("id", *PRICING_FIELDS)

@@ -2,16 +2,19 @@
 
 Each disjoint part of the call is charged once at its own unit price: uncached input, cache reads,
 cache writes, image input, output (reasoning at its own price when one is set), per request and per
-web search. Unit prices are per 1M tokens.
+web search. Unit prices are per 1M tokens. `apply_prices` prices the rows of ingest and of posting
+(a record stored before its model had a price is priced again when it is posted).
 """
 
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
 
-from llmlog.models import MONEY_PLACES, ModelPrice
+from llmlog.limits import MAX_MONEY
+from llmlog.models import MONEY_PLACES, TOKEN_COUNT_FIELDS, AccountingStatus, ModelPrice
 
 PER_MILLION = Decimal(1_000_000)
 MONEY_QUANTUM = Decimal(1).scaleb(-MONEY_PLACES)
@@ -111,3 +114,78 @@ class PriceBook:
             if price is not None and price.ownerid:
                 return price.ownerid
         return ""
+
+
+class ChargeTooLarge(ValueError):
+    """A record's charge at a real price passes MAX_MONEY (absurd token counts): `field` (amount or
+    cost) and `message` name the problem for the record's answer."""
+
+    def __init__(self, *, field: str, price: ModelPrice) -> None:
+        self.field = field
+        self.message = (
+            f"Priced at {price}, it comes to more than {MAX_MONEY}, the most one record may charge. "
+            "Check the token counts."
+        )
+        super().__init__(f"{field}: {self.message}")
+
+
+def apply_prices(rows: list[dict[str, Any]]) -> dict[int, dict[str, str]]:
+    """Fill amount and cost from ModelPrice where the gateway sent none, the model's owner (`ownerid`)
+    where it sent none, and decide what is billable. Used at ingest and again at posting, for records
+    stored before their model had a price.
+
+    Returns the field errors of rows whose charge passes MAX_MONEY, by position in `rows`; those rows
+    are left unpriced.
+    """
+    errors: dict[int, dict[str, str]] = {}
+    to_price = [(i, row) for i, row in enumerate(rows) if row["amount"] is None or row["cost"] is None]
+    ownerless = [row for row in rows if not row["ownerid"]]
+    book = PriceBook.for_models(
+        [row["model_name"] for _, row in to_price] + [row["model_name"] for row in ownerless]
+    )
+    for row in ownerless:
+        # An org key never states the owner; a platform key may leave it to the book too.
+        row["ownerid"] = book.owner(row["model_name"], row["use_time"])
+    for position, row in to_price:
+        try:
+            _price_row(row, book)
+        except ChargeTooLarge as exc:
+            errors[position] = {exc.field: exc.message}
+    for row in rows:
+        if row["amount"] == 0 and row["cost"] == 0:
+            row["accounting_status"] = AccountingStatus.SKIPPED
+    return errors
+
+
+def _price_row(row: dict[str, Any], book: PriceBook) -> None:
+    """Fill the row's missing amount and cost from the book; raise ChargeTooLarge, leaving it as it was."""
+    if row["status"] == "failed":
+        # A failed call is billed only when the gateway says so.
+        row["amount"] = Decimal(0) if row["amount"] is None else row["amount"]
+        row["cost"] = Decimal(0) if row["cost"] is None else row["cost"]
+        return
+    counts = TokenCounts(**{name: row[name] for name in TOKEN_COUNT_FIELDS})
+    snapshot: dict[str, Any] = {}
+    amount, cost = row["amount"], row["cost"]
+    if amount is None:
+        sale = book.find(row["model_name"], "sale", row["use_time"])
+        if sale is not None:
+            amount = _bounded_charge(sale, counts, "amount")
+            snapshot["sale"] = price_snapshot(sale)
+    if cost is None:
+        cost_price = book.find(row["model_name"], "cost", row["use_time"])
+        # No cost price: the model costs nothing to serve (the platform's own model).
+        cost = _bounded_charge(cost_price, counts, "cost") if cost_price is not None else Decimal(0)
+        snapshot["cost"] = price_snapshot(cost_price) if cost_price is not None else None
+    row["amount"], row["cost"], row["price"] = amount, cost, snapshot
+
+
+def _bounded_charge(price: ModelPrice, counts: TokenCounts, field: str) -> Decimal:
+    """`charge`, refused past MAX_MONEY (absurd token counts at a real price)."""
+    try:
+        value = charge(price, counts)
+    except InvalidOperation:  # more digits than the decimal context holds
+        value = None
+    if value is None or value > MAX_MONEY:
+        raise ChargeTooLarge(field=field, price=price)
+    return value
