@@ -291,3 +291,29 @@ def test_ledger_check_finds_a_balance_that_does_not_match_its_lines():
 
     assert not check.ok
     assert list(check.balance_mismatches.values()) == [(Decimal(11), Decimal(10))]
+
+
+def test_ledger_check_finds_a_transaction_whose_lines_do_not_sum_to_zero():
+    """Lines written behind the service's back (a bad migration, a hand-made fix) that leave one
+    transaction off by a single quantum: the check names that transaction and no other."""
+    accounts = make_accounts(funds=Decimal(10))
+    acme, platform = accounts[("acme", "customer")], accounts[("platform", "platform")]
+    broken = LedgerTransaction.objects.create(
+        kind="adjustment", reference="hand-fix-1", amount=Decimal(1), currency="USD", memo="by hand"
+    )
+    LedgerLine.objects.bulk_create(
+        [
+            LedgerLine(transaction=broken, account=acme, amount=Decimal("1.00001")),
+            LedgerLine(transaction=broken, account=platform, amount=Decimal(-1)),
+        ]
+    )
+    # The balances follow their lines, so only the transaction itself is wrong.
+    Account.objects.filter(pk=acme.pk).update(balance=Decimal("11.00001"))
+    Account.objects.filter(pk=platform.pk).update(balance=platform.balance - 1)
+
+    check = ledger_check()
+
+    assert not check.ok
+    assert check.unbalanced_transactions == [broken.pk]
+    assert check.total == Decimal("0.00001")
+    assert check.balance_mismatches == {}
