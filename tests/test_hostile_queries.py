@@ -254,16 +254,43 @@ NATIVE_TIME_READS = [
 ]
 
 
+FAR_BOUNDS = ("start_time", "end_time")
+
+
+def newapi_range_empty(body: dict) -> bool:
+    """new-api's answer when the time range holds no record: /stat's rpm and tpm are the last minute's,
+    whatever the range, so only its quota says the range is empty."""
+    data = body["data"]
+    return data["quota"] == 0 if "quota" in data else newapi_empty(body)
+
+
+def assert_a_far_bound(
+    answers: dict[str, Any], *, everything: Any, found_nothing: Callable[[Any], bool]
+) -> None:
+    """`answers`: the same far time as a lower and as an upper bound (parameter name -> response). A far
+    time lies before or after every record, so a bound that is answered keeps every record or none, and
+    the lower and the upper bound never agree: a 200 is read, not only counted as no 500."""
+    kept = {}
+    for name, response in answers.items():
+        if response.status_code != 200:
+            assert_clean_refusal(response, [name])
+            continue
+        body = response.json()
+        kept[name] = body == everything
+        assert kept[name] or found_nothing(body), (name, response.content[:500])
+    if len(kept) == 2:
+        assert len(set(kept.values())) == 2, {name: answers[name].content[:300] for name in kept}
+
+
 @pytest.mark.parametrize("tz", ["UTC", "Pacific/Kiritimati", "Etc/GMT+12"])
 @pytest.mark.parametrize("value", FAR_NATIVE)
 def test_far_times_in_native_filters_are_answered_or_named(api, platform_key, seeded, value, tz):
+    keyword = {"keyword": ACME_MARK + "-user"}
     with override_settings(TIME_ZONE=tz):
         for path in NATIVE_TIME_READS:
-            for name in ("start_time", "end_time"):
-                params = {name: value, "keyword": ACME_MARK + "-user"}
-                response = get(api, platform_key, path, params)
-                if response.status_code != 200:
-                    assert_clean_refusal(response, [name])
+            everything = get(api, platform_key, path, keyword).json()
+            answers = {name: get(api, platform_key, path, {name: value, **keyword}) for name in FAR_BOUNDS}
+            assert_a_far_bound(answers, everything=everything, found_nothing=native_empty)
             for day in ("0001-01-01", "9999-12-31", "1900-01-01", "9999-12-30"):
                 response = get(api, platform_key, path, {"use_date": day, "keyword": "x"})
                 if response.status_code != 200:
@@ -284,18 +311,33 @@ def test_far_times_in_dialect_filters_are_answered_or_named(api, platform_key, s
         ]
         calls += [("/api/logs/search", {name: ms}, name) for name in ("start_timestamp", "end_timestamp")]
         calls += [("/api/log/acme/search", {name: ms}, name) for name in ("start_timestamp", "end_timestamp")]
-        for path, params, name in calls:
-            response = get(api, platform_key, path, params)
-            if response.status_code != 200:
-                assert_clean_refusal(response, [name])
+        for path in {path for path, _, _ in calls}:
+            everything = get(api, platform_key, path).json()
+            answers = {name: get(api, platform_key, path, params) for p, params, name in calls if p == path}
+            empty = aiproxy_empty if "search" in path else newapi_range_empty
+            assert_a_far_bound(answers, everything=everything, found_nothing=empty)
+        total = post_json(api, platform_key, "/api/llm-log/count", {"query": {}}).json()["count"]
+        counts = {}
         for operator in ("GreaterThan", "LessThan"):
             query = {"createdAt": {"_type": operator, "value": value}}
             response = post_json(api, platform_key, "/api/llm-log/count", {"query": query})
             if response.status_code != 200:
                 assert_clean_refusal(response, ["createdAt"])
+            else:
+                counts[operator] = response.json()["count"]
+        if len(counts) == 2:  # every record is on one side of a far time
+            assert sorted(counts.values()) == [0, total], counts
+        else:
+            assert set(counts.values()) <= {0, total}, counts
+        stored = LLMUsage.objects.count() + LLMUsageHistory.objects.count()
         deleted = api.delete(f"/api/log/?target_timestamp={value}", **bearer(platform_key))
         if deleted.status_code != 200:
             assert_clean_refusal(deleted, ["target_timestamp"])
+            assert LLMUsage.objects.count() + LLMUsageHistory.objects.count() == stored  # nothing deleted
+        else:  # the answer is what it deleted; records not accounted yet are never deleted
+            gone = stored - LLMUsage.objects.count() - LLMUsageHistory.objects.count()
+            assert deleted.json()["data"] == gone, deleted.content[:300]
+            assert LLMUsage.objects.exclude(accounting_status="accounted").count() == 6
 
 
 def test_the_far_past_and_future_bound_what_they_should(api, platform_key, seeded):
