@@ -303,9 +303,15 @@ else:
         }
     }
 
-# Ingest requests per API key (fixed window in the cache): a runaway gateway gets a 429 with
-# Retry-After instead of starving the others. "off" turns it off (e.g. for a load test).
-LLMLOG_INGEST_RATE = env_rate("LLMLOG_INGEST_RATE", "6000/min")
+# Ingest requests per API key (fixed window in the cache), the rule in llmlog.api.throttling: a runaway
+# org key gets a 429 with Retry-After instead of starving the others. 60000/min (1,000 requests/s) is
+# above what one gateway reporting every call sends (each report is one LLM call of a second or more:
+# 1,000/s is thousands of calls in flight) and above what a 2-core install ingests one record at a time,
+# so it refuses only a loop gone wrong. A platform key (the gateway's own) is not limited unless
+# LLMLOG_PLATFORM_INGEST_RATE says so: a gateway that does not retry loses every record it is refused.
+# "off" turns either off.
+LLMLOG_INGEST_RATE = env_rate("LLMLOG_INGEST_RATE", "60000/min")
+LLMLOG_PLATFORM_INGEST_RATE = env_rate("LLMLOG_PLATFORM_INGEST_RATE", "off")
 REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["llmlog.api.throttling.IngestRateThrottle"]
 
 # API-key failures (unknown or revoked key) per client address: past this, that address gets a 429 with
