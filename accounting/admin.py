@@ -555,3 +555,7 @@ class AccountingFailureAdmin(BigListAdmin):
 
     def _report(self, request: HttpRequest, message: str, failed: Counter[str]) -> None:
         self.message_user(request, message, level=messages.WARNING if failed else messages.SUCCESS)
+
+
+# The budgets page, holds and the alert log (issue 19) live in their own module; registered on import.
+from accounting import budget_admin  # noqa: E402, F401

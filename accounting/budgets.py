@@ -242,7 +242,7 @@ def budget_reconcile(*, budget: Budget, now: datetime | None = None) -> Decimal:
 # --- budgets --------------------------------------------------------------------------------------
 
 
-def _checked_thresholds(thresholds: Iterable) -> list[int]:
+def checked_thresholds(thresholds: Iterable) -> list[int]:
     values = list(thresholds)
     if not values or len(values) > MAX_THRESHOLDS:
         raise ValueError(f"thresholds: between 1 and {MAX_THRESHOLDS} percents, e.g. [50, 80, 100]")
@@ -296,7 +296,7 @@ def budget_create(
         time_zone=time_zone,
         limit=quantize_money(limit),
         currency=currency,
-        thresholds=_checked_thresholds(thresholds if thresholds is not None else [50, 80, 100]),
+        thresholds=checked_thresholds(thresholds if thresholds is not None else [50, 80, 100]),
         action=action,
         webhook_url=webhook_url,
         webhook_secret=webhook_secret,
@@ -321,7 +321,7 @@ def budget_update(*, budget: Budget, **changes) -> Budget:
             raise ValueError("limit: must be positive")
         changes["limit"] = quantize_money(changes["limit"])
     if "thresholds" in changes:
-        changes["thresholds"] = _checked_thresholds(changes["thresholds"])
+        changes["thresholds"] = checked_thresholds(changes["thresholds"])
     if "action" in changes and changes["action"] not in Budget.Action.values:
         raise ValueError(f"action: must be one of {', '.join(Budget.Action.values)}")
     # Locked like admission locks it: a hold being granted sees the old limit or the new, never half.
@@ -368,7 +368,7 @@ def budget_statuses(*, budgets: Sequence[Budget], now: datetime | None = None) -
                 period_start=start,
                 period_end=end,
                 spent=quantize_money(spent.get((budget.pk, start), Decimal(0))),
-                held=held,
+                held=quantize_money(held),
             )
         )
     return statuses

@@ -206,6 +206,14 @@ LLMLOG_HISTORY_RETENTION_DAYS = env_int("LLMLOG_HISTORY_RETENTION_DAYS", None, m
 # new-api's quota units per unit of money (new-api's QuotaPerUnit: 500,000 per US dollar): the new-api
 # dialect answers `quota` as round(amount x this), rounded half to even.
 LLMLOG_NEWAPI_QUOTA_PER_UNIT = env_int("LLMLOG_NEWAPI_QUOTA_PER_UNIT", 500_000, minimum=1)
+# Budgets and holds (accounting.budgets, accounting.holds): a hold not settled by its usage record within
+# this many seconds stops counting (the call died, or its record never came).
+LLMLOG_HOLD_TTL_SECONDS = env_int("LLMLOG_HOLD_TTL_SECONDS", 600, minimum=1)
+# How accounting seeds a new budget's counter from the usage rows without importing llmlog.
+LLMLOG_BUDGET_SPENT_SCANNER = "llmlog.budget_spent.spent_in_period"
+# Budget alert webhooks: seconds to wait for the receiver, and deliveries tried before giving up.
+LLMLOG_BUDGET_WEBHOOK_TIMEOUT = 5.0
+LLMLOG_BUDGET_WEBHOOK_ATTEMPTS = 8
 # Records per ingest request; a bigger list is refused whole with a 400.
 LLMLOG_BULK_MAX = 1000
 # Records (LiteLLM records, OTLP spans) per request to a gateway adapter, counted while the body is read:
@@ -272,6 +280,15 @@ CELERY_BEAT_SCHEDULE["retry_failed_accounting"] = {
     "task": "llmlog.tasks.retry_failed_accounting",
     "schedule": crontab(minute="*/15"),
     "options": {"expires": 14 * 60},
+}
+
+# Every minute: budgets whose spent crossed a threshold get their alert (one per budget, period and
+# threshold), webhooks due for a retry are sent again, expired holds are marked. Expires before the
+# next tick: a backlog runs it once.
+CELERY_BEAT_SCHEDULE["send_budget_alerts"] = {
+    "task": "accounting.tasks.send_budget_alerts",
+    "schedule": 60.0,
+    "options": {"expires": 55},
 }
 
 # Celery's worker logs through LOGGING too (JSON lines), instead of replacing the root logger's handlers.

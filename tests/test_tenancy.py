@@ -31,10 +31,12 @@ from django.test import Client
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 
-from accounting.models import Account, AccountingFailure
+from accounting.budgets import budget_create
+from accounting.holds import HoldRequest, hold_grant
+from accounting.models import Account, AccountingFailure, Budget, Hold
 from llmlog.api.dialects.common import quota_units
 from llmlog.keys import api_key_create, api_key_revoke
-from llmlog.models import LLMUsage, LLMUsageHistory, UsageAll
+from llmlog.models import LLMUsage, LLMUsageHistory, ModelPrice, UsageAll
 from tests.hardening import ACME_MARK, AMOUNTS, GATEWAY_KEYS, GLOBEX_MARK, OrgData, seed_orgs
 
 pytestmark = pytest.mark.django_db
@@ -51,6 +53,13 @@ STAFF_PERMISSIONS = (
     "change_account",
     "view_accountingfailure",
     "change_accountingfailure",
+    "view_budget",
+    "add_budget",
+    "change_budget",
+    "delete_budget",
+    "view_hold",
+    "add_hold",
+    "delete_hold",
 )
 PERSONAS = ("acme", "acme_reader", "globex", "revoked", "platform", "staff", "nonstaff")
 ORG_OF = {"acme": "acme", "acme_reader": "acme", "globex": "globex"}
@@ -193,6 +202,35 @@ def failure(world: World, persona: str) -> AccountingFailure:
     return AccountingFailure.objects.get(userorgid=world.other(persona).org)
 
 
+def budget(world: World, persona: str) -> Budget:
+    """The other org's budget (made once: an operation's call is built more than once)."""
+    org = world.other(persona).org
+    return Budget.objects.filter(org=org, name="tenancy").first() or budget_create(
+        org=org, limit=Decimal(1), name="tenancy"
+    )
+
+
+def hold(world: World, persona: str) -> Hold:
+    request = HoldRequest(org=world.other(persona).org, transno="tenancy-hold", amount=Decimal("0.01"))
+    return hold_grant(request=request)[0]  # the same transno again: the same hold
+
+
+def hold_request(world: World, persona: str) -> dict[str, Any]:
+    """An admission for the other org, priced from the book (an org key may not state the amount)."""
+    ModelPrice.objects.get_or_create(
+        model_name="tenancy-priced",
+        kind="sale",
+        defaults={"input_price": Decimal(1), "output_price": Decimal(1)},
+    )
+    return {
+        "transno": f"hold-{uuid.uuid4().hex}",
+        "userorgid": world.other(persona).org,
+        "model_name": "tenancy-priced",
+        "input_tokens": 100,
+        "max_output_tokens": 100,
+    }
+
+
 SELECTED = (
     "projectId",
     "modelName",
@@ -314,6 +352,46 @@ OPERATIONS = [
         "/api/accounts/{org}/topup/",
         lambda w, p: Call(f"/api/accounts/{w.other(p).org}/topup/", {"amount": "1000"}),
         PLATFORM_ADMIN_201,
+        writes=True,
+    ),
+    # budgets (an org admin manages its own org's) and holds (a gateway key admits its own org's calls)
+    Operation("GET", "/api/budgets/", lambda w, p: Call("/api/budgets/"), READ),
+    Operation(
+        "POST",
+        "/api/budgets/",
+        lambda w, p: Call("/api/budgets/", {"org": w.other(p).org, "limit": "5"}),
+        statuses(201, 403),
+        writes=True,
+    ),
+    Operation("GET", "/api/budgets/{id}/", lambda w, p: Call(f"/api/budgets/{budget(w, p).pk}/"), OWN_ONLY),
+    Operation(
+        "PATCH",
+        "/api/budgets/{id}/",
+        lambda w, p: Call(f"/api/budgets/{budget(w, p).pk}/", {"limit": "2"}),
+        statuses(200, 404, acme_reader=403),
+        writes=True,
+    ),
+    Operation(
+        "DELETE",
+        "/api/budgets/{id}/",
+        lambda w, p: Call(f"/api/budgets/{budget(w, p).pk}/"),
+        statuses(204, 404, acme_reader=403),
+        writes=True,
+    ),
+    Operation("GET", "/api/holds/", lambda w, p: Call("/api/holds/"), READ),
+    Operation(
+        "POST",
+        "/api/holds/",
+        lambda w, p: Call("/api/holds/", hold_request(w, p)),
+        statuses(201, 403),
+        writes=True,
+    ),
+    Operation("GET", "/api/holds/{id}/", lambda w, p: Call(f"/api/holds/{hold(w, p).pk}/"), OWN_ONLY),
+    Operation(
+        "DELETE",
+        "/api/holds/{id}/",
+        lambda w, p: Call(f"/api/holds/{hold(w, p).pk}/"),
+        statuses(200, 404, acme_reader=403),
         writes=True,
     ),
     # gateway adapters: a record claiming the other org
@@ -444,6 +522,8 @@ def snapshot(org: OrgData) -> dict[str, Any]:
         "accounts": sorted(
             (a.kind, a.balance, a.credit_limit, a.status) for a in Account.objects.filter(org=org.org)
         ),
+        "budgets": sorted(Budget.objects.filter(org=org.org).values_list("id", "limit")),
+        "holds": sorted(Hold.objects.filter(org=org.org).values_list("id", "status")),
     }
 
 
@@ -461,8 +541,8 @@ def other_marks(persona: str) -> list[str]:
 def test_each_persona_gets_what_its_role_allows_and_nothing_of_another_org(world, op, persona):
     target = world.other(persona)
     guarded = persona in ("acme", "acme_reader", "revoked", "nonstaff")  # must not reach globex's data
+    call = op.call(world, persona)  # first: a call may set up what it aims at (a budget, a hold)
     before = snapshot(target) if op.writes and guarded else None
-    call = op.call(world, persona)
 
     response = send(world, persona, op)
 

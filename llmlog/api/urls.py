@@ -1,5 +1,6 @@
 from rest_framework.routers import SimpleRouter
 
+from llmlog.api import budgets
 from llmlog.api.views import LLMUsageHistoryViewSet, LLMUsageViewSet
 
 # Every route answers with or without its trailing slash: a client that drops it must not get
@@ -9,4 +10,5 @@ router.trailing_slash = "/?"  # DRF's constructor takes only True/False; the reg
 router.register("llmusage", LLMUsageViewSet, basename="llmusage")
 router.register("llmusage-history", LLMUsageHistoryViewSet, basename="llmusage-history")
 
-urlpatterns = router.urls
+# /api/budgets/ and /api/holds/ (issue 19: budgets that hold)
+urlpatterns = router.urls + budgets.urlpatterns
