@@ -313,3 +313,34 @@ def test_an_alert_only_budget_without_a_webhook_records_its_alerts_and_the_comma
         (80, "no_webhook"),
         (100, "no_webhook"),
     ]
+
+
+# --- admin ----------------------------------------------------------------------------------------
+
+
+def test_the_budgets_page_shows_spent_held_and_limit_and_creates_a_seeded_budget(admin_client):
+    insert_usage([usage_row(amount=Decimal("0.40"), use_time=datetime.now(UTC))])
+    budget = budget_create(org="acme", limit=Decimal(1), name="acme monthly")
+
+    page = admin_client.get("/admin/accounting/budget/?q=acme")
+    added = admin_client.post(
+        "/admin/accounting/budget/add/",
+        {
+            "org": "acme",
+            "name": "acme daily",
+            "period": "day",
+            "time_zone": "UTC",
+            "limit": "2",
+            "currency": "USD",
+            "thresholds": "[50, 100]",
+            "action": "block",
+        },
+    )
+    alerts = admin_client.get("/admin/accounting/budgetalert/")
+
+    assert page.status_code == 200 and alerts.status_code == 200
+    assert "acme monthly" in page.content.decode() and "40% spent" in page.content.decode()
+    assert added.status_code == 302, added.content.decode()[-2000:]
+    daily = Budget.objects.get(name="acme daily")
+    assert (daily.thresholds, budget_status(budget=daily).spent) == ([50, 100], Decimal("0.40000"))
+    assert budget.pk != daily.pk
