@@ -397,7 +397,9 @@ def test_redis_down_ingest_still_stores_and_accounting_catches_up_when_it_return
                 )
 
     assert [r["status"] for r in before + during + after] == [201] * 27, [r["body"][:200] for r in during]
-    assert max(r["seconds"] for r in during) < 3  # no request waited on the absent Redis
+    # A hang guard, not a latency bound: a request that waited for Redis to come back (a publish retried
+    # until the broker answers, a throttle without its 0.5 s socket timeouts) takes far longer than this.
+    assert max(r["seconds"] for r in during) < 10, [r["seconds"] for r in during]
     assert stored_during == 20
     assert LLMUsage.objects.filter(accounting_status="accounted").count() == 27
     assert LedgerTransaction.objects.filter(kind="usage").values("usage_id").distinct().count() == 27

@@ -46,4 +46,6 @@ def test_fifty_clients_of_mixed_ingest_and_reads_lose_nothing_and_fail_nothing(t
     assert stored.count() == len(result.acknowledged)  # lost: 0, and nothing unacknowledged either
     assert set(stored.values_list("transno", flat=True)) == set(result.acknowledged)
     assert stored_amount == sum(result.acknowledged.values(), Decimal(0))
-    assert result.percentile(99) < 10_000  # a bound, not a target: the figure is the benchmark's
+    # A hang guard, not a latency bound (the figures are benchmarks/bench_load.py's): a request slower
+    # than the clients' 60 s timeout is an error above, so only a client stuck past it ends the run late.
+    assert result.seconds < SECONDS + 60, f"the run took {result.seconds:.0f}s: a client hung"
