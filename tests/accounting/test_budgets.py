@@ -334,6 +334,8 @@ def test_the_budgets_page_shows_spent_held_and_limit_and_creates_a_seeded_budget
             "currency": "USD",
             "thresholds": "[50, 100]",
             "action": "block",
+            "alerts-TOTAL_FORMS": "0",  # the alert log inline's management form
+            "alerts-INITIAL_FORMS": "0",
         },
     )
     alerts = admin_client.get("/admin/accounting/budgetalert/")
