@@ -95,7 +95,10 @@ def copy_ceiling(conn, tag: str, count: int) -> float:
 def executemany_ceiling(conn, tag: str, count: int) -> float:
     columns, rows = raw_rows(tag, count)
     placeholders = ", ".join(["%s"] * len(rows[0]))
-    sql = f"INSERT INTO llmusage ({columns}) VALUES ({placeholders}) ON CONFLICT (transno) DO NOTHING"
+    sql = (
+        f"INSERT INTO llmusage ({columns}) VALUES ({placeholders}) "
+        "ON CONFLICT (transno, userorgid) DO NOTHING"
+    )
 
     def run() -> None:
         for start in range(0, len(rows), 1000):
@@ -109,7 +112,10 @@ def executemany_ceiling(conn, tag: str, count: int) -> float:
 def single_insert_ceiling(conn, tag: str, count: int) -> float:
     columns, rows = raw_rows(tag, count)
     placeholders = ", ".join(["%s"] * len(rows[0]))
-    sql = f"INSERT INTO llmusage ({columns}) VALUES ({placeholders}) ON CONFLICT (transno) DO NOTHING"
+    sql = (
+        f"INSERT INTO llmusage ({columns}) VALUES ({placeholders}) "
+        "ON CONFLICT (transno, userorgid) DO NOTHING"
+    )
 
     def run() -> None:
         for row in rows:

@@ -231,7 +231,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20, help="length of each round")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--clients", type=int, default=CLIENTS)
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="gunicorn worker processes (default: config/gunicorn.py's)"
+    )
+    parser.add_argument(
+        "--worker-class",
+        default=None,
+        help="gunicorn worker class, to compare (default: config/gunicorn.py's)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="threads per gthread worker (default: config/gunicorn.py's)"
+    )
     args = parser.parse_args()
 
     from benchmarks.common import raw_connection, setup_django, start_app_server, stop_app_server
@@ -270,7 +280,9 @@ def main() -> None:
     with socket.socket() as probe:  # a free loopback port
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = start_app_server(port=port, workers=args.workers, threads=8)
+    server = start_app_server(
+        port=port, workers=args.workers, threads=args.threads, worker_class=args.worker_class
+    )
     try:
         for round_number in range(args.repeat):
             result = run_load(
@@ -303,7 +315,10 @@ def main() -> None:
     names = [f.attname for f in USAGE_FIELDS]
     columns = ", ".join(f'"{f.column}"' for f in USAGE_FIELDS)
     placeholders = ", ".join(["%s"] * len(names))
-    insert = f"INSERT INTO llmusage ({columns}) VALUES ({placeholders}) ON CONFLICT (transno) DO NOTHING"
+    insert = (
+        f"INSERT INTO llmusage ({columns}) VALUES ({placeholders}) "
+        "ON CONFLICT (transno, userorgid) DO NOTHING"
+    )
     from django.utils import timezone
 
     from llmlog.demo import demo_rows

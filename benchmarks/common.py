@@ -130,14 +130,18 @@ def markdown_table(figures: list[Figure]) -> str:
 BENCH_REDIS_URL = "redis://127.0.0.1:6379/13"
 
 
-def start_app_server(*, port: int, workers: int = 2, threads: int = 4) -> "subprocess.Popen":
+def start_app_server(
+    *, port: int, workers: int | None = None, threads: int | None = None, worker_class: str | None = None
+) -> "subprocess.Popen":
     """gunicorn on the benchmark database with the production stack around it (Redis for the cache,
-    the throttle and the broker: BENCH_REDIS_URL), gthread workers for keep-alive. Stop it with
-    `stop_app_server`."""
+    the throttle and the broker: BENCH_REDIS_URL), with production's worker model from
+    config/gunicorn.py (workers, worker class, threads) unless the caller names its own, as a benchmark
+    comparing worker models does. Stop it with `stop_app_server`."""
     env = dict(
         os.environ,
         DJANGO_SECRET_KEY="benchmark-only",
-        PROMETHEUS_MULTIPROC_DIR=str(ROOT / "var" / "bench-prometheus"),  # not a dev server's
+        # Not a dev server's, nor another benchmark's running beside this one (gunicorn empties it).
+        PROMETHEUS_MULTIPROC_DIR=str(ROOT / "var" / f"bench-prometheus-{port}"),
         DJANGO_DEBUG="false",
         LOG_LEVEL="WARNING",
         DJANGO_ALLOWED_HOSTS="127.0.0.1",
@@ -148,9 +152,9 @@ def start_app_server(*, port: int, workers: int = 2, threads: int = 4) -> "subpr
         str(ROOT / ".venv/bin/gunicorn"),
         "config.wsgi",
         f"--bind=127.0.0.1:{port}",
-        f"--workers={workers}",
-        "--worker-class=gthread",
-        f"--threads={threads}",
+        *([f"--workers={workers}"] if workers else []),
+        *([f"--worker-class={worker_class}"] if worker_class else []),
+        *([f"--threads={threads}"] if threads else []),
         "--keep-alive=30",
         "--timeout=120",
         "--log-level=warning",

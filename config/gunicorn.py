@@ -1,4 +1,16 @@
-"""gunicorn settings (`gunicorn -c config/gunicorn.py`, as scripts/run.sh starts it).
+"""gunicorn settings (`gunicorn -c config/gunicorn.py`: scripts/run.sh, deploy/ and the benchmarks).
+
+Worker model: gthread, WEB_WORKERS processes (default 2, one per core) of WEB_THREADS threads (default
+8). The load is 1 ms ingests beside reads of 100 ms and more, nearly all of which is PostgreSQL working
+while the thread waits on its socket with the GIL released. A sync worker holds its process for the whole
+read, so two slow reads stop all ingest (the mixed load measured 1.3 s p99 per single record); threads
+let the ingests of a process run while its reads wait, and keep-alive connections wait in the main loop
+without holding a thread. Not gevent: psycopg 3 under Django blocks in C, unseen by gevent's hub, unless
+the database calls are made green too; not ASGI: DRF's views are synchronous. Each thread keeps its own
+database connection (Django's are per thread; CONN_MAX_AGE in settings), so the server holds up to
+WEB_WORKERS x WEB_THREADS of them: 16 by default, well inside PostgreSQL's default 100. Measured on 2
+cores (BENCHMARKS.md, "load, worker model"): sync 44 req/s, gthread x4 49, x8 68, x16 73 (within the
+spread of x8): past 8 the CPU is the limit, not waiting, and each thread more is one connection more.
 
 Metrics: each gunicorn worker is a process with its own counters, and a scrape reaches one of them.
 prometheus_client's multiprocess mode keeps every worker's values in files under PROMETHEUS_MULTIPROC_DIR
@@ -24,6 +36,18 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(_var / "prometheus"))
 # Made here too, not only in on_starting: `gunicorn --check-config` (deploy/, tests/test_deploy.py) loads the
 # app without starting, and prometheus_client needs the directory to exist.
 Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+
+
+def _env_count(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip() or str(default)
+    if not raw.isdigit() or int(raw) < 1:
+        raise SystemExit(f"{name} must be a whole number of at least 1, got {raw!r}")
+    return int(raw)
+
+
+worker_class = "gthread"
+workers = _env_count("WEB_WORKERS", 2)
+threads = _env_count("WEB_THREADS", 8)
 
 accesslog = None
 # gunicorn's own lines (starting, booting a worker, a worker timeout) as JSON lines too, like the app's

@@ -90,6 +90,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
         5 if env_bool("DATABASE_PREPARED_STATEMENTS", True) else None
     )
+    # Connections are per thread in Django. By default each of gunicorn's threads (config/gunicorn.py)
+    # keeps its own for DATABASE_CONN_MAX_AGE seconds: no checkout per request, and the statements
+    # llmlog.db prepared stay prepared. DATABASE_URL's `?pool=true` asks for Django's psycopg pool
+    # instead (one per process, shared by its threads: fewer connections when threads sit idle). Django
+    # refuses a pool with persistent connections, and psycopg_pool's default of 4 connections would
+    # keep a process's other threads waiting: sized here to the threads (WEB_THREADS), opened on demand.
+    if DATABASES["default"]["OPTIONS"].get("pool") is True:
+        DATABASES["default"]["CONN_MAX_AGE"] = 0
+        DATABASES["default"]["OPTIONS"]["pool"] = {
+            "min_size": 1,
+            "max_size": env_int("WEB_THREADS", 8, minimum=1),
+        }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the web process read while the worker writes; the timeout rides out short write locks.
     DATABASES["default"]["OPTIONS"] = {

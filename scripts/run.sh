@@ -32,5 +32,6 @@ stop_worker() {
 }
 trap stop_worker EXIT INT TERM
 
-$BIN/gunicorn config.wsgi --bind "$BIND" --workers "${WEB_WORKERS:-2}" \
-  --config config/gunicorn.py --graceful-timeout 5
+# The worker model is config/gunicorn.py's, as in deploy/ and the benchmarks: WEB_WORKERS processes
+# (default 2) of WEB_THREADS threads (default 8), so a slow read never holds up ingest.
+$BIN/gunicorn config.wsgi --bind "$BIND" --config config/gunicorn.py --graceful-timeout 5

@@ -182,10 +182,15 @@ def url_of_the_test_database() -> str:
 
 @contextmanager
 def gunicorn_server(
-    log_dir: Path, *, workers: int = 2, threads: int = 8, env: dict[str, str] | None = None
+    log_dir: Path,
+    *,
+    workers: int | None = None,
+    threads: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[int]:
     """gunicorn serving the app on a free loopback port, on the test database and the configured broker
-    and cache; yields the port. The ingest throttle is off unless `env` sets it."""
+    and cache; yields the port. The worker model is production's (config/gunicorn.py: gthread, its
+    workers and threads) unless the test names its own. The ingest throttle is off unless `env` sets it."""
     port = free_port()
     environment = dict(
         os.environ,
@@ -205,9 +210,8 @@ def gunicorn_server(
         str(ROOT / "config/gunicorn.py"),
         "config.wsgi",
         f"--bind=127.0.0.1:{port}",
-        f"--workers={workers}",
-        "--worker-class=gthread",
-        f"--threads={threads}",
+        *([f"--workers={workers}"] if workers else []),
+        *([f"--threads={threads}"] if threads else []),
         "--keep-alive=30",
         "--timeout=60",
         "--graceful-timeout=5",

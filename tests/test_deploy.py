@@ -96,7 +96,9 @@ def test_each_unit_parses_and_runs_what_the_checkout_has(name) -> None:
 
 
 def test_every_variable_of_the_env_template_is_one_the_app_reads() -> None:
-    read = (ROOT / "config/settings.py").read_text() + (DEPLOY / "backup.sh").read_text()
+    read = "".join(
+        (ROOT / path).read_text() for path in ("config/settings.py", "config/gunicorn.py", "deploy/backup.sh")
+    )
     for name in env_template():
         assert name in read, f"{name} in llmlog.env.example is read by nothing"
 
@@ -108,6 +110,23 @@ def test_gunicorn_accepts_the_web_units_command(db, tmp_path) -> None:
     done = subprocess.run(argv, cwd=ROOT, env=unit_environment(tmp_path), capture_output=True, text=True)
 
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_web_unit_runs_gthread_workers_sized_by_the_env_file(tmp_path) -> None:
+    """One worker model everywhere: config/gunicorn.py's (gthread), sized by WEB_WORKERS / WEB_THREADS."""
+    (command,) = unit("llmlog-web.service")["Service.ExecStart"]
+    argv = local_command(command) + ["--print-config"]
+    env = unit_environment(tmp_path, WEB_WORKERS="3", WEB_THREADS="5")
+
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
+
+    config = dict(
+        (name.strip(), value.strip())
+        for name, _, value in (line.partition("=") for line in done.stdout.splitlines())
+    )
+    assert (config["worker_class"], config["workers"], config["threads"]) == ("gthread", "3", "5"), (
+        done.stderr
+    )
 
 
 def test_the_worker_units_command_answers_a_ping(db, tmp_path) -> None:

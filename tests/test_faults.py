@@ -367,8 +367,13 @@ def test_redis_down_ingest_still_stores_and_accounting_catches_up_when_it_return
     import http.client
 
     with private_redis(tmp_path) as broker:
-        # The throttle is on: with Redis gone it must let ingest through, not refuse or stall it.
-        env = {"REDIS_URL": broker.url, "LLMLOG_INGEST_RATE": "600/min"}
+        # The throttle is on (for the platform key this test writes with too): with Redis gone it must let
+        # ingest through, not refuse or stall it.
+        env = {
+            "REDIS_URL": broker.url,
+            "LLMLOG_INGEST_RATE": "600/min",
+            "LLMLOG_PLATFORM_INGEST_RATE": "600/min",
+        }
         with gunicorn_server(tmp_path, env=env) as port:
             client = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT)
 
