@@ -227,8 +227,9 @@ def litellm_usage(payload: StandardLoggingPayload) -> GatewayUsageIn:
     if payload.cache_hit:
         metadata["cache_hit"] = True
         metadata["response_id"] = payload.id
-    if len(msgspec.json.encode(metadata)) > settings.LLMLOG_METADATA_MAX_BYTES:
-        # Tags are the only open-ended part: too many of them must not cost the record.
+    if payload.request_tags and len(msgspec.json.encode(metadata)) > settings.LLMLOG_METADATA_MAX_BYTES:
+        # Tags are the only open-ended part (so only they are measured): too many of them must not cost
+        # the record.
         metadata["tags_dropped"] = len(metadata.pop("tags", ()))
     if errors:
         raise RecordError(errors)
@@ -255,12 +256,10 @@ def litellm_usage(payload: StandardLoggingPayload) -> GatewayUsageIn:
         "is_stream": bool(payload.stream),
         "input_tokens": payload.prompt_tokens or 0,
         "output_tokens": payload.completion_tokens or 0,
-        "cached_tokens": _first(usage, "prompt_tokens_details.cached_tokens", "cache_read_input_tokens"),
-        "cache_creation_tokens": _first(
-            usage, "prompt_tokens_details.cache_creation_tokens", "cache_creation_input_tokens"
-        ),
-        "reasoning_tokens": _first(usage, "completion_tokens_details.reasoning_tokens"),
-        "image_input_tokens": _first(usage, "prompt_tokens_details.image_tokens"),
+        "cached_tokens": _first(usage, CACHED_TOKENS),
+        "cache_creation_tokens": _first(usage, CACHE_CREATION_TOKENS),
+        "reasoning_tokens": _first(usage, REASONING_TOKENS),
+        "image_input_tokens": _first(usage, IMAGE_TOKENS),
         "usages": usage or None,
         # LiteLLM could not price the call (a model missing from its cost map): the cost is unknown,
         # not zero, so ingest prices it from the cost price book instead.
@@ -295,11 +294,19 @@ def _since(start: float, moment: float | None) -> float | None:
     return max(0.0, moment - start)
 
 
-def _first(usage: dict[str, Any], *paths: str) -> Any:
-    """The first of `paths` present in LiteLLM's usage object (OpenAI's names, then Anthropic's)."""
+# Where each token count sits in LiteLLM's usage object, OpenAI's names first, then Anthropic's: split
+# once here, not for every record.
+CACHED_TOKENS = (("prompt_tokens_details", "cached_tokens"), ("cache_read_input_tokens",))
+CACHE_CREATION_TOKENS = (("prompt_tokens_details", "cache_creation_tokens"), ("cache_creation_input_tokens",))
+REASONING_TOKENS = (("completion_tokens_details", "reasoning_tokens"),)
+IMAGE_TOKENS = (("prompt_tokens_details", "image_tokens"),)
+
+
+def _first(usage: dict[str, Any], paths: tuple[tuple[str, ...], ...]) -> Any:
+    """The first of `paths` present in LiteLLM's usage object."""
     for path in paths:
         value: Any = usage
-        for part in path.split("."):
+        for part in path:
             value = value.get(part) if isinstance(value, dict) else None
         if value is not None:
             return value

@@ -9,7 +9,7 @@ Other spans (HTTP, database, agent and tool spans) are ignored and counted in th
 import base64
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from django.conf import settings
@@ -105,7 +105,9 @@ SOURCE_NAMES = {
 # --- decoding ------------------------------------------------------------------------------------
 
 
-def parse_otlp(body: bytes, content_type: str, *, limit: int | None = None) -> ExportTraceServiceRequest:
+def parse_otlp(
+    body: bytes, content_type: str, *, limit: int | None = None
+) -> "ExportTraceServiceRequest | _JsonRequest":
     """The export request in either OTLP/HTTP encoding; BodyError says what does not parse.
 
     At most `limit` spans (LLMLOG_MAX_RECORDS_PER_REQUEST), counted before the body is decoded into
@@ -124,6 +126,16 @@ def parse_otlp(body: bytes, content_type: str, *, limit: int | None = None) -> E
     try:
         msgspec.json.decode(body, type=msgspec.Raw)  # syntax and depth, allocating nothing
         check_containers(body, records=limit)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise BodyError(json_error(exc)) from None
+    except RecursionError:
+        raise BodyError("Malformed JSON: nested too deeply to read.") from None
+    fast = _json_request(body)
+    if fast is not None:
+        if sum(len(scope.spans) for rs in fast.resource_spans for scope in rs.scope_spans) > limit:
+            raise TooManyRecords(limit=limit, setting=MAX_RECORDS_SETTING, what="spans")
+        return fast
+    try:
         document = msgspec.json.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise BodyError(json_error(exc)) from None
@@ -141,6 +153,116 @@ def parse_otlp(body: bytes, content_type: str, *, limit: int | None = None) -> E
     except RecursionError:
         raise BodyError("Not an OTLP ExportTraceServiceRequest: values nested too deeply.") from None
     return message
+
+
+# --- OTLP/JSON without protobuf ------------------------------------------------------------------
+#
+# protobuf's json_format builds a request from JSON in pure Python, field by field: three quarters of an
+# OTLP/JSON request's time (BENCHMARKS.md, "adapters"). These structs decode the same JSON in one pass of
+# msgspec, under the attribute names of the protobuf messages, so `otlp_records` reads either alike.
+# They cover the request as exporters write it (camelCase, hex ids); anything they refuse (snake_case
+# names, enum names, a wrong type, bad hex) goes the protobuf way, which accepts or names the problem.
+
+
+class _JsonKeyValueList(msgspec.Struct, rename="camel"):
+    values: "list[_JsonKeyValue]" = []
+
+
+class _JsonArrayValue(msgspec.Struct, rename="camel"):
+    values: "list[_JsonAnyValue]" = []
+
+
+class _JsonAnyValue(msgspec.Struct, rename="camel"):
+    string_value: str | None = None
+    bool_value: bool | None = None
+    int_value: int | None = None
+    double_value: float | None = None
+    array_value: _JsonArrayValue | None = None
+    kvlist_value: _JsonKeyValueList | None = None
+    bytes_value: bytes | None = None  # base64 in JSON, as protobuf's mapping writes it
+
+    def WhichOneof(self, _group: str) -> str | None:  # noqa: N802 (protobuf's name: _value calls both)
+        for name in self.__struct_fields__:
+            if getattr(self, name) is not None:
+                return name
+        return None
+
+
+class _JsonKeyValue(msgspec.Struct, rename="camel"):
+    key: str = ""
+    value: _JsonAnyValue = msgspec.field(default_factory=_JsonAnyValue)
+
+
+def _hex_id(value: str) -> bytes:
+    return bytes.fromhex(value)  # a ValueError sends the request the protobuf way, which names it
+
+
+class _JsonStatus(msgspec.Struct, rename="camel"):
+    code: int = 0
+    message: str = ""
+
+
+class _JsonLink(msgspec.Struct, rename="camel"):
+    trace_id: str = ""
+    span_id: str = ""
+
+    def __post_init__(self) -> None:
+        _hex_id(self.trace_id)
+        _hex_id(self.span_id)
+
+
+NANOS = Annotated[int, msgspec.Meta(ge=0)]  # fixed64: a JSON number or a decimal string
+
+
+class _JsonSpan(msgspec.Struct, rename="camel"):
+    trace_id: Any = b""
+    span_id: Any = b""
+    parent_span_id: str = ""
+    name: str = ""
+    start_time_unix_nano: NANOS = 0
+    end_time_unix_nano: NANOS = 0
+    attributes: list[_JsonKeyValue] = []
+    status: _JsonStatus = msgspec.field(default_factory=_JsonStatus)
+    links: list[_JsonLink] = []
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.trace_id, str) or not isinstance(self.span_id, str):
+            raise ValueError("ids are hex strings")
+        self.trace_id, self.span_id = _hex_id(self.trace_id), _hex_id(self.span_id)
+        _hex_id(self.parent_span_id)
+
+
+class _JsonScopeSpans(msgspec.Struct, rename="camel"):
+    spans: list[_JsonSpan] = []
+
+
+class _JsonResource(msgspec.Struct, rename="camel"):
+    attributes: list[_JsonKeyValue] = []
+
+
+class _JsonResourceSpans(msgspec.Struct, rename="camel"):
+    resource: _JsonResource = msgspec.field(default_factory=_JsonResource)
+    scope_spans: list[_JsonScopeSpans] = []
+
+
+class _JsonRequest(msgspec.Struct, rename="camel"):
+    resource_spans: list[_JsonResourceSpans] = []
+
+
+# strict=False: protobuf's JSON mapping writes 64-bit integers as decimal strings.
+_json_request_decoder = msgspec.json.Decoder(_JsonRequest, strict=False)
+
+
+def _json_request(body: bytes) -> _JsonRequest | None:
+    """The request decoded by msgspec, or None when the protobuf way must read it (see above). A body
+    with no spans goes that way too: snake_case names would otherwise read as an empty request."""
+    try:
+        request = _json_request_decoder.decode(body)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        return None
+    if not any(scope.spans for rs in request.resource_spans for scope in rs.scope_spans):
+        return None
+    return request
 
 
 MAX_RECORDS_SETTING = "LLMLOG_MAX_RECORDS_PER_REQUEST"

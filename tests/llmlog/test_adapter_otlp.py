@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pytest
 from google.rpc.status_pb2 import Status as RpcStatus
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -400,3 +401,78 @@ def test_deeply_nested_json_is_400_never_a_500(api, platform_key):
 
     assert response.status_code == 400
     assert "nested too deeply" in response.json()["message"]
+
+
+# --- OTLP/JSON read by msgspec, the protobuf way kept for what it does not cover ---------------------
+
+
+def every_kind_of_value() -> dict[str, Any]:
+    body = otlp_json(parentSpanId="0102030405060708")
+    span = body["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    span["attributes"] += [
+        {"key": "gen_ai.usage.cache_read.input_tokens", "value": {"intValue": "3"}},
+        {"key": "gen_ai.response.time_to_first_chunk", "value": {"doubleValue": 0.25}},
+        {"key": "gen_ai.request.stream", "value": {"boolValue": True}},
+        {"key": "gen_ai.conversation.id", "value": {"stringValue": "conv-9"}},
+        {"key": "user.id", "value": {"stringValue": "u-9"}},
+        {
+            "key": "gen_ai.input.messages",
+            "value": {
+                "arrayValue": {
+                    "values": [
+                        {
+                            "kvlistValue": {
+                                "values": [
+                                    {"key": "role", "value": {"stringValue": "user"}},
+                                    {
+                                        "key": "parts",
+                                        "value": {
+                                            "arrayValue": {"values": [{"stringValue": "hi"}, {"intValue": 2}]}
+                                        },
+                                    },
+                                    {"key": "blob", "value": {"bytesValue": "AQI="}},
+                                ]
+                            }
+                        }
+                    ]
+                }
+            },
+        },
+        {"key": "llmlog.amount", "value": {"stringValue": "0.12345"}},
+    ]
+    return body
+
+
+def mapped(body: bytes) -> list:
+    from llmlog.adapters import otlp
+
+    batch = otlp.otlp_records(otlp.parse_otlp(body, otlp.JSON))
+    return [msgspec.to_builtins(record) for record in batch.records]
+
+
+def test_otlp_json_maps_alike_through_msgspec_and_through_protobuf(monkeypatch):
+    from llmlog.adapters import otlp
+
+    body = json.dumps(every_kind_of_value()).encode()
+    assert isinstance(otlp.parse_otlp(body, otlp.JSON), otlp._JsonRequest)  # the fast way reads it
+    fast = mapped(body)
+    monkeypatch.setattr(otlp, "_json_request", lambda body: None)
+
+    slow = mapped(body)
+
+    assert fast == slow
+    assert fast[0]["ioinfo"]["request"] == [{"role": "user", "parts": ["hi", 2], "blob": "0102"}]
+    assert (fast[0]["status"], fast[0]["cached_tokens"], fast[0]["is_stream"]) == ("failed", 3, True)
+
+
+def test_otlp_json_in_snake_case_and_enum_names_still_parses_the_protobuf_way():
+    from llmlog.adapters import otlp
+
+    body = otlp_json(status={"code": "STATUS_CODE_ERROR", "message": "boom"})
+    snake = {"resource_spans": [{"scope_spans": body["resourceSpans"][0]["scopeSpans"]}]}
+
+    for document in (body, snake):
+        request = otlp.parse_otlp(json.dumps(document).encode(), otlp.JSON)
+        assert not isinstance(request, otlp._JsonRequest)
+        (record,) = otlp.otlp_records(request).records
+        assert (record.status, record.input_tokens) == ("failed", 42)
