@@ -28,6 +28,7 @@ from llmlog import selectors
 from llmlog.admin_tools import MAX_FILTER_VALUES, distinct_values
 from llmlog.filters import text_problem
 from llmlog.models import LLMUsage, LLMUsageHistory
+from llmlog.queries import UsageQuery
 
 CHART_DAYS = 30
 TOP = 10
@@ -46,10 +47,6 @@ ORG_MAX_LENGTH = 64  # userorgid's length
 # --- numbers -------------------------------------------------------------------------------------
 
 
-def _org_params(org: str) -> dict[str, str]:
-    return {"userorgid": org} if org else {}
-
-
 def _day_start(day: date) -> datetime:
     return timezone.make_aware(datetime.combine(day, time()), timezone.get_current_timezone())
 
@@ -57,7 +54,7 @@ def _day_start(day: date) -> datetime:
 def dashboard_today(*, org: str = "", now: datetime) -> dict[str, Any]:
     """Today (in TIME_ZONE) for one org or all: requests, tokens, amount, cost, margin, rpm, tpm."""
     today = timezone.localdate(now)
-    stats = selectors.usage_stats(params={"use_date": today.isoformat(), **_org_params(org)}, now=now)
+    stats = selectors.usage_stats(query=UsageQuery(day=today, userorgid=org or None), now=now)
     figures = {
         "day": today,
         "requests": stats["requests"],
@@ -71,17 +68,17 @@ def dashboard_today(*, org: str = "", now: datetime) -> dict[str, Any]:
     return {**figures, "display": {name: full(value) for name, value in figures.items() if name != "day"}}
 
 
-def month_params(*, org: str = "", now: datetime, days: int = CHART_DAYS) -> dict[str, str]:
-    """The filters of the last `days` days, today included, as whole days in TIME_ZONE."""
+def month_query(*, org: str = "", now: datetime, days: int = CHART_DAYS) -> UsageQuery:
+    """The records of the last `days` days, today included, as whole days in TIME_ZONE."""
     today = timezone.localdate(now)
     start, end = _day_start(today - timedelta(days=days - 1)), _day_start(today + timedelta(days=1))
-    return {"start_time": start.isoformat(), "end_time": end.isoformat(), **_org_params(org)}
+    return UsageQuery(start=start, end=end, userorgid=org or None)
 
 
 def dashboard_month(*, org: str = "", now: datetime, days: int = CHART_DAYS) -> dict[str, Any]:
     """The last `days` days: {by_day: one entry per day (zero when nothing), by_model: top models by
     amount}, each entry with requests, total_tokens, amount, cost."""
-    stats = selectors.usage_stats(params=month_params(org=org, now=now, days=days), now=now)
+    stats = selectors.usage_stats(query=month_query(org=org, now=now, days=days), now=now)
     first = timezone.localdate(now) - timedelta(days=days - 1)
     found = {entry["day"]: entry for entry in stats["by_day"]}
     zero = {"requests": 0, "total_tokens": 0, "amount": Decimal(0), "cost": Decimal(0)}
@@ -263,7 +260,7 @@ def dashboard_context(
     for chart in DAY_CHARTS + ("models",):
         if chart_orgs[chart] not in months:
             months[chart_orgs[chart]] = dashboard_month(org=chart_orgs[chart], now=now)
-    by_org = selectors.usage_sums_by_org(params=month_params(org=chart_orgs["orgs"], now=now), now=now)[:TOP]
+    by_org = selectors.usage_sums_by_org(query=month_query(org=chart_orgs["orgs"], now=now), now=now)[:TOP]
 
     def day_chart(chart: str) -> dict[str, Any]:
         name, unit = DAY_CHARTS_FIELDS[chart]

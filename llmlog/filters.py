@@ -12,25 +12,29 @@ record twice and the hourly rollups line up with it.
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
 from typing import Any
 
 import django_filters
 from django import forms
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db.models import F, QuerySet, Value
-from django.db.models.functions import Coalesce
+from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema_field
 
 from llmlog.models import AccountingStatus, UsageAll, UsageStatus
+from llmlog.queries import (
+    ALL,
+    DEFAULT_ORDERING,
+    ORDERING_CHOICES,
+    InvalidFilter,
+    Ordering,
+    UsageQuery,
+)
+from llmlog.times import unix_seconds
 
-# A bare number at or above this is read as milliseconds (1e11 seconds is the year 5138).
-UNIX_MS_THRESHOLD = 100_000_000_000
 # Times and days a filter may name. Nothing is stored outside them (ingest takes 2000 on), so a bound
 # past them finds nothing or everything, as it should; the margins keep every computation on a bound
 # (the next hour or day, a time zone's offset) inside the range of a datetime, which past them would
@@ -41,14 +45,6 @@ FILTER_DAY_MAX = date(9999, 12, 30)
 _NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 # A lone (unpaired) UTF-16 surrogate: JSON's "\ud800" decodes to one, and no database can store it.
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
-
-
-class InvalidFilter(ValueError):
-    """Bad filter input. `errors` maps each bad parameter to its messages."""
-
-    def __init__(self, errors: Mapping[str, list[str]]) -> None:
-        self.errors = {name: list(messages) for name, messages in errors.items()}
-        super().__init__("; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in self.errors.items()))
 
 
 def text_problem(value: str) -> str | None:
@@ -109,11 +105,8 @@ def parse_time(value: str | int | float, *, name: str = "time", unit: str = "aut
     if not text:
         raise InvalidFilter({name: ["Empty time."]})
     if _NUMBER.fullmatch(text):
-        number = float(text)
-        if unit == "ms" or (unit == "auto" and abs(number) >= UNIX_MS_THRESHOLD):
-            number /= 1000
         try:
-            parsed = datetime.fromtimestamp(number, tz=UTC)
+            parsed = datetime.fromtimestamp(unix_seconds(float(text), unit=unit), tz=UTC)
         except (OverflowError, OSError, ValueError):
             raise InvalidFilter({name: [f"{text!r} is out of range as a unix timestamp."]}) from None
     else:
@@ -167,48 +160,6 @@ class TimeField(forms.Field):
 )
 class TimeFilter(django_filters.Filter):
     field_class = TimeField
-
-
-# Orderings a client may ask for. Each sorts by one column then by id (unique, so the order is total and
-# a keyset cursor can resume after any row). use_time is indexed on both tables, alone and per org; the
-# others sort the filtered rows (bounded by the page depth limit of the pagination).
-ORDERING_FIELDS = ("use_time", "amount", "cost", "total_tokens")
-DEFAULT_ORDERING = "-use_time"
-ORDERING_CHOICES = [(f, f) for f in ORDERING_FIELDS] + [(f"-{f}", f"-{f}") for f in ORDERING_FIELDS]
-# Nullable sort columns read as 0 (not yet priced sorts with free), so a keyset comparison is total.
-NULLABLE_ORDERING_FIELDS = frozenset({"amount", "cost"})
-
-
-@dataclass(frozen=True)
-class Ordering:
-    """A validated `ordering`: the column, its direction, and the sort expression (`sort_key`)."""
-
-    field: str
-    descending: bool
-
-    @classmethod
-    def parse(cls, value: str | None) -> "Ordering":
-        value = (value or DEFAULT_ORDERING).strip()
-        field = value.removeprefix("-")
-        if field not in ORDERING_FIELDS:
-            choices = ", ".join(name for name, _ in ORDERING_CHOICES)
-            raise InvalidFilter({"ordering": [f"{value!r} is not one of: {choices}."]})
-        return cls(field=field, descending=value.startswith("-"))
-
-    @property
-    def value(self) -> str:
-        return f"-{self.field}" if self.descending else self.field
-
-    @property
-    def sort_alias(self) -> str:
-        return f"_sort_{self.field}" if self.field in NULLABLE_ORDERING_FIELDS else self.field
-
-    def apply(self, queryset: QuerySet) -> QuerySet:
-        if self.field in NULLABLE_ORDERING_FIELDS:
-            zero = Value(Decimal(0), output_field=queryset.model._meta.get_field(self.field))
-            queryset = queryset.annotate(**{self.sort_alias: Coalesce(F(self.field), zero)})
-        sign = "-" if self.descending else ""
-        return queryset.order_by(f"{sign}{self.sort_alias}", f"{sign}id")
 
 
 def _choice_help(choices: type) -> str:
@@ -278,29 +229,30 @@ class UsageFilter(django_filters.FilterSet):
         return queryset
 
 
-# The filters that the hourly rollups can answer (their dimensions and the time range).
-ROLLUP_FILTERS = frozenset({"start_time", "end_time", "use_date", "userorgid", "model_name", "status"})
+# The native filters of a time range: rates are over the last minute, whatever the range.
+TIME_FILTERS = ("start_time", "end_time", "use_date")
+# Native filter -> the UsageQuery field it sets (the equality filters keep their names).
+QUERY_FIELDS = {"start_time": "start", "end_time": "end", "use_date": "day"}
 
 
 def usage_filter_values(*, params: Mapping[str, Any]) -> dict[str, Any]:
     """Validate `params` (a QueryDict or a dict of parameter -> value); return the cleaned values that
     were given. Raises InvalidFilter naming each bad parameter."""
+    if not any(params.get(name) for name in UsageFilter.base_filters):
+        return {}
     filterset = UsageFilter(data=params, queryset=UsageAll.objects.none())
     if not filterset.is_valid():
         raise InvalidFilter(filterset.form.errors)
     return {name: value for name, value in filterset.form.cleaned_data.items() if value not in (None, "")}
 
 
-def filter_usage(*, queryset: QuerySet, params: Mapping[str, Any]) -> tuple[QuerySet, dict[str, Any]]:
-    """`queryset` filtered and ordered by `params`, and the cleaned values that were given (one
-    validation for both). Raises InvalidFilter naming each bad parameter."""
-    if not any(params.get(name) for name in UsageFilter.base_filters):
-        return Ordering.parse(None).apply(queryset), {}
-    filterset = UsageFilter(data=params, queryset=queryset)
-    if not filterset.is_valid():
-        raise InvalidFilter(filterset.form.errors)
-    values = {name: value for name, value in filterset.form.cleaned_data.items() if value not in (None, "")}
-    return filterset.qs, values
+def native_query(*, params: Mapping[str, Any], org: str = "", source: str = ALL) -> UsageQuery:
+    """The UsageQuery the native filter parameters stand for (unknown parameters are ignored: they
+    belong to the caller: page, cursor, keyword). Raises InvalidFilter naming each bad parameter."""
+    values = usage_filter_values(params=params)
+    ordering = Ordering.parse(values.pop("ordering", None))
+    fields = {QUERY_FIELDS.get(name, name): value for name, value in values.items()}
+    return UsageQuery(org=org, source=source, ordering=ordering, **fields)
 
 
 def apply_usage_filters(*, queryset: QuerySet, params: Mapping[str, Any]) -> QuerySet:
@@ -309,22 +261,16 @@ def apply_usage_filters(*, queryset: QuerySet, params: Mapping[str, Any]) -> Que
     Raises InvalidFilter naming each bad parameter. Unknown parameters are ignored (they belong to the
     caller: page, cursor, a dialect's own names).
     """
-    if not any(params.get(name) for name in UsageFilter.base_filters):
-        return Ordering.parse(None).apply(queryset)
-    filterset = UsageFilter(data=params, queryset=queryset)
-    if not filterset.is_valid():
-        raise InvalidFilter(filterset.form.errors)
-    return filterset.qs
+    query = native_query(params=params)
+    return query.ordering.apply(queryset.filter(query.condition()))
 
 
 class UsageFilterBackend(DjangoFilterBackend):
-    """django-filter's backend with UsageFilter, minus its cost where nothing is filtered: a get-item
-    is not filtered at all, and a request without filter parameters only gets the default ordering
-    (building and validating the form costs more than the query of a page)."""
+    """django-filter's backend, for UsageFilter's OpenAPI parameters; the filtering itself is the
+    native UsageQuery's (a get-item is not filtered at all)."""
 
     def filter_queryset(self, request, queryset: QuerySet, view) -> QuerySet:
         if getattr(view, "action", None) == "retrieve":
             return queryset
-        if not any(request.query_params.get(name) for name in UsageFilter.base_filters):
-            return Ordering.parse(None).apply(queryset)
-        return super().filter_queryset(request, queryset, view)
+        query = native_query(params=request.query_params)
+        return query.ordering.apply(queryset.filter(query.condition()))

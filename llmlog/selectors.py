@@ -1,6 +1,7 @@
 """Reads of usage records: lists, counts, totals, search and stats, over hot and history alike.
 
-Every read starts from `usage_records(org=...)` (the `llmusage_all` view: UNION ALL of `llmusage` and
+A read is described by a `UsageQuery` (llmlog.queries): which records, in what order. Every read starts
+from `usage_records(org=...)` (the `llmusage_all` view: UNION ALL of `llmusage` and
 `llmusage_history`), so a time range answers the same before and after the nightly move. `org` is the
 caller's org: "" means every org (a platform key), anything else scopes every query to that org.
 
@@ -10,7 +11,7 @@ Money is returned as Decimal and tokens as int; callers (views, dialects) shape 
 import contextlib
 import functools
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -22,12 +23,12 @@ from django.db.models.functions import Cast, TruncDate
 from django.utils import timezone
 
 from llmlog.db import bound_cursor
-from llmlog.filters import ROLLUP_FILTERS, clean_text, day_range, filter_usage
+from llmlog.filters import clean_text, day_range
 from llmlog.models import TOKEN_COUNT_FIELDS, LLMUsageHistory, UsageAll, UsageRollup, UsageRollupState
+from llmlog.queries import ALL, EVERY_RECORD, HISTORY, UsageQuery, page_depth_problem
 
 TOKEN_FIELDS = (*TOKEN_COUNT_FIELDS, "total_tokens")
 MONEY_FIELDS = ("amount", "cost")
-TIME_FILTERS = ("start_time", "end_time", "use_date")
 # RPM and TPM count the records that started in this window before now.
 RATE_WINDOW = timedelta(seconds=60)
 
@@ -50,6 +51,45 @@ def history_records(*, org: str = "") -> QuerySet[LLMUsageHistory]:
 def usage_record(*, org: str = "", id: str | uuid.UUID) -> UsageAll:  # noqa: A002 - the design's name
     """One record by id, hot or history. Raises UsageAll.DoesNotExist when absent or of another org."""
     return usage_records(org=org).get(pk=id)
+
+
+def usage_matching(*, query: UsageQuery) -> QuerySet:
+    """The records `query` names, in its order (searched by its keyword when it has one)."""
+    records = history_records(org=query.org) if query.source == HISTORY else usage_records(org=query.org)
+    if query.finds_nothing:
+        return records.none()
+    records = query.ordering.apply(records.filter(query.condition()))
+    if query.keyword is None:
+        return records
+    return usage_search(queryset=records, keyword=query.keyword, also=query.keyword_terms or ())
+
+
+def usage_page(
+    *, query: UsageQuery, offset: int, limit: int, columns: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """`limit` records of `query` after the first `offset`, as {column: value} of `columns`. The caller
+    has refused a page deeper than MAX_PAGE_DEPTH (naming its own page parameter); this holds it."""
+    problem = page_depth_problem(offset=offset, size=limit)
+    if problem:
+        raise ValueError(problem)
+    return list(usage_matching(query=query).values(*columns)[offset : offset + limit])
+
+
+def usage_facets(*, query: UsageQuery, sample: int) -> list[tuple[str, str, str]]:
+    """The distinct (model_name, token_name, channel_id) of the newest `sample` records of `query`: one
+    bounded read along the (userorgid, use_time) index, cheap on a table of any size."""
+    # newest first by use_time alone: ties do not matter to a sample, and it keeps to the index order
+    records = usage_matching(query=query).order_by("-use_time")
+    rows = records.values("model_name", "token_name", "channel_id")[:sample]
+    try:
+        sql, params = rows.query.sql_with_params()
+    except EmptyResultSet:  # a query that finds nothing
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT DISTINCT model_name, token_name, channel_id FROM ({sql}) facet_sample", params
+        )
+        return cursor.fetchall()
 
 
 def usage_record_values(
@@ -172,15 +212,20 @@ def usage_rpm_tpm(*, queryset: QuerySet, now: datetime | None = None) -> dict[st
     return {"rpm": sums["rpm"] or 0, "tpm": int(sums["tpm"] or 0)}
 
 
-def usage_rates(*, org: str = "", now: datetime | None = None) -> dict[str, int]:
-    """{rpm, tpm} of every record `org` may see, unfiltered: what a dashboard polls every few seconds.
+def usage_rates(*, query: UsageQuery = EVERY_RECORD, now: datetime | None = None) -> dict[str, int]:
+    """{rpm, tpm} of the records of `query` that started in the last 60 s, whatever its time range.
 
-    The nightly move takes days before today only, so a minute that lies within today has all its
-    records in llmusage: on PostgreSQL one composed statement reads that table alone (compiling the
-    aggregate and planning the llmusage_all view cost more than the query). Across midnight, or on
-    SQLite, it is `usage_rpm_tpm` over the view.
+    Unfiltered but for the org (what a dashboard polls every few seconds): the nightly move takes days
+    before today only, so a minute that lies within today has all its records in llmusage, and on
+    PostgreSQL one composed statement reads that table alone (compiling the aggregate and planning the
+    llmusage_all view cost more than the query). Across midnight, on SQLite, or under any other filter
+    it is `usage_rpm_tpm` over the view.
     """
     now = now or timezone.now()
+    query = query.without_time()
+    if query.source != ALL or query.keyword is not None or not query.given() <= {"org"}:
+        return usage_rpm_tpm(queryset=usage_matching(query=query), now=now)
+    org = query.org
     since = now - RATE_WINDOW
     if connection.vendor != "postgresql" or timezone.localdate(since) < timezone.localdate(now):
         return usage_rpm_tpm(queryset=usage_records(org=org), now=now)
@@ -222,10 +267,19 @@ _ESTIMATE_SQL = """
 COUNT_ESTIMATE_FLOOR = 10_000
 
 
-def usage_count(*, queryset: QuerySet, estimate: bool = False) -> dict[str, Any]:
-    """{count, estimated}. With `estimate` (the caller asks for a whole table, unfiltered) PostgreSQL
-    answers from the planner's statistics instead of counting every row, and says so; elsewhere the
-    count is exact.
+def usage_count(*, query: UsageQuery) -> dict[str, Any]:
+    """{count, estimated}: how many records `query` names. Exact under any filter or org; for every
+    record of every org (an unfiltered query) PostgreSQL answers from the planner's statistics instead
+    of counting the whole table, and says so (`_count`)."""
+    if query.finds_nothing:
+        return {"count": 0, "estimated": False}
+    records = usage_matching(query=query)
+    return _count(queryset=records, estimate=query.is_unfiltered and query.keyword is None)
+
+
+def _count(*, queryset: QuerySet, estimate: bool = False) -> dict[str, Any]:
+    """{count, estimated}. With `estimate` (a whole table, unfiltered) PostgreSQL answers from the
+    planner's statistics instead of counting every row, and says so; elsewhere the count is exact.
 
     An estimate is never 0 for a table that has rows: below COUNT_ESTIMATE_FLOOR, or without
     statistics, the rows are counted up to the floor (a COUNT over a LIMIT, bounded work): fewer is the
@@ -249,9 +303,10 @@ def usage_count(*, queryset: QuerySet, estimate: bool = False) -> dict[str, Any]
     return {"count": max(planned, counted), "estimated": True}
 
 
-def usage_search(*, queryset: QuerySet, keyword: str) -> QuerySet:
+def usage_search(*, queryset: QuerySet, keyword: str, also: Sequence[Q] = ()) -> QuerySet:
     """The records of `queryset` that `keyword` names: equal to its id, transno, userid, username,
-    userorgid, model_name or token_name, or found (case-insensitive) in its error_message.
+    userorgid, model_name or token_name, or found (case-insensitive) in its error_message; or meeting
+    one of the conditions `also` (a dialect's own meanings of the keyword, e.g. new-api's log type).
 
     Each of these columns is indexed (error_message by trigrams, on PostgreSQL); request and response
     bodies are not searched. Order is kept from `queryset`. Raises InvalidFilter naming `keyword` when
@@ -272,6 +327,7 @@ def usage_search(*, queryset: QuerySet, keyword: str) -> QuerySet:
     ]
     with contextlib.suppress(ValueError):
         terms.append(Q(id=uuid.UUID(keyword)))
+    terms += also
     # Keep only the terms that match something, each probed on its own index (one query of EXISTS
     # sub-selects, evaluated once each). Without this a keyword
     # that matches nothing makes PostgreSQL walk the whole use_time index looking for the newest match
@@ -306,15 +362,15 @@ def rollups_built_through() -> datetime | None:
 
 
 def _rollup_window(
-    values: Mapping[str, Any], *, now: datetime, built_through: datetime | None
+    query: UsageQuery, *, now: datetime, built_through: datetime | None
 ) -> tuple[datetime | None, datetime] | None:
-    """The whole closed, built UTC hours inside the filters' time range, as [lo, hi) (lo None: from the
+    """The whole closed, built UTC hours inside the query's time range, as [lo, hi) (lo None: from the
     beginning); None when the rollups cannot answer any part of it."""
-    if built_through is None or not set(values) - {"ordering"} <= ROLLUP_FILTERS:
+    if built_through is None or not query.rollups_can_answer:
         return None
-    start, end = values.get("start_time"), values.get("end_time")
-    if "use_date" in values:
-        day_start, day_end = day_range(values["use_date"])
+    start, end = query.start, query.end
+    if query.day is not None:
+        day_start, day_end = day_range(query.day)
         start = max(start, day_start) if start else day_start
         end = min(end, day_end) if end else day_end
     lo = _ceil_hour(start) if start else None
@@ -327,20 +383,18 @@ def _rollup_window(
 
 def _grouped_sums(
     *,
-    org: str,
-    params: Mapping[str, Any],
+    query: UsageQuery,
     now: datetime,
     group_by: Callable[[str], dict[str, Any]],
 ) -> tuple[list[Mapping[str, Any]], tuple[datetime | None, datetime] | None]:
-    """Sums of the records `org` may see under `params`, grouped by `group_by(time column)` (the
-    rollups' time column is `hour`, the rows' `use_time`); and the [lo, hi) window read from rollups.
+    """Sums of the records of `query`, grouped by `group_by(time column)` (the rollups' time column is
+    `hour`, the rows' `use_time`); and the [lo, hi) window read from rollups.
 
     Whole closed UTC hours already built come from `llmusage_rollup`, the rest from the rows. The
     same group can come back twice (once from each source): callers add them up.
     """
-    rows, values = filter_usage(queryset=usage_records(org=org), params=params)
-    rows = rows.order_by()
-    window = _rollup_window(values, now=now, built_through=rollups_built_through())
+    rows = usage_matching(query=query).order_by()
+    window = _rollup_window(query, now=now, built_through=rollups_built_through())
     groups: list[Mapping[str, Any]] = []
     if window is not None:
         lo, hi = window
@@ -351,10 +405,10 @@ def _grouped_sums(
         else:
             rows = rows.filter(use_time__gte=hi)
         for name in ("userorgid", "model_name", "status"):
-            if name in values:
-                rollups = rollups.filter(**{name: values[name]})
-        if org:
-            rollups = rollups.filter(userorgid=org)
+            if getattr(query, name) is not None:
+                rollups = rollups.filter(**{name: getattr(query, name)})
+        if query.org:
+            rollups = rollups.filter(userorgid=query.org)
         groups += _values(rollups.order_by(), group_by("hour")).annotate(**_rollup_sums())
     groups += _values(rows, group_by("use_time")).annotate(**_row_sums())
     return groups, window
@@ -367,13 +421,9 @@ def _values(queryset: QuerySet, spec: dict[str, Any]) -> QuerySet:
     return queryset.values(*columns, **expressions)
 
 
-def usage_sums_by_org(
-    *, org: str = "", params: Mapping[str, Any] | None = None, now: datetime | None = None
-) -> list[dict[str, Any]]:
-    """[{userorgid, requests, <token kinds>, amount, cost}] under `params`, most amount first."""
-    groups, _ = _grouped_sums(
-        org=org, params=params or {}, now=now or timezone.now(), group_by=lambda _: {"userorgid": None}
-    )
+def usage_sums_by_org(*, query: UsageQuery, now: datetime | None = None) -> list[dict[str, Any]]:
+    """[{userorgid, requests, <token kinds>, amount, cost}] of the records of `query`, most amount first."""
+    groups, _ = _grouped_sums(query=query, now=now or timezone.now(), group_by=lambda _: {"userorgid": None})
     by_org: dict[str, dict[str, Any]] = {}
     for group in groups:
         _add(by_org.setdefault(group["userorgid"], _empty_totals()), group)
@@ -383,28 +433,23 @@ def usage_sums_by_org(
     ]
 
 
-def usage_stats(
-    *, org: str = "", params: Mapping[str, Any] | None = None, now: datetime | None = None
-) -> dict[str, Any]:
-    """Totals, rates and breakdowns of the records `org` may see, under the filters in `params` (the
-    parameters of llmlog.filters: start_time, end_time, use_date, userorgid, model_name, ...).
+def usage_stats(*, query: UsageQuery = EVERY_RECORD, now: datetime | None = None) -> dict[str, Any]:
+    """Totals, rates and breakdowns of the records of `query`.
 
     Returns {requests, <token kinds>: int, amount, cost: Decimal, rpm, tpm: int,
     by_model: [{model_name, requests, <token kinds>, amount, cost}] (most requests first),
     by_day: [{day: date (in TIME_ZONE), requests, <token kinds>, amount, cost}] (oldest first),
     rollup_hours: [lo, hi) answered from hourly rollups, or None}.
 
-    When every filter is one the rollups carry (time range, userorgid, model_name, status), whole
-    closed UTC hours already built are read from `llmusage_rollup` and only the rest (the open hour,
-    partial hours at the edges, hours not built yet) from the rows. rpm and tpm are over the last 60
-    seconds under the same filters except the time range. Raises InvalidFilter on bad parameters.
+    When the rollups can answer the query (UsageQuery.rollups_can_answer: org, model, status and time
+    range only), whole closed UTC hours already built are read from `llmusage_rollup` and only the rest
+    (the open hour, partial hours at the edges, hours not built yet) from the rows. rpm and tpm are over
+    the last 60 seconds under the same filters except the time range.
     """
-    params = params or {}
     now = now or timezone.now()
     tz = timezone.get_current_timezone()
     groups, window = _grouped_sums(
-        org=org,
-        params=params,
+        query=query,
         now=now,
         group_by=lambda time_column: {"model_name": None, "day": TruncDate(time_column, tzinfo=tz)},
     )
@@ -417,9 +462,7 @@ def usage_stats(
         _add(by_model.setdefault(group["model_name"], _empty_totals()), group)
         _add(by_day.setdefault(group["day"], _empty_totals()), group)
 
-    rate_params = {name: value for name, value in params.items() if name not in TIME_FILTERS}
-    rate_rows, _ = filter_usage(queryset=usage_records(org=org), params=rate_params)
-    rates = usage_rpm_tpm(queryset=rate_rows, now=now)
+    rates = usage_rpm_tpm(queryset=usage_matching(query=query.without_time()), now=now)
     return {
         **totals,
         **rates,

@@ -12,7 +12,7 @@ from rest_framework.pagination import BasePagination, PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
-from llmlog.filters import InvalidFilter, Ordering
+from llmlog.queries import MAX_PAGE_DEPTH, InvalidFilter, Ordering
 from llmlog.selectors import usage_rows
 
 # What a cursor's sort value may be (a forged cursor is a 400, never a value the database cannot bind).
@@ -65,7 +65,7 @@ class UsagePagination(BasePagination):
     page_size = 20
     max_page_size = 100
     # OFFSET reads and throws away every row before the page: bounded, so no request scans millions.
-    MAX_DEPTH = 10_000
+    MAX_DEPTH = MAX_PAGE_DEPTH
 
     def paginate_queryset(self, queryset: QuerySet, request, view=None) -> list:
         self.request = request

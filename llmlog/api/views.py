@@ -1,6 +1,8 @@
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
 
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
@@ -36,24 +38,24 @@ from llmlog.api.serializers import (
 from llmlog.bodies import TooBig
 from llmlog.edits import UsageImmutable, usage_delete, usage_update
 from llmlog.filters import (
+    TIME_FILTERS,
     InvalidFilter,
     UsageFilter,
     UsageFilterBackend,
-    apply_usage_filters,
+    native_query,
     unstorable_params,
 )
 from llmlog.ingest import BodyError, UsageIn, usage_ingest
 from llmlog.models import LLMUsage, LLMUsageHistory, UsageAll
+from llmlog.queries import ALL, HISTORY, UsageQuery
 from llmlog.selectors import (
-    TIME_FILTERS,
     history_records,
     usage_count,
+    usage_matching,
     usage_rates,
     usage_record,
     usage_record_values,
     usage_records,
-    usage_rpm_tpm,
-    usage_search,
     usage_stats,
 )
 
@@ -89,6 +91,18 @@ class OrgScopedMixin(SingleValuedQueryMixin):
     def scope_to_caller(self, queryset: QuerySet) -> QuerySet:
         caller = caller_of(self.request)
         return queryset if caller.is_platform else queryset.filter(userorgid=caller.userorgid)
+
+    # Where the records of this view live (UsageQuery.source).
+    query_source = ALL
+
+    def usage_query(self, params: Any = None) -> UsageQuery:
+        """The records the request's filter parameters (or `params`) name, in the caller's org."""
+        params = self.request.query_params if params is None else params
+        return native_query(params=params, org=caller_of(self.request).userorgid, source=self.query_source)
+
+    def list(self, request: Request) -> Response:
+        page = self.paginate_queryset(usage_matching(query=self.usage_query()))
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
     def get_object(self):
         _check_uuid(self.kwargs.get(self.lookup_field))
@@ -247,8 +261,8 @@ class LLMUsageViewSet(
         keyword = request.query_params.get("keyword", "").strip()
         if not keyword:
             raise exceptions.ValidationError({"keyword": ["Required: the text to look for."]})
-        queryset = usage_search(queryset=self.filter_queryset(self.get_queryset()), keyword=keyword)
-        page = self.paginate_queryset(queryset)
+        query = replace(self.usage_query(), keyword=keyword)
+        page = self.paginate_queryset(usage_matching(query=query))
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
     @extend_schema(
@@ -261,11 +275,7 @@ class LLMUsageViewSet(
     )
     @action(detail=False, methods=["get"])
     def stats(self, request: Request) -> Response:
-        try:
-            stats = usage_stats(org=caller_of(request).userorgid, params=request.query_params)
-        except InvalidFilter as exc:
-            raise exceptions.ValidationError(exc.errors) from None
-        return Response(UsageStatsSerializer(stats).data)
+        return Response(UsageStatsSerializer(usage_stats(query=self.usage_query())).data)
 
     @extend_schema(
         summary="RPM and TPM: requests and total tokens started in the last 60 seconds",
@@ -276,14 +286,9 @@ class LLMUsageViewSet(
     )
     @action(detail=False, methods=["get"])
     def rates(self, request: Request) -> Response:
+        # The window is the last minute: a time range is not read (nor refused), whatever it says.
         params = {name: value for name, value in request.query_params.items() if name not in TIME_FILTERS}
-        if not any(params.get(name) for name in UsageFilter.base_filters):
-            return Response(usage_rates(org=caller_of(request).userorgid))
-        try:
-            queryset = apply_usage_filters(queryset=self.get_queryset(), params=params)
-        except InvalidFilter as exc:
-            raise exceptions.ValidationError(exc.errors) from None
-        return Response(usage_rpm_tpm(queryset=queryset))
+        return Response(usage_rates(query=self.usage_query(params)))
 
     @extend_schema(
         summary="Correct a record not yet accounted (platform admin)",
@@ -362,6 +367,8 @@ class LLMUsageHistoryViewSet(
     required_scopes = {"list": "read", "retrieve": "read", "count": "read"}
     staff_permissions = dict.fromkeys(required_scopes, "llmlog.view_llmusagehistory")
 
+    query_source = HISTORY
+
     def get_queryset(self) -> QuerySet[LLMUsageHistory]:
         return history_records(org=caller_of(self.request).userorgid)
 
@@ -375,11 +382,8 @@ class LLMUsageHistoryViewSet(
         return _count_response(self, request)
 
 
-def _count_response(view: viewsets.GenericViewSet, request: Request) -> Response:
-    given = {name for name, value in request.query_params.items() if value} & set(UsageFilter.base_filters)
-    estimate = caller_of(request).is_platform and not given - {"ordering"}
-    queryset = view.filter_queryset(view.get_queryset())
-    return Response(usage_count(queryset=queryset, estimate=estimate))
+def _count_response(view: OrgScopedMixin, request: Request) -> Response:
+    return Response(usage_count(query=view.usage_query()))
 
 
 def _check_uuid(pk: str) -> None:

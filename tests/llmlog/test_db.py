@@ -10,6 +10,7 @@ import pytest
 from django.db import connection
 
 from llmlog.db import bound_cursor
+from llmlog.queries import UsageQuery
 from llmlog.selectors import usage_rates, usage_record_values
 from tests.conftest import bearer
 from tests.llmlog.usage_records import make_usage
@@ -31,7 +32,7 @@ def test_get_item_rates_and_pages_are_prepared_and_searches_are_not(api, acme_ke
     record = make_usage(transno="one")
     for _ in range(7):
         usage_record_values(org="acme", id=record.pk)
-        usage_rates(org="acme")
+        usage_rates(query=UsageQuery(org="acme"))
         assert api.get("/api/llmusage/", **bearer(acme_key)).json()["results"][0]["transno"] == "one"
         assert api.get("/api/llmusage/search/", {"keyword": "one"}, **bearer(acme_key)).status_code == 200
 

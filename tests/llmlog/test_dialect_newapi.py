@@ -9,8 +9,8 @@ from django.contrib.auth.models import Permission
 from django.db import connection
 from django.utils import timezone
 
-from llmlog.api.dialects.newapi import usage_delete_before
 from llmlog.models import AccountingStatus, LLMUsage, UsageAll
+from llmlog.retention import usage_delete_before
 from tests.conftest import bearer, usage_payload
 from tests.dialect_schemas import dialect_answers_match_the_seeds  # noqa: F401 - autouse: every answer checked
 from tests.llmlog.usage_records import ingest, move_to_history

@@ -8,10 +8,12 @@ from django.conf import settings
 from django.core.management import call_command
 from django.utils import timezone
 
-from llmlog.api.dialects.newapi import usage_delete_before
 from llmlog.backup import backup_accounted_llmusage, purge_history
 from llmlog.edits import usage_delete, usage_update
+from llmlog.filters import native_query
 from llmlog.models import JobRun, UsageAll, UsageRollup, UsageRollupState
+from llmlog.queries import UsageQuery
+from llmlog.retention import usage_delete_before
 from llmlog.rollups import SETTLE, build_usage_rollups, floor_hour, usage_rollups_rebuild
 from llmlog.selectors import usage_stats
 from llmlog.tasks import build_usage_rollups as build_usage_rollups_task
@@ -95,7 +97,7 @@ def test_the_open_hour_is_never_built_and_stats_read_it_from_the_rows(hours_ago)
     build_usage_rollups()
 
     assert not UsageRollup.objects.filter(hour__gte=floor_hour(timezone.now())).exists()
-    stats = usage_stats(org="acme")
+    stats = usage_stats(query=UsageQuery(org="acme"))
     assert stats["requests"] == 2
     assert stats["rollup_hours"][1] <= floor_hour(timezone.now())
     assert stats["rpm"] == 1
@@ -138,17 +140,17 @@ def test_stats_from_rollups_equal_stats_from_rows(hours_ago):
         {"status": "failed"},
         {"userorgid": "globex"},
     ]
-    from_rows = [usage_stats(params=params) for params in ranges]
-    org_from_rows = usage_stats(org="acme")
+    from_rows = [usage_stats(query=native_query(params=params)) for params in ranges]
+    org_from_rows = usage_stats(query=UsageQuery(org="acme"))
 
     build_usage_rollups()
-    from_rollups = [usage_stats(params=params) for params in ranges]
+    from_rollups = [usage_stats(query=native_query(params=params)) for params in ranges]
 
     for before, after in zip(from_rows, from_rollups, strict=True):
         assert before.pop("rollup_hours") is None
         assert after.pop("rollup_hours") is not None
         assert after == before
-    org_from_rollups = usage_stats(org="acme")
+    org_from_rollups = usage_stats(query=UsageQuery(org="acme"))
     assert org_from_rollups["rollup_hours"] is not None
     org_from_rollups.pop("rollup_hours"), org_from_rows.pop("rollup_hours")
     assert org_from_rollups == org_from_rows
@@ -160,7 +162,7 @@ def test_stats_under_a_filter_the_rollups_do_not_carry_read_the_rows(hours_ago):
     make_usage(use_time=hours_ago(4), feature="chat")
     build_usage_rollups()
 
-    stats = usage_stats(params={"feature": "agent"})
+    stats = usage_stats(query=native_query(params={"feature": "agent"}))
 
     assert stats["rollup_hours"] is None
     assert stats["requests"] == 1
@@ -171,12 +173,12 @@ def test_stats_answer_the_same_before_and_after_the_move_to_history(hours_ago):
     records = [make_usage(use_time=hours_ago(h, 7 * h)) for h in (1, 3, 26, 27)]
     build_usage_rollups()
     params = {"start_time": hours_ago(28, 30).isoformat()}
-    before = usage_stats(org="acme", params=params)
+    before = usage_stats(query=native_query(org="acme", params=params))
 
     move_to_history(*records[2:])
-    after_move = usage_stats(org="acme", params=params)
+    after_move = usage_stats(query=native_query(org="acme", params=params))
     usage_rollups_rebuild(start=hours_ago(28), end=hours_ago(0))  # the nightly move changes no bucket
-    after_rebuild = usage_stats(org="acme", params=params)
+    after_rebuild = usage_stats(query=native_query(org="acme", params=params))
 
     assert before == after_move == after_rebuild
     assert before["requests"] == 4
@@ -208,7 +210,10 @@ def test_new_apis_delete_rebuilds_the_hours_it_emptied(hours_ago):
     assert buckets_stored() == {
         key: sums for key, sums in buckets_from_rows().items() if key[0] < built_through
     }
-    assert usage_stats(org="acme", params={"end_time": hours_ago(4).isoformat()})["requests"] == 1
+    assert (
+        usage_stats(query=native_query(org="acme", params={"end_time": hours_ago(4).isoformat()}))["requests"]
+        == 1
+    )
 
 
 @pytest.mark.django_db

@@ -6,8 +6,9 @@ from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 
-from llmlog.filters import InvalidFilter, Ordering
+from llmlog.filters import InvalidFilter, Ordering, native_query
 from llmlog.models import LLMUsageHistory, UsageAll
+from llmlog.queries import HISTORY, UsageQuery
 from llmlog.selectors import (
     history_records,
     usage_count,
@@ -103,9 +104,9 @@ def test_rates_unfiltered_count_the_minute_and_reach_into_history_across_midnigh
         cached_tokens=0,
     )
 
-    assert usage_rates(org="acme", now=now) == {"rpm": 1, "tpm": 150}
+    assert usage_rates(query=UsageQuery(org="acme"), now=now) == {"rpm": 1, "tpm": 150}
     assert usage_rates(now=now) == {"rpm": 2, "tpm": 160}
-    assert usage_rates(org="nobody", now=now) == {"rpm": 0, "tpm": 0}
+    assert usage_rates(query=UsageQuery(org="nobody"), now=now) == {"rpm": 0, "tpm": 0}
 
     # Just after midnight the minute reaches into yesterday, whose records the nightly move may have
     # taken to history already.
@@ -118,7 +119,10 @@ def test_rates_unfiltered_count_the_minute_and_reach_into_history_across_midnigh
         cached_tokens=0,
     )
     move_to_history(late)
-    assert usage_rates(org="night", now=midnight + timedelta(seconds=10)) == {"rpm": 1, "tpm": 7}
+    assert usage_rates(query=UsageQuery(org="night"), now=midnight + timedelta(seconds=10)) == {
+        "rpm": 1,
+        "tpm": 7,
+    }
 
 
 def test_record_values_are_the_fields_of_one_record_scoped_to_the_org():
@@ -163,9 +167,9 @@ def test_count_is_exact_when_filtered_or_off_postgresql():
     moved = make_usage()
     move_to_history(moved)
 
-    assert usage_count(queryset=usage_records(org="acme")) == {"count": 2, "estimated": False}
+    assert usage_count(query=UsageQuery(org="acme")) == {"count": 2, "estimated": False}
     if connection.vendor != "postgresql":
-        assert usage_count(queryset=usage_records(), estimate=True) == {"count": 2, "estimated": False}
+        assert usage_count(query=UsageQuery()) == {"count": 2, "estimated": False}
 
 
 @pytest.mark.postgres
@@ -179,8 +183,8 @@ def test_unfiltered_count_on_postgresql_is_the_planner_estimate_and_says_so(monk
         cursor.execute("ANALYZE llmusage")
         cursor.execute("ANALYZE llmusage_history")
 
-    assert usage_count(queryset=usage_records(), estimate=True) == {"count": 7, "estimated": True}
-    assert usage_count(queryset=history_records(), estimate=True) == {"count": 2, "estimated": True}
+    assert usage_count(query=UsageQuery()) == {"count": 7, "estimated": True}
+    assert usage_count(query=UsageQuery(source=HISTORY)) == {"count": 2, "estimated": True}
 
 
 @pytest.mark.parametrize(
@@ -224,7 +228,7 @@ def test_stats_give_totals_by_model_and_by_day_under_the_filters():
     make_usage(use_time=day2, model_name="claude", amount=Decimal("4"), cost=Decimal("3"), status="failed")
     make_usage(use_time=day2, userorgid="globex", amount=Decimal("100"))
 
-    stats = usage_stats(org="acme", params={"start_time": "2026-11-19T00:00:00Z"})
+    stats = usage_stats(query=native_query(org="acme", params={"start_time": "2026-11-19T00:00:00Z"}))
 
     assert stats["requests"] == 3
     assert stats["amount"] == Decimal("7") and stats["cost"] == Decimal("4.5")
@@ -238,7 +242,7 @@ def test_stats_give_totals_by_model_and_by_day_under_the_filters():
     ]
     assert {"rpm", "tpm"} <= set(stats)
 
-    failed = usage_stats(org="acme", params={"status": "failed"})
+    failed = usage_stats(query=native_query(org="acme", params={"status": "failed"}))
     assert failed["requests"] == 1 and failed["by_model"][0]["model_name"] == "claude"
 
 
@@ -251,5 +255,5 @@ def test_stats_days_follow_time_zone():
 
 def test_stats_refuse_bad_filters_naming_them():
     with pytest.raises(InvalidFilter) as error:
-        usage_stats(params={"status": "meh", "end_time": "soon"})
+        usage_stats(query=native_query(params={"status": "meh", "end_time": "soon"}))
     assert set(error.value.errors) == {"status", "end_time"}

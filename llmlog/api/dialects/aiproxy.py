@@ -26,19 +26,17 @@ newest FACET_SAMPLE records of the time range, whatever the model, token and cod
 read along the (userorgid, use_time) index, so they stay cheap on a table of any size.
 """
 
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db import connection
-from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from llmlog.api.dialects.common import (
-    MAX_PAGE_DEPTH,
     MAX_PAGE_SIZE,
     DialectView,
     bad_input,
@@ -52,7 +50,8 @@ from llmlog.api.dialects.common import (
     timestamp_schema,
 )
 from llmlog.models import UsageStatus
-from llmlog.selectors import usage_count, usage_records
+from llmlog.queries import MAX_PAGE_DEPTH, UsageQuery
+from llmlog.selectors import usage_count, usage_facets, usage_page
 
 DEFAULT_PER_PAGE = 10
 # Facets are the distinct values of this many newest records of the range (see the module docstring):
@@ -203,16 +202,11 @@ def log_item(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def log_facets(records: QuerySet) -> dict[str, list]:
-    """models, token_names and channels met in the newest FACET_SAMPLE of `records` (one bounded query)."""
-    # newest first by use_time alone: ties do not matter to a sample, and it keeps to the index order
-    sample = records.order_by("-use_time").values("model_name", "token_name", "channel_id")
-    sql, params = sample[:FACET_SAMPLE].query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT DISTINCT model_name, token_name, channel_id FROM ({sql}) facet_sample", params
-        )
-        combinations = cursor.fetchall()
+def log_facets(query: UsageQuery) -> dict[str, list]:
+    """models, token_names and channels met in the newest FACET_SAMPLE records of `query`'s org and time
+    range, whatever its model, token and code filters."""
+    in_range = replace(query, model_name=None, token_name=None, status=None)
+    combinations = usage_facets(query=in_range, sample=FACET_SAMPLE)
     channels = {gateway_number(channel) for _, _, channel in combinations if channel}
     return {
         "models": sorted({model for model, _, _ in combinations}),
@@ -220,6 +214,25 @@ def log_facets(records: QuerySet) -> dict[str, list]:
         # integers, as AI Proxy's channel ids; a channel whose id is not a whole number is 0, as in its logs
         "channels": sorted(channels),
     }
+
+
+def log_query(params: Any, *, org: str) -> UsageQuery:
+    """The records AI Proxy's filter parameters name, in `org` ("" = every org)."""
+    code_type = params.get("code_type", "").strip() or "all"
+    if code_type not in CODE_TYPES:
+        raise bad_input("code_type", f"Expected one of: {', '.join(CODE_TYPES)}; got {code_type!r}.")
+    start = time_param(params, "start_timestamp", unit="ms")
+    end = time_param(params, "end_timestamp", unit="ms")
+    if start and end and end < start:
+        raise bad_input("end_timestamp", "Must not be before start_timestamp.")
+    equal = {name: params.get(name, "").strip() for name in ("model_name", "token_name")}
+    return UsageQuery(
+        org=org,
+        start=start,
+        end=end + timedelta(milliseconds=1) if end else None,  # inclusive to the millisecond, as AI Proxy's
+        status=CODE_TYPES[code_type],
+        **{name: value for name, value in equal.items() if value},
+    )
 
 
 # --- OpenAPI --------------------------------------------------------------------------------------
@@ -348,34 +361,13 @@ class AiProxySearchView(DialectView):
         check_page_depth(
             offset=offset, size=per_page, param="page", narrow_with="start_timestamp and end_timestamp"
         )
-        code_type = params.get("code_type", "").strip() or "all"
-        if code_type not in CODE_TYPES:
-            raise bad_input("code_type", f"Expected one of: {', '.join(CODE_TYPES)}; got {code_type!r}.")
-        start = time_param(params, "start_timestamp", unit="ms")
-        end = time_param(params, "end_timestamp", unit="ms")
-        if start and end and end < start:
-            raise bad_input("end_timestamp", "Must not be before start_timestamp.")
-
-        in_range = usage_records(org=org)
-        if start:
-            in_range = in_range.filter(use_time__gte=start)
-        if end:
-            # inclusive to the millisecond, as AI Proxy's
-            in_range = in_range.filter(use_time__lt=end + timedelta(milliseconds=1))
-        conditions = {name: params.get(name, "").strip() for name in ("model_name", "token_name")}
-        conditions = {name: value for name, value in conditions.items() if value}
-        if CODE_TYPES[code_type]:
-            conditions["status"] = CODE_TYPES[code_type]
-        matching = in_range.filter(**conditions)
-
-        # Every record of every org: PostgreSQL's estimate (said so in total_is_estimate), not a count.
-        unfiltered = not (org or start or end or conditions)
-        count = usage_count(queryset=matching, estimate=unfiltered)
-        rows = matching.order_by("-use_time", "-id").values(*ITEM_COLUMNS)[offset : offset + per_page]
+        query = log_query(params, org=org)
+        count = usage_count(query=query)  # every record of every org: an estimate, said so
+        rows = usage_page(query=query, offset=offset, limit=per_page, columns=ITEM_COLUMNS)
         data: dict[str, Any] = {
             "logs": [log_item(row) for row in rows],
             "total": count["count"],
-            **log_facets(in_range),
+            **log_facets(query),
         }
         if count["estimated"]:
             data["total_is_estimate"] = True

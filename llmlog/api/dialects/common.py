@@ -20,13 +20,9 @@ from llmlog.api.auth import HasScope, caller_of
 from llmlog.api.errors import SingleValuedQueryMixin
 from llmlog.filters import InvalidFilter, parse_time, unstorable_params
 from llmlog.models import MONEY_PLACES
+from llmlog.queries import page_depth_problem
 
 MAX_PAGE_SIZE = 100
-# Page numbers (OneUptime's skip, new-api's p, AI Proxy's page) reach at most this many records deep.
-# A page number is an OFFSET: the database reads and throws away every record before the page, so a
-# deep page costs in proportion to its depth. Deeper than this, a client narrows its time range instead
-# (every dialect has one), which the (userorgid, use_time) indexes answer at any depth.
-MAX_PAGE_DEPTH = 10_000
 
 
 INTEGER = re.compile(r"-?[0-9]{1,19}")
@@ -89,13 +85,11 @@ def time_param(params: Mapping[str, Any], name: str, *, unit: str) -> datetime |
 
 
 def check_page_depth(*, offset: int, size: int, param: str, narrow_with: str) -> None:
-    """Refuse a page that ends deeper than MAX_PAGE_DEPTH records, naming the page parameter."""
-    if offset + size > MAX_PAGE_DEPTH:
-        raise bad_input(
-            param,
-            f"Pages end at most {MAX_PAGE_DEPTH} records deep (this one ends at {offset + size}); "
-            f"narrow the time range with {narrow_with} to reach older records.",
-        )
+    """Refuse a page that ends deeper than MAX_PAGE_DEPTH records (llmlog.queries), naming the page
+    parameter and how to narrow the time range instead."""
+    problem = page_depth_problem(offset=offset, size=size)
+    if problem:
+        raise bad_input(param, f"{problem}; narrow the time range with {narrow_with} to reach older records.")
 
 
 def unix_seconds(moment: datetime | None) -> int | None:

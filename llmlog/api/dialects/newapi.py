@@ -33,12 +33,12 @@ there.
 
 import hashlib
 import json
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import Case, Exists, F, Func, Q, QuerySet, Sum, TextField, Value, When
+from django.db.models import Case, F, Func, Q, QuerySet, Sum, TextField, Value, When
 from django.db.models.functions import Cast, Concat
 from django.db.models.lookups import StartsWith
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -49,7 +49,6 @@ from rest_framework.response import Response
 
 from llmlog.api.auth import caller_of
 from llmlog.api.dialects.common import (
-    MAX_PAGE_DEPTH,
     MAX_PAGE_SIZE,
     NOT_BLANK,
     DialectView,
@@ -63,24 +62,15 @@ from llmlog.api.dialects.common import (
     timestamp_schema,
     unix_seconds,
 )
-from llmlog.filters import clean_text
 from llmlog.models import (
     MONEY_DIGITS,
     MONEY_PLACES,
-    AccountingStatus,
     ApiKey,
-    LLMUsage,
-    LLMUsageHistory,
     UsageStatus,
 )
-from llmlog.rollups import floor_hour, usage_rollups_refresh
-from llmlog.selectors import (
-    usage_count,
-    usage_records,
-    usage_rpm_tpm,
-    usage_search,
-    usage_stats,
-)
+from llmlog.queries import MAX_PAGE_DEPTH, NO_STATUS, UsageQuery
+from llmlog.retention import usage_delete_before
+from llmlog.selectors import usage_count, usage_matching, usage_page, usage_rates, usage_stats
 
 DEFAULT_PAGE_SIZE = 20
 SEARCH_LIMIT = 100
@@ -95,6 +85,14 @@ LOG_TYPES: dict[int, str | None] = {
 }
 KNOWN_LOG_TYPES = (0, 1, 2, 3, 4, 5)
 TYPE_OF_STATUS = {UsageStatus.SUCCESS: LOG_TYPE_CONSUME, UsageStatus.FAILED: LOG_TYPE_ERROR}
+# new-api's equality filters -> the UsageQuery field each sets.
+EQUALITY_PARAMS = {
+    "username": "username",
+    "token_name": "token_name",
+    "model_name": "model_name",
+    "channel": "channel_id",
+    "group": "group",
+}
 # Only the columns an item shows: never the request/response bodies.
 ITEM_COLUMNS = (
     "id",
@@ -124,105 +122,27 @@ ITEM_COLUMNS = (
     "group",
     "request_ip",
 )
-DELETABLE = (AccountingStatus.ACCOUNTED, AccountingStatus.SKIPPED)
-# Records deleted per transaction: each batch commits in well under a second, so row locks stay
-# brief and ingest and the nightly move never wait long behind a big DELETE.
-DELETE_BATCH_SIZE = 5_000
 
 
-# --- the delete service ---------------------------------------------------------------------------
-
-
-def usage_delete_before(*, before: datetime, org: str = "", batch_size: int = DELETE_BATCH_SIZE) -> int:
-    """Delete the accounted and skipped records of `org` ("" = every org) that started before `before`,
-    from `llmusage` and `llmusage_history`, `batch_size` per transaction. Returns how many.
-
-    Pending and failed records are never deleted: they still have money to post. Each batch re-checks
-    the status it deletes, and on PostgreSQL skips rows another transaction holds (the posting worker,
-    the nightly move), so the purge never waits on them; a row it skipped is left for the next purge.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    deleted = 0
-    hours: set[datetime] = set()  # of the records deleted: their hourly rollups are rebuilt at the end
-    for model in (LLMUsage, LLMUsageHistory):
-        while True:
-            with transaction.atomic():
-                batch = model.objects.filter(use_time__lt=before, accounting_status__in=DELETABLE)
-                if org:
-                    batch = batch.filter(userorgid=org)
-                if connection.vendor == "postgresql":
-                    batch = batch.select_for_update(skip_locked=True)
-                found = dict(batch.values_list("id", "use_time")[:batch_size])
-                if found:
-                    count, _ = model.objects.filter(id__in=found, accounting_status__in=DELETABLE).delete()
-                    deleted += count
-                    hours.update(floor_hour(use_time) for use_time in found.values())
-            if len(found) < batch_size:
-                break
-    usage_rollups_refresh(use_times=hours)
-    return deleted
-
-
-# --- reading --------------------------------------------------------------------------------------
-
-
-def log_filters(params: Any) -> tuple[Q, bool]:
-    """The filter new-api's parameters stand for, and whether `type` rules out every record."""
+def log_query(params: Any, *, org: str) -> UsageQuery:
+    """The records new-api's filter parameters name, in `org` ("" = every org)."""
     log_type = int_param(params, "type", default=0, minimum=0)
     if log_type not in KNOWN_LOG_TYPES:
         raise bad_input(
             "type", f"Unknown log type {log_type}: 1 top-up, 2 consume, 3 manage, 4 error, 5 system."
         )
-    condition = Q()
     start = time_param(params, "start_timestamp", unit="s")
     end = time_param(params, "end_timestamp", unit="s")
     if start and end and end < start:
         raise bad_input("end_timestamp", "Must not be before start_timestamp.")
-    if start:
-        condition &= Q(use_time__gte=start)
-    if end:
-        condition &= Q(use_time__lt=end + timedelta(seconds=1))  # new-api's end is inclusive, to the second
-    for param, column in (
-        ("username", "username"),
-        ("token_name", "token_name"),
-        ("model_name", "model_name"),
-        ("channel", "channel_id"),
-        ("group", "group"),
-    ):
-        value = params.get(param, "")
-        if value.strip():
-            condition &= Q(**{column: value.strip()})
-    status = LOG_TYPES.get(log_type, "")
-    if status:
-        condition &= Q(status=status)
-    return condition, log_type not in LOG_TYPES
-
-
-# Filters the hourly rollups do not carry: with one of them, the quota is summed from the rows.
-ROW_ONLY_FILTERS = ("username", "token_name", "channel", "group")
-
-
-def native_params(params: Any) -> dict[str, str]:
-    """new-api's time, model and type filters as the native filter parameters (llmlog.filters)."""
-    native: dict[str, str] = {}
-    start = time_param(params, "start_timestamp", unit="s")
-    end = time_param(params, "end_timestamp", unit="s")
-    if start:
-        native["start_time"] = start.isoformat()
-    if end:
-        native["end_time"] = (end + timedelta(seconds=1)).isoformat()
-    if params.get("model_name", "").strip():
-        native["model_name"] = params["model_name"].strip()
-    status = LOG_TYPES.get(int_param(params, "type", default=0, minimum=0))
-    if status:
-        native["status"] = status
-    return native
-
-
-def filtered(params: Any, records: QuerySet) -> QuerySet:
-    condition, nothing = log_filters(params)
-    return records.none() if nothing else records.filter(condition)
+    equal = {field: params.get(param, "").strip() for param, field in EQUALITY_PARAMS.items()}
+    return UsageQuery(
+        org=org,
+        start=start,
+        end=end + timedelta(seconds=1) if end else None,  # new-api's end is inclusive, to the second
+        status=LOG_TYPES.get(log_type, NO_STATUS),
+        **{field: value for field, value in equal.items() if value},
+    )
 
 
 def log_item(row: dict[str, Any]) -> dict[str, Any]:
@@ -290,7 +210,7 @@ def content_prefix_terms(keyword: str) -> list[Q]:
     varchar_pattern_ops indexes); a longer one starts with the model name and ": ", so its model name is
     one of the keyword's own prefixes that ": " follows (an equality, on the model_name indexes), and the
     rest is compared with the content built in SQL. A failed call's content is its error message: the
-    error term of log_search finds it (a word of the error).
+    native search finds it (a word of the error).
     """
     succeeded = ~Q(status=UsageStatus.FAILED)
     terms = [Q(model_name__startswith=keyword) & succeeded]
@@ -331,33 +251,18 @@ class AmountText(Func):
         return f"CAST(CAST({sql} AS numeric({MONEY_DIGITS}, {MONEY_PLACES})) AS text)", list(params)
 
 
-def log_search(*, records: QuerySet, keyword: str) -> QuerySet:
-    """The records of `records` that new-api's `keyword` names: its log type number (2 consume, 4
-    error), a prefix of its content, or, as the native search (usage_search), its transno, user, org,
-    model or token name, or a word of its error. Order is kept from `records`."""
-    keyword = clean_text(keyword, name="keyword").strip()
-    if not keyword:
-        return records.none()
-    matches = usage_search(queryset=records, keyword=keyword)
-    extra: list[Q] = []
+def keyword_terms(keyword: str) -> tuple[Q, ...]:
+    """What new-api's `keyword` names besides what the native search does (transno, user, org, model,
+    token, a word of the error): its log type number (2 consume, 4 error) and a prefix of its content."""
+    keyword = keyword.strip()
+    terms: list[Q] = []
     if keyword.isascii() and keyword.isdigit() and LOG_TYPES.get(int(keyword)):
-        extra.append(Q(status=LOG_TYPES[int(keyword)]))
-    extra += content_prefix_terms(keyword)
-    # As usage_search does: only the terms that match something, each probed on its own index (a term
-    # that matches nothing would otherwise send PostgreSQL down the whole use_time index).
-    probes = {f"term_{i}": Exists(records.filter(term).order_by()) for i, term in enumerate(extra)}
-    flags = records.model.objects.annotate(**probes).values(*probes).order_by().first() or {}
-    found = [term for i, term in enumerate(extra) if flags.get(f"term_{i}")]
-    if not found:
-        return matches
-    condition = found[0]
-    for term in found[1:]:
-        condition |= term
-    return matches | records.filter(condition)  # one query: (the native terms) OR (these)
+        terms.append(Q(status=LOG_TYPES[int(keyword)]))
+    return (*terms, *content_prefix_terms(keyword))
 
 
-def newest_items(records: QuerySet, limit: int, offset: int = 0) -> list[dict[str, Any]]:
-    rows = records.order_by("-use_time", "-id").values(*ITEM_COLUMNS)[offset : offset + limit]
+def newest_items(query: UsageQuery, limit: int, offset: int = 0) -> list[dict[str, Any]]:
+    rows = usage_page(query=query, offset=offset, limit=limit, columns=ITEM_COLUMNS)
     return [log_item(row) for row in rows]
 
 
@@ -488,13 +393,10 @@ class NewApiView(DialectView):
         size = int_param(params, "page_size", default=DEFAULT_PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE)
         offset = (page - 1) * size
         check_page_depth(offset=offset, size=size, param="p", narrow_with="start_timestamp and end_timestamp")
-        condition, nothing = log_filters(params)
-        records = usage_records(org=org)
-        matching = records.none() if nothing else records.filter(condition)
-        # Every record of every org: PostgreSQL's estimate, not a count of the whole table.
-        count = usage_count(queryset=matching, estimate=not org and not nothing and condition == Q())
+        query = log_query(params, org=org)
+        count = usage_count(query=query)  # every record of every org: an estimate, said so
         data = {
-            "items": newest_items(matching, size, offset),
+            "items": newest_items(query, size, offset),
             "total": count["count"],
             "page": page,
             "page_size": size,
@@ -504,29 +406,24 @@ class NewApiView(DialectView):
         return ok(data)
 
     def stat(self, request: Request, org: str) -> Response:
-        params = request.query_params
-        condition, nothing = log_filters(params)
-        records = usage_records(org=org)
-        if nothing:
+        query = log_query(request.query_params, org=org)
+        if query.finds_nothing:
             quota = 0
-        elif exact_quota_of_sums() and not any(params.get(name, "").strip() for name in ROW_ONLY_FILTERS):
+        elif exact_quota_of_sums() and query.rollups_can_answer:
             # A time range, a model and a type only: the hourly rollups answer the closed hours.
-            quota = quota_units(usage_stats(org=org, params=native_params(params))["amount"])
+            quota = quota_units(usage_stats(query=query)["amount"])
         else:
-            quota = quota_sum(records.filter(condition))
+            quota = quota_sum(usage_matching(query=query))
         # new-api's rpm and tpm: the successful calls of the last 60 s, under the filters but the time.
-        rate_params = {
-            name: params.get(name) for name in params if name not in ("start_timestamp", "end_timestamp")
-        }
-        rates = usage_rpm_tpm(queryset=filtered({**rate_params, "type": str(LOG_TYPE_CONSUME)}, records))
+        rates = usage_rates(query=replace(query, status=UsageStatus.SUCCESS))
         return ok({"quota": quota, **rates})
 
     def search(self, request: Request, org: str) -> Response:
         keyword = request.query_params.get("keyword", "").strip()
         if not keyword:
             raise bad_input("keyword", "keyword is required.")
-        matches = log_search(records=usage_records(org=org), keyword=keyword)
-        return ok(newest_items(matches, SEARCH_LIMIT))
+        query = UsageQuery(org=org, keyword=keyword, keyword_terms=keyword_terms(keyword))
+        return ok(newest_items(query, SEARCH_LIMIT))
 
 
 class LogView(NewApiView):
@@ -684,5 +581,5 @@ class TokenLogView(NewApiView):
         key = request.query_params.get("key", "").strip()
         if not key:
             raise bad_input("key", "key is required.")
-        records = usage_records().filter(token_key_hash__in=gateway_key_hashes(key))
-        return ok(newest_items(records, TOKEN_LOG_LIMIT))
+        query = UsageQuery(token_key_hashes=tuple(gateway_key_hashes(key)))
+        return ok(newest_items(query, TOKEN_LOG_LIMIT))

@@ -36,14 +36,13 @@ from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, Q
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from llmlog.api.dialects.common import (
-    MAX_PAGE_DEPTH,
     MAX_PAGE_SIZE,
     DialectView,
     bad_input,
@@ -55,7 +54,15 @@ from llmlog.api.dialects.common import (
 )
 from llmlog.filters import InvalidFilter, parse_time, text_problem
 from llmlog.models import AccountingStatus, UsageAll, UsageStatus
-from llmlog.selectors import usage_count, usage_record_values, usage_records
+from llmlog.queries import (
+    EQUALITY_COLUMNS,
+    MAX_PAGE_DEPTH,
+    NEWEST_FIRST,
+    NO_STATUS,
+    SortTerms,
+    UsageQuery,
+)
+from llmlog.selectors import usage_count, usage_page, usage_record_values
 
 DEFAULT_LIMIT = 10
 # The largest number a query compares with: the columns are 64-bit integers or Decimal(18, 5).
@@ -344,16 +351,41 @@ def field_q(name: str, condition: Any) -> Q:
     return Q(**{f"{column}__{operator}": values[0]})
 
 
-def query_filter(query: Any) -> Q:
-    """All conditions of `query` (they all hold)."""
+# A date condition that is a bound of UsageQuery's time range: operator -> the bound.
+TIME_BOUNDS = {"gte": "start", "lt": "end"}
+
+
+def _query_field(name: str, condition: Any) -> tuple[str, Any] | None:
+    """(UsageQuery field, value) when the (valid) condition is one the query value holds itself: an
+    equality on a column it filters, a status, a [start, end) bound of the time range."""
+    field = FIELDS[name]
+    operator, raw = _condition(condition, f"query.{name}")
+    if field.kind == "text" and operator == "exact" and field.column in EQUALITY_COLUMNS:
+        return field.column, _operand(field.kind, raw[0], f"query.{name}")
+    if field.kind == "status" and operator == "exact":
+        return "status", _operand(field.kind, raw[0], f"query.{name}") or NO_STATUS
+    if field.kind == "date" and operator in TIME_BOUNDS:
+        return TIME_BOUNDS[operator], _operand(field.kind, raw[0], f"query.{name}")
+    return None
+
+
+def query_parts(query: Any) -> tuple[dict[str, Any], Q]:
+    """`query` as UsageQuery fields where a condition is one (_query_field), and the rest as one
+    condition (they all hold). A bad condition is a 400 naming it."""
     if query is None:
-        return Q()
+        return {}, Q()
     if not isinstance(query, Mapping):
         raise bad_input("query", "Expected an object mapping field names to conditions.")
-    combined = Q()
+    fields: dict[str, Any] = {}
+    rest = Q()
     for name, condition in query.items():
-        combined &= field_q(name, condition)
-    return combined
+        condition_q = field_q(name, condition)  # validates it, whatever form it takes below
+        simple = _query_field(name, condition)
+        if simple and simple[0] not in fields:
+            fields[simple[0]] = simple[1]
+        else:
+            rest &= condition_q
+    return fields, rest
 
 
 # --- sort -----------------------------------------------------------------------------------------
@@ -498,8 +530,15 @@ class OneUptimeView(DialectView):
             raise bad_input("body", "Expected a JSON object with select, query and sort.")
         return data
 
-    def records(self, request: Request) -> QuerySet:
-        return usage_records(org=self.org(request))
+    def usage_query(self, request: Request, body: Mapping[str, Any], *, sort: bool = False) -> UsageQuery:
+        """The records `query` names in the caller's project (org), in `sort`'s order when asked."""
+        fields, rest = query_parts(body.get("query"))
+        return UsageQuery(
+            org=self.org(request),
+            where=rest or None,
+            ordering=SortTerms(tuple(parse_sort(body.get("sort")))) if sort else NEWEST_FIRST,
+            **fields,
+        )
 
 
 def _list_schema(method: str) -> Any:
@@ -568,11 +607,9 @@ class LLMLogListView(OneUptimeView):
         skip = int_param(request.query_params, "skip", default=0, minimum=0)
         check_page_depth(offset=skip, size=limit, param="skip", narrow_with="a createdAt range in query")
         names = parse_select(body.get("select"))
-        query = body.get("query")
-        matching = self.records(request).filter(query_filter(query))
-        ordering = parse_sort(body.get("sort"))
-        page = list(matching.order_by(*ordering).values(*columns_for(names))[skip : skip + limit])
-        count = usage_count(queryset=matching, estimate=not query and not self.org(request))
+        query = self.usage_query(request, body, sort=True)
+        page = usage_page(query=query, offset=skip, limit=limit, columns=tuple(columns_for(names)))
+        count = usage_count(query=query)  # every record of every project: an estimate, said so
         answer: dict[str, Any] = {
             "count": count["count"],
             "limit": limit,
@@ -643,9 +680,7 @@ class LLMLogCountView(OneUptimeView):
         },
     )
     def post(self, request: Request) -> Response:
-        query = self.body(request).get("query")
-        matching = self.records(request).filter(query_filter(query))
-        count = usage_count(queryset=matching, estimate=not query and not self.org(request))
+        count = usage_count(query=self.usage_query(request, self.body(request)))
         answer: dict[str, Any] = {"count": count["count"]}
         if count["estimated"]:
             answer["countIsEstimate"] = True

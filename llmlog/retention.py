@@ -1,0 +1,48 @@
+"""Retention: deleting the usage records an operator no longer keeps (new-api's DELETE /api/log/).
+
+Only records that owe nothing more are deleted: accounted (posted to the ledger) and skipped. Pending
+and failed records still have money to post and are never deleted here.
+"""
+
+from datetime import datetime
+
+from django.db import connection, transaction
+
+from llmlog.models import AccountingStatus, LLMUsage, LLMUsageHistory
+from llmlog.rollups import floor_hour, usage_rollups_refresh
+
+DELETABLE = (AccountingStatus.ACCOUNTED, AccountingStatus.SKIPPED)
+# Records deleted per transaction: each batch commits in well under a second, so row locks stay
+# brief and ingest and the nightly move never wait long behind a big DELETE.
+DELETE_BATCH_SIZE = 5_000
+
+
+def usage_delete_before(*, before: datetime, org: str = "", batch_size: int = DELETE_BATCH_SIZE) -> int:
+    """Delete the accounted and skipped records of `org` ("" = every org) that started before `before`,
+    from `llmusage` and `llmusage_history`, `batch_size` per transaction. Returns how many.
+
+    Each batch re-checks the status it deletes, and on PostgreSQL skips rows another transaction holds
+    (the posting worker, the nightly move), so the purge never waits on them; a row it skipped is left
+    for the next purge. The hourly rollups of the hours it emptied are rebuilt at the end.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    deleted = 0
+    hours: set[datetime] = set()
+    for model in (LLMUsage, LLMUsageHistory):
+        while True:
+            with transaction.atomic():
+                batch = model.objects.filter(use_time__lt=before, accounting_status__in=DELETABLE)
+                if org:
+                    batch = batch.filter(userorgid=org)
+                if connection.vendor == "postgresql":
+                    batch = batch.select_for_update(skip_locked=True)
+                found = dict(batch.values_list("id", "use_time")[:batch_size])
+                if found:
+                    count, _ = model.objects.filter(id__in=found, accounting_status__in=DELETABLE).delete()
+                    deleted += count
+                    hours.update(floor_hour(use_time) for use_time in found.values())
+            if len(found) < batch_size:
+                break
+    usage_rollups_refresh(use_times=hours)
+    return deleted
