@@ -5,8 +5,8 @@ skipped) before it moved, and history is read-only. Both are refused with UsageI
 
 Every edit and delete writes a `UsageAudit` row (who, when, the changed fields before and after) in its
 own transaction: a change without its audit row cannot exist. Who may call these is the caller's
-question (llmlog.api.auth.may_edit_usage, the admin's permissions): money fields and deletes are the
-platform's; the services record the `actor` they are given.
+question (the API allows a platform admin only, the admin its Django permissions); the
+services record the `actor` they are given.
 """
 
 import uuid
@@ -21,9 +21,6 @@ from accounting.failures import failure_close_for_usage
 from llmlog.models import AccountingStatus, LLMUsage, UsageAll, UsageAudit
 from llmlog.rollups import usage_rollups_refresh
 
-# What a record says about money: who pays how much, to whom, at what price. Only a platform admin
-# changes these (an org could otherwise zero its own bill or pay itself as the model's owner).
-MONEY_FIELDS = frozenset({"amount", "cost", "price", "ownerid", "currency"})
 # Why a failure row closes when its record stops owing anything.
 DELETED_REASON = "usage record deleted"
 ZEROED_REASON = "usage record corrected to amount 0 and cost 0"
