@@ -43,8 +43,8 @@ from llmlog.models import (
     LLMUsageHistory,
     UsageAll,
 )
-from llmlog.posting import request_posting_soon
 from llmlog.pricing import TokenCounts, apply_prices, quantize_money
+from llmlog.tasks import request_posting_soon
 
 Tokens = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)] | None
 # The fields only a platform key may send (llmlog.api.auth.Caller.is_platform).

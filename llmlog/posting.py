@@ -12,7 +12,6 @@ path, one savepoint per record, where the record that raises is recorded as `int
 """
 
 import logging
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -42,9 +41,6 @@ RETRY_JOB = "retry_failed_accounting"
 DEFAULT_BATCH_SIZE = 1000
 # The retry job reads failures in smaller batches: a batch of failures is usually one org's problem.
 RETRY_BATCH_SIZE = 500
-# Ingest asks for a posting run at most once per this many seconds per process, and that run starts
-# this many seconds later: every record is posted within a few seconds without one task per request.
-POSTING_DEBOUNCE_SECONDS = 5.0
 
 # What posting reads of a claimed record (and a failure row copies).
 CLAIM_FIELDS = (
@@ -372,29 +368,3 @@ def _retry_batch(failures: dict[int, UUID], counts: Counter[str], *, by: str) ->
         # Nothing is posted again; a failure row left open by an earlier crash is closed.
         failures_resolve_posted(usage_ids=posted, by=by)
     return outcomes
-
-
-# --- the ingest hook ------------------------------------------------------------------------------
-
-_last_request = float("-inf")
-_request_lock = threading.Lock()
-
-
-def request_posting_soon() -> None:
-    """Ask a worker to post new records in a few seconds. Called on commit of every ingest, so it is
-    debounced: at most one task per POSTING_DEBOUNCE_SECONDS per process. The every-minute schedule
-    catches anything this misses (a broker that is down never fails an ingest)."""
-    global _last_request
-    now = time.monotonic()
-    with _request_lock:
-        if now - _last_request < POSTING_DEBOUNCE_SECONDS:
-            return
-        _last_request = now
-    try:
-        from llmlog.tasks import account_pending_usage  # the tasks module imports this one
-
-        account_pending_usage.apply_async(
-            kwargs={"only_if_pending": True}, countdown=POSTING_DEBOUNCE_SECONDS, expires=60
-        )
-    except Exception:
-        logger.warning("could not enqueue account_pending_usage after ingest", exc_info=True)

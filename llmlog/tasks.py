@@ -1,11 +1,20 @@
 """Celery tasks: each takes ids or dates, calls one service, and owns its retry policy (STYLE.md)."""
 
+import logging
+import threading
+import time
 from datetime import date
 
 from celery import shared_task
 from django.db import OperationalError
 
 from llmlog import backup, posting, rollups
+
+logger = logging.getLogger(__name__)
+
+# Ingest asks for a posting run at most once per this many seconds per process, and that run starts
+# this many seconds later: every record is posted within a few seconds without one task per request.
+POSTING_DEBOUNCE_SECONDS = 5.0
 
 
 # The nightly move to history. `expires`: a run that could not start within 6 hours of its slot (workers
@@ -88,3 +97,25 @@ def account_pending_usage(only_if_pending: bool = False) -> dict:
 )
 def retry_failed_accounting() -> dict:
     return posting.retry_failed_accounting(max_seconds=540).counts
+
+
+_last_request = float("-inf")
+_request_lock = threading.Lock()
+
+
+def request_posting_soon() -> None:
+    """Ask a worker to post new records in a few seconds. Called on commit of every ingest, so it is
+    debounced: at most one task per POSTING_DEBOUNCE_SECONDS per process. The every-minute schedule
+    catches anything this misses (a broker that is down never fails an ingest)."""
+    global _last_request
+    now = time.monotonic()
+    with _request_lock:
+        if now - _last_request < POSTING_DEBOUNCE_SECONDS:
+            return
+        _last_request = now
+    try:
+        account_pending_usage.apply_async(
+            kwargs={"only_if_pending": True}, countdown=POSTING_DEBOUNCE_SECONDS, expires=60
+        )
+    except Exception:
+        logger.warning("could not enqueue account_pending_usage after ingest", exc_info=True)

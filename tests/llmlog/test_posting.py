@@ -10,7 +10,7 @@ from django.utils import timezone
 from accounting import ledger
 from accounting.ledger import ledger_check, ledger_topup
 from accounting.models import AccountingFailure, LedgerTransaction
-from llmlog import posting
+from llmlog import tasks
 from llmlog.ingest import usage_ingest
 from llmlog.models import JobRun, LLMUsage, ModelPrice
 from llmlog.posting import account_pending_usage, retry_failed_accounting
@@ -279,10 +279,8 @@ def test_ignored_failures_are_left_alone_by_the_schedule_but_not_by_an_operator(
 
 @pytest.fixture
 def enqueued(monkeypatch):
-    from llmlog import tasks
-
     calls = []
-    monkeypatch.setattr(posting, "_last_request", float("-inf"))
+    monkeypatch.setattr(tasks, "_last_request", float("-inf"))
     monkeypatch.setattr(tasks.account_pending_usage, "apply_async", lambda **kwargs: calls.append(kwargs))
     return calls
 
@@ -294,7 +292,7 @@ def test_ingest_asks_for_a_posting_run_after_commit_debounced(enqueued, django_c
 
     assert len(enqueued) == 1
     assert enqueued[0]["kwargs"] == {"only_if_pending": True}
-    assert enqueued[0]["countdown"] == posting.POSTING_DEBOUNCE_SECONDS
+    assert enqueued[0]["countdown"] == tasks.POSTING_DEBOUNCE_SECONDS
 
 
 def test_ingest_asks_again_once_the_debounce_window_has_passed(
@@ -302,7 +300,7 @@ def test_ingest_asks_again_once_the_debounce_window_has_passed(
 ):
     with django_capture_on_commit_callbacks(execute=True):
         usage_ingest(body=json.dumps(usage_payload()).encode())
-    monkeypatch.setattr(posting, "_last_request", posting._last_request - posting.POSTING_DEBOUNCE_SECONDS)
+    monkeypatch.setattr(tasks, "_last_request", tasks._last_request - tasks.POSTING_DEBOUNCE_SECONDS)
     with django_capture_on_commit_callbacks(execute=True):
         usage_ingest(body=json.dumps(usage_payload()).encode())
 
@@ -317,12 +315,10 @@ def test_nothing_to_post_asks_for_nothing(enqueued, django_capture_on_commit_cal
 
 
 def test_a_broker_that_is_down_never_fails_an_ingest(monkeypatch, django_capture_on_commit_callbacks):
-    from llmlog import tasks
-
     def refuse(**kwargs):
         raise ConnectionError("broker down")
 
-    monkeypatch.setattr(posting, "_last_request", float("-inf"))
+    monkeypatch.setattr(tasks, "_last_request", float("-inf"))
     monkeypatch.setattr(tasks.account_pending_usage, "apply_async", refuse)
 
     with django_capture_on_commit_callbacks(execute=True):
