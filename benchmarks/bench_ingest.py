@@ -68,7 +68,7 @@ def raw_rows(tag: str, count: int) -> tuple[str, list[tuple]]:
     from django.utils import timezone
 
     from llmlog.demo import demo_rows
-    from llmlog.ingest import JSON_COLUMNS, USAGE_FIELDS
+    from llmlog.ingest.storage import JSON_COLUMNS, USAGE_FIELDS
 
     names = [f.attname for f in USAGE_FIELDS]
     columns = ", ".join(f'"{f.column}"' for f in USAGE_FIELDS)

@@ -250,7 +250,7 @@ def main() -> None:
     from django.db import connection
 
     from llmlog.demo import load_demo_data
-    from llmlog.ingest import JSON_COLUMNS, USAGE_FIELDS
+    from llmlog.ingest.storage import JSON_COLUMNS, USAGE_FIELDS
     from llmlog.keys import api_key_create
     from llmlog.models import LLMUsage
 

@@ -137,7 +137,7 @@ def vacuum(*tables: str) -> None:
 
 
 def ingest(bodies: list[bytes]) -> None:
-    from llmlog.ingest import usage_ingest
+    from llmlog.ingest.service import usage_ingest
 
     for body in bodies:
         result = usage_ingest(body=body)
@@ -170,11 +170,11 @@ def main() -> None:
         parser.error("--repeat must be at least 3")
 
     setup_django()
-    import llmlog.ingest
+    import llmlog.ingest.service
 
     # Ingest asks a worker to post soon after each commit (debounced); no worker runs here, and the
     # benchmark posts itself, so the request goes nowhere.
-    llmlog.ingest.request_posting_soon = lambda: None
+    llmlog.ingest.service.request_posting_soon = lambda: None
 
     ensure_accounts()
     bodies = make_bodies(args.rows)

@@ -114,7 +114,8 @@ def test_only_get(client, token):
 
 
 def _usage_row(**overrides):
-    from llmlog.ingest import decode_record, prepare_record
+    from llmlog.ingest.rules import prepare_record
+    from llmlog.ingest.wire import decode_record
 
     record = decode_record(json.dumps(usage_payload(**overrides)).encode())
     return prepare_record(record, now=timezone.now()).row
@@ -122,7 +123,7 @@ def _usage_row(**overrides):
 
 @pytest.mark.django_db
 def test_pending_records_and_the_age_of_the_oldest(client, token):
-    from llmlog.ingest import write_usage_rows
+    from llmlog.ingest.storage import write_usage_rows
 
     an_hour_ago = uuid7(nanoseconds=time.time_ns() - 3600 * 10**9)
     rows = [_usage_row(), _usage_row(), _usage_row(), _usage_row()]

@@ -19,16 +19,9 @@ from typing import Any
 import msgspec
 from django.conf import settings
 
-from llmlog.ingest import (
-    PLATFORM_ONLY_FIELDS,
-    IngestResult,
-    RecordError,
-    UsageIn,
-    _validation_errors,
-    money_text_problem,
-    refuse_stated_by_org,
-    usage_ingest_records,
-)
+from llmlog.ingest.service import IngestResult, usage_ingest_records
+from llmlog.ingest.stated import PLATFORM_ONLY_FIELDS, money_text_problem, refuse_stated_by_org
+from llmlog.ingest.wire import RecordError, UsageIn, validation_errors
 from llmlog.models import ModelPrice
 from llmlog.pricing import PriceBook
 
@@ -64,7 +57,7 @@ def usage_in(fields: dict[str, Any], *, source_names: Mapping[str, str]) -> Gate
     try:
         return msgspec.convert({k: v for k, v in fields.items() if v is not None}, type=GatewayUsageIn)
     except msgspec.ValidationError as exc:
-        raise RecordError(rename_errors(_validation_errors(str(exc)), source_names)) from None
+        raise RecordError(rename_errors(validation_errors(str(exc)), source_names)) from None
 
 
 def rename_errors(errors: dict[str, str], source_names: Mapping[str, str]) -> dict[str, str]:

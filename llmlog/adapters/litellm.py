@@ -21,7 +21,8 @@ from llmlog.adapters.common import (
     usage_in,
 )
 from llmlog.bodies import check_containers, json_array_items, json_error, ndjson_lines
-from llmlog.ingest import NOT_SENT, BodyError, RecordError, _validation_errors, stated_fields
+from llmlog.ingest.stated import NOT_SENT, stated_fields
+from llmlog.ingest.wire import BodyError, RecordError, validation_errors
 
 
 class Metadata(msgspec.Struct):
@@ -182,7 +183,7 @@ def _decode(raw: msgspec.Raw) -> StandardLoggingPayload:
     try:
         return _decoder.decode(raw)
     except msgspec.ValidationError as exc:
-        raise RecordError(_validation_errors(str(exc))) from None
+        raise RecordError(validation_errors(str(exc))) from None
     except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
         # Splitting the body checked the record's shape only: its strings and nesting are read here.
         raise RecordError(

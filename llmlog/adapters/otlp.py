@@ -40,7 +40,8 @@ from llmlog.bodies import (
     check_containers,
     json_error,
 )
-from llmlog.ingest import BodyError, IngestResult, RecordError
+from llmlog.ingest.service import IngestResult
+from llmlog.ingest.wire import BodyError, RecordError
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PROTOBUF = "application/x-protobuf"

@@ -21,7 +21,8 @@ from llmlog.adapters.common import ingest_gateway_records, summary
 from llmlog.api.auth import HasScope, caller_of
 from llmlog.api.serializers import BulkIngestResponseSerializer
 from llmlog.bodies import TooBig
-from llmlog.ingest import BodyError, IngestResult
+from llmlog.ingest.service import IngestResult
+from llmlog.ingest.wire import BodyError
 
 # LiteLLM's default batch is 512 records of ~11 KB each (about 5.6 MB); 16 MiB leaves room for prompts
 # three times that long. The global DATA_UPLOAD_MAX_MEMORY_SIZE does not apply: these views read the

@@ -10,7 +10,8 @@ from django.db.models import Model
 from django.utils import timezone
 from rest_framework import serializers
 
-from llmlog.ingest import json_problem, money_text_problem
+from llmlog.ingest.rules import json_problem
+from llmlog.ingest.stated import money_text_problem
 from llmlog.limits import MAX_MONEY
 from llmlog.models import MONEY_DIGITS, MONEY_PLACES, LLMUsage, LLMUsageHistory, UsageAll, UsageStatus
 

@@ -45,7 +45,8 @@ from llmlog.filters import (
     native_query,
     unstorable_params,
 )
-from llmlog.ingest import BodyError, UsageIn, usage_ingest
+from llmlog.ingest.service import usage_ingest
+from llmlog.ingest.wire import BodyError, UsageIn
 from llmlog.models import LLMUsage, LLMUsageHistory, UsageAll
 from llmlog.queries import ALL, HISTORY, UsageQuery
 from llmlog.selectors import (

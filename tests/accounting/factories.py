@@ -10,7 +10,7 @@ from uuid_utils.compat import uuid7
 
 from accounting.ledger import account_create, ledger_topup
 from accounting.models import Account
-from llmlog.ingest import write_usage_rows
+from llmlog.ingest.storage import write_usage_rows
 from llmlog.models import AccountingStatus
 
 _numbers = count()

@@ -18,7 +18,8 @@ from hypothesis import settings as examples
 from hypothesis import strategies as st
 
 from accounting.models import LedgerLine
-from llmlog.ingest import MAX_JSON_DEPTH, NUL_MESSAGE, UsageIn, json_problem
+from llmlog.ingest.rules import MAX_JSON_DEPTH, NUL_MESSAGE, json_problem
+from llmlog.ingest.wire import UsageIn
 from llmlog.limits import MAX_MONEY, MAX_TOKENS, MAX_WEB_SEARCHES
 from llmlog.models import LLMUsage, ModelPrice
 from llmlog.posting import account_pending_usage

@@ -8,7 +8,8 @@ from django.test import override_settings
 from django.utils import timezone
 
 from llmlog.bodies import TooManyRecords
-from llmlog.ingest import BodyError, usage_ingest
+from llmlog.ingest.service import usage_ingest
+from llmlog.ingest.wire import BodyError
 from llmlog.models import LLMUsage, LLMUsageHistory, ModelPrice
 from tests.conftest import bearer, usage_payload
 from tests.payloads import org_payload

@@ -11,7 +11,7 @@ from accounting import ledger
 from accounting.ledger import ledger_check, ledger_topup
 from accounting.models import AccountingFailure, LedgerTransaction
 from llmlog import tasks
-from llmlog.ingest import usage_ingest
+from llmlog.ingest.service import usage_ingest
 from llmlog.models import JobRun, LLMUsage, ModelPrice
 from llmlog.posting import account_pending_usage, retry_failed_accounting
 from tests.accounting.factories import balance, insert_usage, make_accounts, usage_row

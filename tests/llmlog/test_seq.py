@@ -10,7 +10,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from llmlog.backup import backup_accounted_llmusage
-from llmlog.ingest import usage_ingest
+from llmlog.ingest.service import usage_ingest
 from llmlog.models import LLMUsage, LLMUsageHistory, UsageAll
 from tests.conftest import usage_payload
 

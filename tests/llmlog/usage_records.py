@@ -8,7 +8,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from llmlog.ingest import usage_ingest
+from llmlog.ingest.service import usage_ingest
 from llmlog.models import LLMUsage, LLMUsageHistory
 
 _numbers = count()
