@@ -7,13 +7,13 @@ and a load balancer has no key. Each check is bounded (the broker's connect time
 dead dependency answers 503 within seconds instead of hanging the probe.
 """
 
+# Celery's current app is the one config/__init__.py creates: llmlog stays below config.
+from celery import current_app as celery_app
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect, JsonResponse
 from django.urls import Resolver404, resolve
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
-
-from config.celery import app as celery_app
 
 BROKER_TIMEOUT_SECONDS = 2
 
