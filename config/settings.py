@@ -234,6 +234,10 @@ LLMLOG_BULK_MAX = 1000
 LLMLOG_MAX_RECORDS_PER_REQUEST = env_int("LLMLOG_MAX_RECORDS_PER_REQUEST", 10_000, minimum=1)
 # The gateway's own tags are kept as sent, up to this many bytes of JSON.
 LLMLOG_METADATA_MAX_BYTES = 8192
+# PostgreSQL: the single-record ingests a process has in flight at once share one transaction and one
+# commit (llmlog.ingest.group); each is answered once its record is committed. Off: one commit each.
+# SQLite writes one at a time anyway and keeps its own path.
+LLMLOG_INGEST_GROUP_COMMIT = env_bool("LLMLOG_INGEST_GROUP_COMMIT", True)
 
 # --- Celery -------------------------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")

@@ -5,18 +5,30 @@ Idempotency is the unique constraint on (`transno`, `userorgid`): within an org,
 hash matches is a duplicate, anything else under a known transno is a conflict; another org's same
 transno is simply another record. Records are priced (llmlog.pricing) before they are stored, and a
 posting run is requested after commit (llmlog.tasks).
+
+On PostgreSQL the single-record requests a process has in flight at once are written by a group commit
+(llmlog.ingest.group, LLMLOG_INGEST_GROUP_COMMIT): one transaction and one commit for the group, each
+request answered once its record is committed, each record's outcome its own.
 """
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from llmlog.ingest.group import GroupCommitter, GroupFailed
 from llmlog.ingest.rules import PreparedRecord, prepare_record
 from llmlog.ingest.stated import PLATFORM_ONLY_FIELDS, money_text_problem, refuse_stated_by_org, stated_fields
-from llmlog.ingest.storage import insert_usage_row_if_new, known_transnos, write_usage_rows
+from llmlog.ingest.storage import (
+    insert_usage_row_if_new,
+    insert_usage_rows_if_new,
+    known_transnos,
+    write_usage_rows,
+)
 from llmlog.ingest.wire import RecordError, UsageIn, decode_record, parse_body
 from llmlog.metrics import count_ingest
 from llmlog.models import AccountingStatus
@@ -97,7 +109,7 @@ def usage_ingest_records(
         is_bulk=is_bulk, items=[ItemResult(index=i, status="error") for i in range(len(records))]
     )
     prepared = _prepared_and_priced(records, result, org=org)
-    if _inserted_alone(prepared, result):
+    if _written_in_group(prepared, result) or _inserted_alone(prepared, result):
         return result
     # Three tries: a transno taken by a concurrent request between our look-up and our insert makes
     # the COPY fail whole; the next look-up sees it and sorts it into duplicate or conflict.
@@ -151,6 +163,66 @@ def _inserted_alone(prepared: dict[int, PreparedRecord], result: IngestResult) -
     return True
 
 
+def _written_in_group(prepared: dict[int, PreparedRecord], result: IngestResult) -> bool:
+    """A single record on PostgreSQL, outside any transaction of the caller's (a transaction of its own
+    could not be committed by another thread's group): written by this process's group commit, and
+    True once committed. False when it does not apply, or when its group failed or its transno
+    vanished between the insert and the look-up: the record is then written alone."""
+    if (
+        len(prepared) != 1
+        or connection.vendor != "postgresql"
+        or connection.in_atomic_block
+        or not settings.LLMLOG_INGEST_GROUP_COMMIT
+    ):
+        return False
+    ((index, record),) = prepared.items()
+    try:
+        outcome = GROUP_COMMIT.submit(record)
+    except GroupFailed:
+        return False
+    if outcome is None:
+        return False
+    outcome.index = index
+    result.items[index] = outcome
+    count_ingest(item.status for item in result.items)
+    return True
+
+
+def _write_group(records: Sequence[PreparedRecord]) -> list[ItemResult | None]:
+    """The group commit's write, on the leader's connection: every record of the group in one
+    transaction, each inserted unless its transno is taken (a transno twice in the group: the first
+    is inserted, the second is then its duplicate or conflict, as if they came one after the other).
+    Each record's outcome at index 0; None for a transno neither inserted nor found (deleted meanwhile),
+    which its own request then writes alone."""
+    with transaction.atomic():
+        inserted = insert_usage_rows_if_new([record.row for record in records])
+        pairs = list(zip(records, inserted, strict=True))
+        known = known_transnos([(r.row["transno"], r.row["userorgid"]) for r, new in pairs if not new])
+        outcomes: list[ItemResult | None] = []
+        for record, new in pairs:
+            transno = record.row["transno"]
+            existing = known.get((transno, record.row["userorgid"]))
+            if new:
+                outcome = ItemResult(index=0, status="created", id=str(record.row["id"]), row=record.row)
+            elif existing is None:
+                outcome = None
+            elif existing[1] == record.payload_hash:
+                outcome = ItemResult(index=0, status="duplicate", id=existing[0])
+            else:
+                outcome = ItemResult(index=0, status="conflict", id=existing[0], errors=_conflict(transno))
+            if outcome is not None:
+                outcome.transno = transno
+            outcomes.append(outcome)
+        if any(new and r.row["accounting_status"] == AccountingStatus.PENDING for r, new in pairs):
+            transaction.on_commit(request_posting_soon)  # debounced: one task per few seconds at most
+    return outcomes
+
+
+# One per process: the single-record requests of gunicorn's threads (config/gunicorn.py) group here.
+# 64 bounds a group's statement list and the wait of its last member; a process serves fewer at once.
+GROUP_COMMIT: GroupCommitter[PreparedRecord, ItemResult | None] = GroupCommitter(_write_group, max_size=64)
+
+
 def _created(inserted: list[tuple[int, PreparedRecord]], result: IngestResult) -> None:
     for index, record in inserted:
         result.items[index].status = "created"
@@ -185,8 +257,12 @@ def _classify(prepared: dict[int, PreparedRecord], result: IngestResult) -> list
                 item.status = "duplicate"
             else:
                 item.status = "conflict"
-                item.errors = {"transno": f"{transno!r} was already recorded with a different payload."}
+                item.errors = _conflict(transno)
             continue
         known[key] = (str(record.row["id"]), record.payload_hash)
         to_insert.append((index, record))
     return to_insert
+
+
+def _conflict(transno: str) -> dict[str, str]:
+    return {"transno": f"{transno!r} was already recorded with a different payload."}

@@ -1,6 +1,7 @@
 """Storage of prepared rows: COPY for a batch on PostgreSQL (a plain INSERT below SMALL_WRITE rows),
-one prepared INSERT ... ON CONFLICT DO NOTHING for the single-record hot path, bulk_create elsewhere,
-and the look-up of the (transno, userorgid) pairs already stored, hot or history."""
+one prepared INSERT ... ON CONFLICT DO NOTHING for the single-record hot path (run for each row of a
+group commit, llmlog.ingest.group), bulk_create elsewhere, and the look-up of the (transno, userorgid)
+pairs already stored, hot or history."""
 
 import functools
 from collections.abc import Callable
@@ -28,6 +29,8 @@ def write_usage_rows(rows: list[dict[str, Any]]) -> None:
         return
     if connection.vendor != "postgresql":
         LLMUsage.objects.bulk_create([LLMUsage(**row) for row in rows], batch_size=500)
+        if len(rows) == 1:  # a single record's answer shows seq, which SQLite's trigger sets after the insert
+            rows[0]["seq"] = LLMUsage.objects.filter(pk=rows[0]["id"]).values_list("seq", flat=True).first()
         return
     table, columns, values = _row_writer()
     connection.ensure_connection()
@@ -38,7 +41,9 @@ def write_usage_rows(rows: list[dict[str, Any]]) -> None:
             placeholders = ", ".join(["%s"] * len(USAGE_FIELDS))
             sql = f"INSERT INTO {table} ({columns}) VALUES ({placeholders})"
             if len(rows) == 1:
-                cursor.execute(sql, values(rows[0]))  # executemany would set up a pipeline for one row
+                # executemany would set up a pipeline for one row. The answer shows seq, the database's.
+                cursor.execute(f"{sql} RETURNING seq", values(rows[0]))
+                (rows[0]["seq"],) = cursor.fetchone()
             else:
                 cursor.executemany(sql, map(values, rows))
             return
@@ -54,7 +59,33 @@ def insert_usage_row_if_new(row: dict[str, Any]) -> bool:
     # Prepared (llmlog.db), with its 50 values bound by the server: each connection parses it once.
     with bound_cursor() as cursor:
         cursor.execute(_insert_if_new_sql(), [*values(row), row["transno"], row["userorgid"]], prepare=True)
-        return cursor.fetchone() is not None
+        inserted = cursor.fetchone()
+    if inserted is None:
+        return False
+    (row["seq"],) = inserted  # the answer shows seq, numbered by the database
+    return True
+
+
+def insert_usage_rows_if_new(rows: list[dict[str, Any]]) -> list[bool]:
+    """PostgreSQL: `insert_usage_row_if_new` for each row in turn, in the caller's transaction; for each,
+    True when inserted. One round trip for them all (psycopg pipelines executemany), the statement
+    prepared as for one row. In turn, so a transno twice in the list is inserted once, as if the rows
+    came one after the other; an error aborts the caller's transaction, as one multi-row INSERT would."""
+    if not rows:
+        return []
+    _, _, values = _row_writer()
+    with bound_cursor() as cursor:
+        cursor.executemany(
+            _insert_if_new_sql(),
+            [[*values(row), row["transno"], row["userorgid"]] for row in rows],
+            returning=True,
+        )
+        inserted = []
+        while True:
+            inserted.append(cursor.fetchone() is not None)
+            if not cursor.nextset():
+                break
+    return inserted
 
 
 @functools.cache
@@ -71,7 +102,7 @@ def _insert_if_new_sql() -> str:
     return (
         f"INSERT INTO {table} ({columns}) SELECT {typed} "
         f"WHERE NOT EXISTS (SELECT 1 FROM {history} WHERE transno = %s AND userorgid = %s) "
-        "ON CONFLICT (transno, userorgid) DO NOTHING RETURNING 1"
+        "ON CONFLICT (transno, userorgid) DO NOTHING RETURNING seq"
     )
 
 
