@@ -2,6 +2,11 @@
 
 Only records that owe nothing more are deleted: accounted (posted to the ledger) and skipped. Pending
 and failed records still have money to post and are never deleted here.
+
+Budgets are not refunded (accounting.budgets): what was consumed stays consumed, as with the nightly
+history purge. A `total` budget is a key's quota, and forgetting old rows must not hand the quota back;
+a day/week/month counter keeps what its period spent. Only an operator's delete of a record not yet
+accounted (llmlog.edits) takes its amount out.
 """
 
 from datetime import datetime
