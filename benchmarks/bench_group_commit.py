@@ -1,0 +1,151 @@
+"""Single-record ingest at --clients clients over HTTP, group commit on and off, beside one INSERT per
+commit (the raw-SQL ceiling bench_ingest measures), all in the same run on a table of --rows rows.
+
+    python benchmarks/bench_group_commit.py --rows 1000000
+
+Two gunicorn servers with production's worker model (config/gunicorn.py) run side by side, one with
+LLMLOG_INGEST_GROUP_COMMIT on and one with it off; each repetition measures the ceiling, then each
+server in turn, so a busy moment of the shared machine hits all three alike. Also reported: the
+records per commit under group commit (distinct transaction ids of the rows written), and one INSERT
+per commit from --clients raw connections at once, where PostgreSQL already shares WAL flushes among
+concurrent commits.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.bench_ingest import raw_rows, record, single_insert_ceiling  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    Figure,
+    fill_usage,
+    markdown_table,
+    post_bodies,
+    raw_connection,
+    setup_django,
+    start_app_server,
+    stop_app_server,
+)
+
+PORTS = {"on": 8791, "off": 8792}
+URL = "/api/llmusage/"
+
+
+def concurrent_single_inserts(tag: str, count: int, clients: int) -> float:
+    """rows/s of one INSERT per commit from `clients` raw connections at once."""
+    columns, rows = raw_rows(tag, count)
+    placeholders = ", ".join(["%s"] * len(rows[0]))
+    sql = (
+        f"INSERT INTO llmusage ({columns}) VALUES ({placeholders}) "
+        "ON CONFLICT (transno, userorgid) DO NOTHING"
+    )
+    connections = [raw_connection() for _ in range(clients)]
+
+    def run(conn, share) -> None:
+        for row in share:
+            conn.execute(sql, row)
+            conn.commit()
+
+    threads = [
+        threading.Thread(target=run, args=(conn, rows[i::clients])) for i, conn in enumerate(connections)
+    ]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    for conn in connections:
+        conn.close()
+    return count / elapsed
+
+
+def records_per_commit(prefix: str) -> float:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*)::float / count(DISTINCT xmin::text) FROM llmusage WHERE transno LIKE %s",
+            [prefix + "%"],
+        )
+        return cursor.fetchone()[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows in llmusage before measuring")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--singles", type=int, default=4000, help="single-record requests per measurement")
+    parser.add_argument("--clients", type=int, default=8)
+    args = parser.parse_args()
+
+    setup_django()
+
+    from llmlog.keys import api_key_create
+
+    fill_usage(rows=args.rows, leftovers=("bench-gc-", "raw-gc-"))
+    _, key = api_key_create(name="bench", role="admin", scopes=["ingest", "read"])
+    raw = raw_connection()
+
+    target = ">= 1.5 of one INSERT per commit"
+    grouped = Figure(f"single-record ingest, {args.clients} clients, group commit", "req/s", target=target)
+    alone = Figure(f"single-record ingest, {args.clients} clients, one commit each", "req/s")
+    parallel = Figure(f"one INSERT per commit, {args.clients} raw connections", "rows/s", note="raw SQL only")
+    p50 = {
+        side: Figure(f"single-record p50, {args.clients} clients, group commit {side}", "ms")
+        for side in PORTS
+    }
+    p99 = {
+        side: Figure(
+            f"single-record p99, {args.clients} clients, group commit {side}",
+            "ms",
+            target="< 20 ms" if side == "on" else "",
+        )
+        for side in PORTS
+    }
+    per_commit = Figure("records per commit, group commit on", "records")
+    servers = {}
+    try:
+        for side, port in PORTS.items():
+            os.environ["LLMLOG_INGEST_GROUP_COMMIT"] = "true" if side == "on" else "false"
+            servers[side] = start_app_server(port=port)
+        for rep in range(args.repeat):
+            tag = f"{int(time.time())}-{rep}"
+            ceiling = single_insert_ceiling(raw, f"gc-one-{tag}", args.singles // 2)
+            grouped.ceiling.append(ceiling)
+            alone.ceiling.append(ceiling)
+            parallel.app.append(concurrent_single_inserts(f"gc-par-{tag}", args.singles // 2, args.clients))
+            for side, port in PORTS.items():
+                prefix = f"bench-gc-{side}-{tag}"
+                bodies = [json.dumps(record(f"gc-{side}-{tag}", i)).encode() for i in range(args.singles)]
+                elapsed, latencies = post_bodies(
+                    port=port, path=URL, bodies=bodies, key=key, clients=args.clients
+                )
+                (grouped if side == "on" else alone).app.append(args.singles / elapsed)
+                cuts = statistics.quantiles(latencies, n=100)
+                p50[side].app.append(cuts[49])
+                p99[side].app.append(cuts[98])
+                if side == "on":
+                    per_commit.app.append(records_per_commit(prefix))
+            print(f"run {rep + 1}/{args.repeat} done", flush=True)
+    finally:
+        for server in servers.values():
+            stop_app_server(server)
+        raw.close()
+    print()
+    print(
+        markdown_table([grouped, alone, parallel, p50["on"], p99["on"], p50["off"], p99["off"], per_commit])
+    )
+
+
+if __name__ == "__main__":
+    main()
