@@ -43,7 +43,7 @@ def main() -> None:
     from django.test import Client
     from django.utils import timezone
 
-    from llmlog.api.dialects.aiproxy import FACET_SAMPLE
+    from llmlog.api.dialects.aiproxy.params import FACET_SAMPLE
     from llmlog.keys import api_key_create
 
     prepare_data(args.rows, args.reload)

@@ -7,7 +7,9 @@ from decimal import Decimal
 import pytest
 from django.db.models import Q
 
-from llmlog.api.dialects import aiproxy, newapi, oneuptime
+from llmlog.api.dialects.aiproxy import params as aiproxy
+from llmlog.api.dialects.newapi import params as newapi
+from llmlog.api.dialects.oneuptime import params as oneuptime
 from llmlog.dashboard import month_query
 from llmlog.filters import InvalidFilter, native_query
 from llmlog.queries import (
@@ -28,10 +30,8 @@ def native(**params: str) -> UsageQuery:
     return native_query(params=params, org="acme")
 
 
-def oneuptime_query(query: dict, sort: dict | None = None) -> UsageQuery:
-    fields, rest = oneuptime.query_parts(query)
-    ordering = SortTerms(tuple(oneuptime.parse_sort(sort))) if sort else Ordering.parse(None)
-    return UsageQuery(org="acme", where=rest or None, ordering=ordering, **fields)
+def oneuptime_query(query: dict) -> UsageQuery:
+    return oneuptime.log_query({"query": query}, org="acme")
 
 
 def test_the_same_filter_from_native_and_every_dialect_is_the_same_query():
@@ -177,6 +177,16 @@ def test_log_types_that_are_not_usage_find_nothing():
     assert newapi.log_query({"type": "1"}, org="").finds_nothing
     assert newapi.log_query({"type": "0"}, org="").status is None
     assert oneuptime_query({"status": "Insufficient Balance"}).finds_nothing
+
+
+def test_oneuptime_sort_is_its_own_order_and_a_count_has_none():
+    body = {"query": {"modelName": "gpt-4o"}, "sort": {"totalTokens": 1}}
+
+    sorted_query = oneuptime.log_query(body, org="", sort=True)
+
+    assert sorted_query.ordering == SortTerms(tuple(oneuptime.parse_sort(body["sort"])))
+    assert sorted_query != oneuptime.log_query(body, org="")
+    assert oneuptime.log_query(body, org="") == UsageQuery(model_name="gpt-4o")
 
 
 def test_oneuptime_conditions_the_query_cannot_hold_stay_its_own():

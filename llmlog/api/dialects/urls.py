@@ -7,7 +7,9 @@ a write must never meet APPEND_SLASH's redirect, which a client follows as a GET
 
 from django.urls import path
 
-from llmlog.api.dialects import aiproxy, newapi, oneuptime
+from llmlog.api.dialects.aiproxy import views as aiproxy
+from llmlog.api.dialects.newapi import views as newapi
+from llmlog.api.dialects.oneuptime import views as oneuptime
 
 
 def both(route: str, view, name: str) -> list:
