@@ -14,7 +14,9 @@ from django.utils.html import format_html
 
 from accounting.budgets import (
     UPDATABLE_FIELDS,
+    BudgetStatus,
     budget_create,
+    budget_status,
     budget_statuses,
     budget_update,
     checked_thresholds,
@@ -99,15 +101,18 @@ class BudgetAdmin(admin.ModelAdmin):
 
     def get_changelist_instance(self, request: HttpRequest):
         changelist = super().get_changelist_instance(request)
-        # One read of the counters and holds for the whole page, not one per row.
-        self._statuses = {s.budget.pk: s for s in budget_statuses(budgets=list(changelist.result_list))}
+        # One read of the counters and holds for the whole page, not one per row. Each status goes on
+        # its own budget object, which this request alone holds: the ModelAdmin is one instance shared
+        # by every request and thread of the process, so nothing of a request is kept on it.
+        for status in budget_statuses(budgets=list(changelist.result_list)):
+            status.budget.page_status = status
         return changelist
 
-    def _status(self, budget: Budget):
-        statuses = getattr(self, "_statuses", {})
-        if budget.pk not in statuses:
-            statuses[budget.pk] = budget_statuses(budgets=[budget])[0]
-        return statuses[budget.pk]
+    def _status(self, budget: Budget) -> BudgetStatus:
+        status = getattr(budget, "page_status", None)
+        if status is None:  # a budget shown outside the changelist's page
+            status = budget.page_status = budget_status(budget=budget)
+        return status
 
     @admin.display(description="spent / held of the limit")
     def usage_bar(self, budget: Budget) -> str:

@@ -209,6 +209,9 @@ class BudgetViewSet(
         "destroy": "accounting.delete_budget",
     }
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    # Any id reaches get_object, which names a bad one in a JSON 400: with DRF's default ("[^/.]+") an id
+    # such as "0.5" matched no route and fell through to an HTML 403 of another view.
+    lookup_value_regex = "[^/]+"
 
     def get_queryset(self) -> QuerySet[Budget]:
         caller = caller_of(self.request)
