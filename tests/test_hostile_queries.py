@@ -115,6 +115,7 @@ TEXT_READS: list[tuple[str, tuple[str, ...], Callable[[dict], bool]]] = [
     ("/api/log/self/search", ("keyword",), newapi_empty),
     ("/api/log/token", ("key",), newapi_empty),
     ("/api/logs/search", ("model_name", "token_name"), aiproxy_empty),
+    ("/api/budgets/", ("org", "userid", "token_name"), native_empty),
 ]
 
 

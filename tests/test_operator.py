@@ -134,6 +134,17 @@ def test_unknown_api_path_answers_json_404_whatever_debug_is(db, settings, debug
         assert response.json() == {"detail": f"No such endpoint: {path}"}
 
 
+@pytest.mark.parametrize("method", ["post", "patch", "put", "delete"])
+def test_a_write_to_an_unknown_api_path_is_a_json_404_not_a_csrf_page(db, method) -> None:
+    # enforce_csrf_checks: as a browser session or a client without a key would meet it
+    client = Client(enforce_csrf_checks=True)
+
+    response = getattr(client, method)("/api/no-such-thing/", data="{}", content_type="application/json")
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "No such endpoint: /api/no-such-thing/"}
+
+
 def test_api_route_without_its_slash_is_still_redirected(db) -> None:
     response = Client().get("/api/schema?format=json")
 
