@@ -4,9 +4,10 @@ An accounted record is part of the ledger and never changes; a record in history
 skipped) before it moved, and history is read-only. Both are refused with UsageImmutable (a 409).
 
 Every edit and delete writes a `UsageAudit` row (who, when, the changed fields before and after) in its
-own transaction: a change without its audit row cannot exist. Who may call these is the caller's
-question (the API allows a platform admin only, the admin its Django permissions); the
-services record the `actor` they are given.
+own transaction: a change without its audit row cannot exist. The budgets' counters move in it too
+(the old count out, the new in; a deleted record's amount out), so spent stays equal to the rows.
+Who may call these is the caller's question (the API allows a platform admin only, the admin its
+Django permissions); the services record the `actor` they are given.
 """
 
 import uuid
@@ -17,7 +18,9 @@ from typing import Any
 
 from django.db import transaction
 
+from accounting.budgets import budget_usage_apply
 from accounting.failures import failure_close_for_usage
+from llmlog.budget_spent import COUNTED_FIELDS, usage_change
 from llmlog.models import AccountingStatus, LLMUsage, UsageAll, UsageAudit
 from llmlog.rollups import usage_rollups_refresh
 
@@ -91,6 +94,9 @@ def usage_update(*, org: str = "", id: str | uuid.UUID, changes: dict[str, Any],
     if not changed:
         return usage
     before, status_before = _values(usage, changed), usage.accounting_status
+    # Its count in the budgets moves when what it counts for (scope, period, amount) does: the old count
+    # out, the new in; both may name other budgets or periods.
+    uncounted = usage_change(usage, sign=-1) if changed & set(COUNTED_FIELDS) else None
     for name in changed:
         setattr(usage, name, changes[name])
     fields = set(changed)
@@ -107,6 +113,8 @@ def usage_update(*, org: str = "", id: str | uuid.UUID, changes: dict[str, Any],
     if "accounting_status" in fields:
         before["accounting_status"] = json_safe(status_before)
     usage.save(update_fields=sorted(fields))
+    if uncounted is not None:
+        budget_usage_apply(changes=[uncounted, usage_change(usage)])
     _audit(
         usage=usage, action=UsageAudit.Action.UPDATE, actor=actor, before=before, after=_values(usage, fields)
     )
@@ -125,5 +133,8 @@ def usage_delete(*, org: str = "", id: str | uuid.UUID, actor: str) -> None:
     _audit(usage=usage, action=UsageAudit.Action.DELETE, actor=actor, before=before, after=None)
     usage_id, use_time = usage.pk, usage.use_time
     usage.delete()
+    # A deleted record was never consumed (a test call, a duplicate): it leaves the budgets. Unlike the
+    # retention purge and new-api's delete of accounted history (llmlog.retention), which refund nothing.
+    budget_usage_apply(changes=[usage_change(usage, sign=-1)])
     failure_close_for_usage(usage_id=usage_id, reason=DELETED_REASON, by=actor)
     usage_rollups_refresh(use_times=[use_time])

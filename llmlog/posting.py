@@ -24,9 +24,12 @@ from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from accounting.budgets import budget_usage_apply
 from accounting.failures import FailedPosting, failures_record, failures_resolve_posted
+from accounting.holds import holds_settle
 from accounting.ledger import Outcome, PostingResult, UsagePosting, ledger_post_usage_batch
 from accounting.models import AccountingFailure
+from llmlog.budget_spent import usage_change
 from llmlog.jobs import job_run
 from llmlog.models import AccountingStatus, LLMUsage
 from llmlog.pricing import apply_prices
@@ -68,6 +71,8 @@ PRICING_FIELDS = (
     "image_input_tokens",
     "web_search_count",
 )
+# What a repriced record's count in the budgets reads besides (its scope; the rest is claimed or above).
+BUDGET_SCOPE_FIELDS = ("token_name", "feature")
 
 
 # --- the pending queue ----------------------------------------------------------------------------
@@ -223,6 +228,10 @@ def _record_results(
         failures_record(failures=failures, now=now)
     if resolve_by is not None and (accounted or skipped):
         failures_resolve_posted(usage_ids=[*accounted, *skipped], by=resolve_by, now=now)
+    # Whatever became of them, the calls' holds end here: an accounted record's money is in the balance
+    # now, a skipped one has none, a failed one waits in the failures table (a retried record's hold
+    # ended at its first failure; settling it again changes nothing).
+    holds_settle(keys=[(row["userorgid"], row["transno"]) for row in rows], now=now)
     return outcomes
 
 
@@ -251,16 +260,24 @@ def _reprice(rows: list[dict[str, Any]]) -> None:
         return
     extra = {
         row["id"]: row
-        for row in LLMUsage.objects.filter(pk__in=[r["id"] for r in rows]).values("id", *PRICING_FIELDS)
+        for row in LLMUsage.objects.filter(pk__in=[r["id"] for r in rows]).values(
+            "id", *PRICING_FIELDS, *BUDGET_SCOPE_FIELDS
+        )
     }
     for row in rows:
         row.update(extra[row["id"]])
+    unpriced = {row["id"] for row in rows if row["amount"] is None}
     apply_prices(rows)
+    counted = []
     for row in rows:
         if row["amount"] is not None and row["cost"] is not None:
             LLMUsage.objects.filter(pk=row["id"]).update(
                 amount=row["amount"], cost=row["cost"], price=row["price"], ownerid=row["ownerid"]
             )
+            if row["id"] in unpriced:
+                counted.append(usage_change(row))
+    # It counted 0 in the budgets at ingest (it had no amount): its amount counts from now.
+    budget_usage_apply(changes=counted)
 
 
 def _plain(counts: Counter[str]) -> dict[str, int]:

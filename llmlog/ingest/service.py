@@ -12,7 +12,6 @@ request answered once its record is committed, each record's outcome its own.
 """
 
 from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,6 +19,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from llmlog.budget_spent import budgets_count_ingested
 from llmlog.ingest.group import GroupCommitter, GroupFailed
 from llmlog.ingest.rules import PreparedRecord, prepare_record
 from llmlog.ingest.stated import PLATFORM_ONLY_FIELDS, money_text_problem, refuse_stated_by_org, stated_fields
@@ -116,8 +116,9 @@ def usage_ingest_records(
     for attempt in range(3):
         to_insert = _classify(prepared, result)
         try:
-            with _write_transaction(len(to_insert)):
+            with transaction.atomic():
                 write_usage_rows([record.row for _, record in to_insert])
+                budgets_count_ingested(rows=[record.row for _, record in to_insert])
         except IntegrityError:
             if attempt == 2:
                 raise
@@ -156,8 +157,10 @@ def _inserted_alone(prepared: dict[int, PreparedRecord], result: IngestResult) -
     if len(prepared) != 1 or connection.vendor != "postgresql":
         return False
     ((index, record),) = prepared.items()
-    if not insert_usage_row_if_new(record.row):
-        return False
+    with transaction.atomic():  # the record and its count in the budgets, together
+        if not insert_usage_row_if_new(record.row):
+            return False
+        budgets_count_ingested(rows=[record.row])
     result.items[index].transno = record.row["transno"]
     _created([(index, record)], result)
     return True
@@ -197,6 +200,7 @@ def _write_group(records: Sequence[PreparedRecord]) -> list[ItemResult | None]:
     with transaction.atomic():
         inserted = insert_usage_rows_if_new([record.row for record in records])
         pairs = list(zip(records, inserted, strict=True))
+        budgets_count_ingested(rows=[record.row for record, new in pairs if new])
         known = known_transnos([(r.row["transno"], r.row["userorgid"]) for r, new in pairs if not new])
         outcomes: list[ItemResult | None] = []
         for record, new in pairs:
@@ -231,14 +235,6 @@ def _created(inserted: list[tuple[int, PreparedRecord]], result: IngestResult) -
     if any(record.row["accounting_status"] == AccountingStatus.PENDING for _, record in inserted):
         transaction.on_commit(request_posting_soon)  # debounced: one task per few seconds at most
     count_ingest(item.status for item in result.items)  # /metrics: llmlog_ingest_records_total
-
-
-def _write_transaction(count: int) -> AbstractContextManager:
-    """One transaction for the batch; a single row outside any transaction needs none (its INSERT is
-    atomic by itself, and BEGIN/COMMIT would double the round trips of the one-record hot path)."""
-    if count <= 1 and not connection.in_atomic_block:
-        return nullcontext()
-    return transaction.atomic()
 
 
 def _classify(prepared: dict[int, PreparedRecord], result: IngestResult) -> list[tuple[int, PreparedRecord]]:

@@ -81,10 +81,12 @@ def insert_usage_rows_if_new(rows: list[dict[str, Any]]) -> list[bool]:
             returning=True,
         )
         inserted = []
-        while True:
-            inserted.append(cursor.fetchone() is not None)
-            if not cursor.nextset():
-                break
+        for row in rows:
+            returned = cursor.fetchone()
+            if returned is not None:
+                (row["seq"],) = returned  # the answer shows seq, numbered by the database
+            inserted.append(returned is not None)
+            cursor.nextset()
     return inserted
 
 
