@@ -10,106 +10,37 @@ failures can pile up by the million when an org has no account, so no page COUNT
 """
 
 from collections import Counter
-from datetime import datetime
 from decimal import Decimal
-from uuid import UUID
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.options import IncorrectLookupParameters
-from django.contrib.admin.views.main import ChangeList
-from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from accounting.failures import FailureStateError, failure_ignore, failure_resolve
-from accounting.formats import money_html, time_text
 from accounting.ledger import LedgerError, account_create, account_update, ledger_topup
 from accounting.models import Account, AccountingFailure, LedgerLine, LedgerTransaction
+from core.admin import (
+    BigListAdmin,
+    BoundedCountPaginator,
+    ExactSearchAdmin,
+    TextSafeAdmin,
+    as_uuid,
+    reasons,
+    too_many,
+)
+from core.formats import money_html, time_text
+from core.money import MONEY_DIGITS, MONEY_PLACES, MONEY_QUANTUM
 
-# An action over more rows than this is refused: it runs in the request, row by row, and "select all"
-# on a big list would otherwise time out half done. Narrow the filters instead (or use the API).
-MAX_ACTION_ROWS = 10_000
 # How much of an error message the failures list shows; the full text is in the tooltip and on the row.
 SHORT_ERROR_CHARS = 60
 
 
-def text_problem(value: str) -> str | None:
-    """Why `value` cannot reach a query (None: it can): PostgreSQL text holds no NUL, and a lone
-    surrogate is not text any driver can send. (llmlog.filters says the same for the API; accounting
-    imports nothing of llmlog.)"""
-    if "\x00" in value:
-        return "must not contain NUL characters"
-    if any("\ud800" <= char <= "\udfff" for char in value):
-        return "must be valid Unicode text (a lone surrogate is not)"
-    return None
-
-
-class TextSafeChangeList(ChangeList):
-    """A changelist whose filters take no value a query cannot hold (NUL, a lone surrogate): the filter
-    is left out and a message names it, so the operator sees the list and why it is not narrowed, not a
-    database error. With `strict` (a CSV export, which must not widen silently) it is a bad lookup. The
-    search box needs nothing: Django's search form refuses NUL itself."""
-
-    strict = False
-
-    def get_filters(self, request: HttpRequest):
-        for name, values in self.get_filters_params().items():
-            values = values if isinstance(values, list) else [values]
-            problem = next(filter(None, (text_problem(str(value)) for value in values)), None)
-            if not problem:
-                continue
-            shown = name.replace("\x00", "")
-            if self.strict:
-                raise IncorrectLookupParameters(f"{shown}: {problem}")
-            messages.error(request, f"Filter {shown!r} ignored: {problem}.")
-            self.filter_params.pop(name, None)
-            self.params.pop(name, None)
-        return super().get_filters(request)
-
-
-class TextSafeAdmin(admin.ModelAdmin):
-    """Every admin of both apps: filters through TextSafeChangeList."""
-
-    def get_changelist(self, request: HttpRequest, **kwargs) -> type[ChangeList]:
-        return TextSafeChangeList
-
-
-class BoundedCountPaginator(Paginator):
-    """Never COUNT a whole ledger table for a page: count at most `bound + 1` rows (a COUNT over a
-    LIMIT) and say "more than `bound`" past it (templates/admin/pagination.html reads `is_estimate`).
-    The same as llmlog.admin_tools.EstimatedCountPaginator, which accounting may not import."""
-
-    bound = 10_000
-
-    @cached_property
-    def count(self) -> int:
-        return self.object_list[: self.bound + 1].count()
-
-    @property
-    def is_estimate(self) -> bool:
-        return self.count > self.bound
-
-    @property
-    def bound_display(self) -> str:
-        return f"{self.bound:,}"
-
-
-class BigListAdmin(TextSafeAdmin):
-    """A list of up to millions of rows: bounded count, no facet counts, no date hierarchy."""
-
-    paginator = BoundedCountPaginator
-    show_full_result_count = False
-    show_facets = admin.ShowFacets.NEVER
-    list_per_page = 50
-
-
-class ReadOnlyAdmin(BigListAdmin):
+class ReadOnlyAdmin(ExactSearchAdmin, BigListAdmin):
     """The ledger is written by the ledger services only."""
 
     def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
@@ -122,46 +53,9 @@ class ReadOnlyAdmin(BigListAdmin):
         return False
 
 
-def short_time(value: datetime) -> str:
-    """A time in the operator's time zone, to the second, with the zone (accounting.formats)."""
-    return time_text(value)
-
-
-def as_uuid(term: str) -> UUID | None:
-    try:
-        return UUID(term)
-    except ValueError:
-        return None
-
-
-def clean_search_term(term: str) -> str | None:
-    """The term of an exact search, stripped; None when it cannot match anything (NUL or a lone
-    surrogate is not text)."""
-    term = term.strip()
-    return None if text_problem(term) else term
-
-
-def too_many(model_admin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> bool:
-    """Refuse (with a message) an action over more than MAX_ACTION_ROWS rows."""
-    if queryset[: MAX_ACTION_ROWS + 1].count() <= MAX_ACTION_ROWS:
-        return False
-    model_admin.message_user(
-        request,
-        f"Nothing done: select at most {MAX_ACTION_ROWS:,} rows at once (narrow the filters).",
-        level=messages.ERROR,
-    )
-    return True
-
-
 def outcome_message(*, verb: str, done: int, failed: Counter[str]) -> str:
     """ "Resolved 3 failure(s); 1 failed (1 already resolved)." — the reasons, most frequent first."""
     return f"{verb} {done} failure(s); {failed.total()} failed{reasons(failed)}."
-
-
-def reasons(failed: Counter[str]) -> str:
-    """ " (2 no_account, 1 already resolved)": most frequent first, then by name; "" when none."""
-    ordered = sorted(failed.items(), key=lambda item: (-item[1], item[0]))
-    return " (" + ", ".join(f"{count} {reason}" for reason, count in ordered) + ")" if failed else ""
 
 
 # --- accounts -------------------------------------------------------------------------------------
@@ -176,7 +70,7 @@ class AccountForm(forms.ModelForm):
 
 
 class TopupForm(forms.Form):
-    amount = forms.DecimalField(max_digits=18, decimal_places=5, min_value=Decimal("0.00001"))
+    amount = forms.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, min_value=MONEY_QUANTUM)
     reference = forms.CharField(
         max_length=100, required=False, help_text="Optional: the same reference twice tops up once."
     )
@@ -348,17 +242,10 @@ class LedgerTransactionAdmin(ReadOnlyAdmin):
     ordering = ("-id",)  # time-ordered (uuid7): newest first, by the primary key's index
     inlines = (LedgerLineInline,)
 
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet, search_term: str
-    ) -> tuple[QuerySet, bool]:
-        term = clean_search_term(search_term)
-        if term is None:
-            return queryset.none(), False
-        if not term:
-            return queryset, False
+    def search_matches(self, queryset: QuerySet, term: str) -> QuerySet:
         uuid = as_uuid(term)
         if uuid is not None:  # served by the primary key and the unique usage_id index
-            return queryset.filter(Q(pk=uuid) | Q(usage_id=uuid)), False
+            return queryset.filter(Q(pk=uuid) | Q(usage_id=uuid))
         # An org's transactions: the ids of its newest lines (the (account, -id) index), bounded like
         # the list's count, so a big org costs no more than a small one.
         newest = (
@@ -366,7 +253,7 @@ class LedgerTransactionAdmin(ReadOnlyAdmin):
             .order_by("-id")
             .values("transaction_id")[: BoundedCountPaginator.bound + 1]
         )
-        return queryset.filter(Q(pk__in=newest) | reference_match(term)), False
+        return queryset.filter(Q(pk__in=newest) | reference_match(term))
 
 
 @admin.register(LedgerLine)
@@ -386,20 +273,13 @@ class LedgerLineAdmin(ReadOnlyAdmin):
     list_select_related = ("account", "transaction")
     ordering = ("-id",)
 
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet, search_term: str
-    ) -> tuple[QuerySet, bool]:
-        term = clean_search_term(search_term)
-        if term is None:
-            return queryset.none(), False
-        if not term:
-            return queryset, False
+    def search_matches(self, queryset: QuerySet, term: str) -> QuerySet:
         uuid = as_uuid(term)
         if uuid is not None:
             transactions = LedgerTransaction.objects.filter(Q(pk=uuid) | Q(usage_id=uuid)).values("pk")
-            return queryset.filter(transaction_id__in=transactions), False
+            return queryset.filter(transaction_id__in=transactions)
         topups = LedgerTransaction.objects.filter(reference_match(term)).values("pk")
-        return queryset.filter(Q(account_id__in=org_account_ids(term)) | Q(transaction_id__in=topups)), False
+        return queryset.filter(Q(account_id__in=org_account_ids(term)) | Q(transaction_id__in=topups))
 
     @admin.display(description="amount", ordering="amount")
     def amount_display(self, line: LedgerLine) -> str:
@@ -425,7 +305,7 @@ class LedgerLineAdmin(ReadOnlyAdmin):
 # --- failed postings ------------------------------------------------------------------------------
 
 
-class AccountingFailureAdmin(BigListAdmin):
+class AccountingFailureAdmin(ExactSearchAdmin, BigListAdmin):
     """The failed-postings page ("failed_accounting.ui"), the ledger's half: what it lists, search by
     transno, resolve and ignore (who and when are recorded). Not registered here: see the module's
     docstring. The rows are written by posting only; an operator acts on them through the actions."""
@@ -482,26 +362,18 @@ class AccountingFailureAdmin(BigListAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: AccountingFailure | None = None) -> list[str]:
         return [field.name for field in AccountingFailure._meta.fields]
 
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet, search_term: str
-    ) -> tuple[QuerySet, bool]:
+    def search_matches(self, queryset: QuerySet, term: str) -> QuerySet:
         """Exact and case-sensitive, so the transno index (or usage_id's unique one) answers it."""
-        term = clean_search_term(search_term)
-        if term is None:
-            return queryset.none(), False
-        if not term:
-            return queryset, False
         uuid = as_uuid(term)
-        match = Q(transno=term) | Q(usage_id=uuid) if uuid is not None else Q(transno=term)
-        return queryset.filter(match), False
+        return queryset.filter(Q(transno=term) | Q(usage_id=uuid) if uuid is not None else Q(transno=term))
 
     @admin.display(description="last failed", ordering="last_failed_at")
     def last_failed(self, failure: AccountingFailure) -> str:
-        return short_time(failure.last_failed_at)
+        return time_text(failure.last_failed_at)
 
     @admin.display(description="first failed", ordering="first_failed_at")
     def first_failed(self, failure: AccountingFailure) -> str:
-        return short_time(failure.first_failed_at)
+        return time_text(failure.first_failed_at)
 
     @admin.display(description="status", ordering="status")
     def state(self, failure: AccountingFailure) -> str:
@@ -512,7 +384,7 @@ class AccountingFailureAdmin(BigListAdmin):
             "{}<br><small>by {} at {}</small>",
             failure.get_status_display(),
             failure.resolved_by or "?",
-            short_time(failure.resolved_at) if failure.resolved_at else "?",
+            time_text(failure.resolved_at) if failure.resolved_at else "?",
         )
 
     @admin.display(description="amount", ordering="amount")

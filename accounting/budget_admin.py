@@ -22,8 +22,8 @@ from accounting.budgets import (
     checked_thresholds,
     zone_of,
 )
-from accounting.formats import money_html, money_text, time_text
 from accounting.models import Budget, BudgetAlert, Hold
+from core.formats import money_html, money_text, time_text
 
 
 class BudgetAlertInline(admin.TabularInline):

@@ -39,7 +39,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from accounting.models import Budget, BudgetSpend, Hold, quantize_money
+from accounting.models import Budget, BudgetSpend, Hold
+from core.money import quantize_money
 
 TOTAL_PERIOD_START = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_THRESHOLDS = 10

@@ -30,7 +30,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounting.budgets import in_scope, period_bounds
-from accounting.models import Account, Budget, BudgetSpend, Hold, quantize_money
+from accounting.models import Account, Budget, BudgetSpend, Hold
+from core.money import quantize_money
 
 MAX_TTL_SECONDS = 24 * 3600
 

@@ -27,16 +27,8 @@ from django.db.models import Case, F, Q, Sum, Value, When
 from django.utils import timezone
 from uuid_utils import uuid7 as uuid7_fast
 
-from accounting.models import (
-    MONEY_DIGITS,
-    MONEY_PLACES,
-    MONEY_QUANTUM,
-    Account,
-    AccountingFailure,
-    LedgerLine,
-    LedgerTransaction,
-    quantize_money,
-)
+from accounting.models import Account, AccountingFailure, LedgerLine, LedgerTransaction
+from core.money import MONEY_DIGITS, MONEY_PLACES, MONEY_QUANTUM, quantize_money
 
 ErrorCode = AccountingFailure.ErrorCode
 

@@ -10,7 +10,7 @@ world outside the ledger: a top-up moves money from it to a customer, so the led
 sums to zero and the platform's balance is its margin alone.
 """
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import models
@@ -18,17 +18,7 @@ from django.db.models import Q
 from django.utils import timezone
 from uuid_utils.compat import uuid7
 
-MONEY_DIGITS = 18
-MONEY_PLACES = 5
-MONEY_QUANTUM = Decimal(1).scaleb(-MONEY_PLACES)
-
-
-def money_field(**kwargs) -> models.DecimalField:
-    return models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, **kwargs)
-
-
-def quantize_money(value: Decimal | int) -> Decimal:
-    return Decimal(value).quantize(MONEY_QUANTUM, rounding=ROUND_HALF_UP)
+from core.money import MONEY_PLACES, money_field
 
 
 class Account(models.Model):
@@ -184,8 +174,8 @@ class AccountingFailure(models.Model):
     ownerid = models.CharField(max_length=64, blank=True, default="")
     llmid = models.CharField(max_length=64, blank=True, default="")
     model_name = models.CharField(max_length=150, blank=True, default="")
-    amount = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, null=True, blank=True)
-    cost = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, null=True, blank=True)
+    amount = money_field(null=True, blank=True)
+    cost = money_field(null=True, blank=True)
     use_date = models.DateField()
     error_code = models.CharField(max_length=32, choices=ErrorCode.choices)
     error_message = models.TextField(blank=True, default="")
@@ -265,7 +255,7 @@ class Budget(models.Model):
     )
     period = models.CharField(max_length=8, choices=Period.choices, default=Period.MONTH)
     time_zone = models.CharField(max_length=64, default=default_time_zone)
-    limit = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES)
+    limit = money_field()
     currency = models.CharField(max_length=3, default="USD")
     thresholds = models.JSONField(default=default_thresholds, help_text="Percents of the limit that alert.")
     action = models.CharField(max_length=8, choices=Action.choices, default=Action.ALERT)
@@ -336,7 +326,7 @@ class Hold(models.Model):
     token_name = models.CharField(max_length=150, blank=True, default="")
     model_name = models.CharField(max_length=150, blank=True, default="")
     feature = models.CharField(max_length=64, blank=True, default="")
-    amount = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES)
+    amount = money_field()
     currency = models.CharField(max_length=3, default="USD")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     created_at = models.DateTimeField(default=timezone.now)
@@ -379,7 +369,7 @@ class BudgetAlert(models.Model):
     period_end = models.DateTimeField(null=True, blank=True)
     threshold = models.PositiveSmallIntegerField()
     spent = models.DecimalField(max_digits=SPENT_DIGITS, decimal_places=MONEY_PLACES)
-    limit = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES)
+    limit = money_field()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)

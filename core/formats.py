@@ -1,5 +1,4 @@
-"""One way to show money and time on every admin page and the dashboard (both apps use it: llmlog may import
-accounting, never the reverse).
+"""One way to show money and time on every admin page and the dashboard, in both apps.
 
 Money: thousands separated, always MONEY_PLACES (5) decimals, the ledger's own scale, so nothing shown is
 rounded and every column lines up right-aligned; a sum (a balance, a total, a dashboard figure) carries its
@@ -13,7 +12,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from accounting.models import MONEY_PLACES
+from core.money import MONEY_PLACES
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S %Z"
 DEFAULT_CURRENCY = "USD"

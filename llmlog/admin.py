@@ -1,11 +1,9 @@
 """The operator's admin: usage and history (big tables: bounded counts, indexed filters and search, CSV
 export), model prices, API keys, job runs, and the failed-postings page (accounting's admin plus "Retry
-now"). The dashboard is llmlog.dashboard; the shared pieces for big lists are llmlog.admin_tools and
+now"). The dashboard is llmlog.dashboard; the shared pieces for big lists are core.admin and
 llmlog.csv_export."""
 
 from collections import Counter
-from collections.abc import Iterator
-from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -16,19 +14,24 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from accounting.admin import AccountingFailureAdmin, TextSafeAdmin, reasons, too_many
-from accounting.formats import money_html, time_text
+from accounting.admin import AccountingFailureAdmin
 from accounting.models import AccountingFailure
-from llmlog.admin_tools import BigTableAdmin, EstimatedCountPaginator, IndexedValuesFilter, date_range_filter
+from core.admin import (
+    BigTableAdmin,
+    ExactValueFilter,
+    IndexedValuesFilter,
+    TextSafeAdmin,
+    date_range_filter,
+    reasons,
+    too_many,
+)
+from core.formats import money_html, time_text
 from llmlog.csv_export import CsvColumn, CsvExportMixin
 from llmlog.edits import UsageImmutable, usage_delete, usage_update
-from llmlog.filters import InvalidFilter
 from llmlog.keys import api_key_revoke
 from llmlog.models import AccountingStatus, ApiKey, JobRun, LLMUsage, LLMUsageHistory, ModelPrice, UsageAudit
 from llmlog.posting import retry_failed_accounting
 from llmlog.selectors import usage_search
-
-__all__ = ["EstimatedCountPaginator"]  # kept importable from here for older callers
 
 admin.site.site_header = admin.site.site_title = "llmlog"
 admin.site.index_title = "Usage, accounting and keys"
@@ -143,7 +146,7 @@ USAGE_CSV_COLUMNS = (
 )
 
 
-class UsageAdminBase(CsvExportMixin, TextSafeAdmin, BigTableAdmin):
+class UsageAdminBase(CsvExportMixin, BigTableAdmin):
     """Usage records, hot or history: millions of rows, so every filter and search uses an index."""
 
     # What fits 1440 px beside the filters without scrolling sideways (tests/e2e/test_admin_layout.py);
@@ -194,13 +197,8 @@ class UsageAdminBase(CsvExportMixin, TextSafeAdmin, BigTableAdmin):
     def cost_display(self, record: LLMUsage) -> str:
         return money_html(record.cost)
 
-    def get_search_results(self, request: HttpRequest, queryset, search_term: str) -> tuple:
-        if not search_term.strip():
-            return queryset, False
-        try:
-            return usage_search(queryset=queryset, keyword=search_term), False
-        except InvalidFilter:  # NUL or a lone surrogate: no record holds it
-            return queryset.none(), False
+    def search_matches(self, queryset: QuerySet, term: str) -> QuerySet:
+        return usage_search(queryset=queryset, keyword=term)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # usage is what the gateway reported
@@ -409,39 +407,6 @@ class JobRunAdmin(TextSafeAdmin):
 # --- failed postings ------------------------------------------------------------------------------
 
 
-class ExactValueFilter(admin.FieldListFilter):
-    """A text box for a column with too many values to list and no index to list them from (userid,
-    model_name on the failures page): the rows whose column equals what is typed. Empty: no filter."""
-
-    template = "admin/accounting/exact_value_filter.html"
-
-    def __init__(self, field, request, params, model, model_admin, field_path) -> None:
-        self.lookup_kwarg = field_path
-        values = [value.strip() for value in params.get(field_path, [])]
-        if not any(values) or any("\x00" in value for value in values):
-            params.pop(field_path, None)  # nothing typed (or not text): no filter
-            values = []
-        else:
-            params[field_path] = values
-        self.lookup_val = values[-1] if values else ""
-        super().__init__(field, request, params, model, model_admin, field_path)
-
-    def expected_parameters(self) -> list[str]:
-        return [self.lookup_kwarg]
-
-    def choices(self, changelist) -> Iterator[dict[str, Any]]:
-        # One "choice": the form's state. The other parameters of the list ride along as hidden fields.
-        yield {
-            "selected": bool(self.lookup_val),
-            "value": self.lookup_val,
-            "parameter": self.lookup_kwarg,
-            "hidden": [
-                (name, value) for name, value in changelist.params.items() if name != self.lookup_kwarg
-            ],
-            "clear_query_string": changelist.get_query_string(remove=[self.lookup_kwarg]),
-        }
-
-
 ACCOUNTING_FAILURE_CSV_COLUMNS = (
     CsvColumn("last_failed_at"),
     CsvColumn("first_failed_at"),
@@ -476,7 +441,6 @@ class AccountingFailureRetryAdmin(CsvExportMixin, AccountingFailureAdmin):
     ignore) plus what needs llmlog: "Retry now" (it reads usage rows), the from-to picker and the org
     drop-down of the big lists, a bounded count, CSV export, and a link to the usage record."""
 
-    paginator = EstimatedCountPaginator
     list_filter = (
         # From-to days on use_date: acct_failed_use_date_idx (or the org's (userorgid, use_date)).
         ("use_date", date_range_filter("use date")),

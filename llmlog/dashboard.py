@@ -22,11 +22,11 @@ from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
-from accounting.formats import DEFAULT_CURRENCY, money_text
 from accounting.models import AccountingFailure
+from core.admin import MAX_FILTER_VALUES, distinct_values
+from core.formats import DEFAULT_CURRENCY, money_text
+from core.text import text_problem
 from llmlog import selectors
-from llmlog.admin_tools import MAX_FILTER_VALUES, distinct_values
-from llmlog.filters import text_problem
 from llmlog.models import LLMUsage, LLMUsageHistory
 from llmlog.queries import UsageQuery
 
@@ -120,7 +120,7 @@ def compact(value: int | Decimal | float) -> str:
 
 
 def full(value: int | Decimal) -> str:
-    """Counts thousands separated; money as on every admin page (accounting.formats), with its currency."""
+    """Counts thousands separated; money as on every admin page (core.formats), with its currency."""
     if not isinstance(value, Decimal):
         return f"{value:,}"
     return money_text(value, currency=DEFAULT_CURRENCY)

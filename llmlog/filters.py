@@ -24,6 +24,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema_field
 
+from core.text import text_problem
 from llmlog.models import AccountingStatus, UsageAll, UsageStatus
 from llmlog.queries import (
     ALL,
@@ -43,18 +44,6 @@ FILTER_DAY_MIN = date(1900, 1, 1)
 FILTER_DAY_MAX = date(9999, 12, 30)
 # ASCII digits only, matched whole (fullmatch): `\d` takes any script's digits and `$` a trailing newline.
 _NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
-# A lone (unpaired) UTF-16 surrogate: JSON's "\ud800" decodes to one, and no database can store it.
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
-
-
-def text_problem(value: str) -> str | None:
-    """Why `value` cannot reach a query as text (None: it can). PostgreSQL text holds no NUL, and a
-    lone surrogate is not text in any encoding a driver can send: both would fail in the database."""
-    if "\x00" in value:
-        return "Must not contain NUL characters."
-    if _SURROGATE.search(value):
-        return "Must be valid Unicode text (a lone surrogate is not)."
-    return None
 
 
 def clean_text(value: str, *, name: str) -> str:

@@ -1,6 +1,7 @@
 """The usage tables (llmage's names), model prices and API keys."""
 
 import hashlib
+import uuid
 import secrets
 
 from django.db import models
@@ -9,14 +10,10 @@ from django.utils import timezone
 from django.utils.deconstruct import deconstructible
 from uuid_utils.compat import uuid7
 
-# Money everywhere: Decimal(18, 5), as llmage's amount and cost.
-MONEY_DIGITS = 18
-MONEY_PLACES = 5
+from core.money import MONEY_DIGITS, MONEY_PLACES, money_field
+
+# A rollup bucket sums many records' money: ten more digits than one record's.
 ROLLUP_MONEY_DIGITS = MONEY_DIGITS + 10
-
-
-def money_field(**kwargs) -> models.DecimalField:
-    return models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, **kwargs)
 
 
 # The counts every usage record carries (web searches with the token kinds); total_tokens = input + output.
@@ -505,3 +502,24 @@ class UsageRollupState(models.Model):
 
     def __str__(self) -> str:
         return f"rollups built through {self.built_through}"
+
+
+class UsageRollupStale(models.Model):
+    """A UTC hour whose buckets may not match its rows: a record of it changed (posting-time pricing, an
+    edit, a delete, a purge) and its rebuild has not committed yet, or its rebuild failed (`error`).
+
+    Marked in the transaction that changes the record, so no reader ever sees the change without the
+    mark; stats and totals read such an hour from its rows (llmlog.selectors.rollup_reads). The rebuild
+    deletes the mark only if `token` is still the one it read: a change marked while it ran keeps it.
+    """
+
+    hour = models.DateTimeField(unique=True, help_text="Start of the UTC hour.")
+    token = models.UUIDField(default=uuid.uuid4, help_text="New at each mark.")
+    marked_at = models.DateTimeField(default=timezone.now)
+    error = models.TextField(blank=True, default="", help_text="Why its last rebuild failed, if it did.")
+
+    class Meta:
+        db_table = "llmusage_rollup_stale"
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H}h stale"

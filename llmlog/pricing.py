@@ -10,18 +10,14 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from core.money import quantize_money
 from llmlog.limits import MAX_MONEY
-from llmlog.models import MONEY_PLACES, TOKEN_COUNT_FIELDS, AccountingStatus, ModelPrice
+from llmlog.models import TOKEN_COUNT_FIELDS, AccountingStatus, ModelPrice
 
 PER_MILLION = Decimal(1_000_000)
-MONEY_QUANTUM = Decimal(1).scaleb(-MONEY_PLACES)
-
-
-def quantize_money(value: Decimal) -> Decimal:
-    return value.quantize(MONEY_QUANTUM, rounding=ROUND_HALF_UP)
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,10 @@ from django.utils import timezone
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from core.money import quantize_money
 from llmlog.limits import MAX_MONEY, MAX_TOKENS, MAX_WEB_SEARCHES
 from llmlog.models import LLMUsage, ModelPrice, UsageRollup, UsageRollupState
-from llmlog.pricing import TokenCounts, charge, quantize_money
+from llmlog.pricing import TokenCounts, charge
 from llmlog.rollups import build_usage_rollups
 from tests.conftest import bearer
 

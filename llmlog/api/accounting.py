@@ -46,7 +46,8 @@ from accounting.ledger import (
     account_update,
     ledger_topup,
 )
-from accounting.models import MONEY_DIGITS, MONEY_PLACES, Account, AccountingFailure, LedgerLine
+from accounting.models import Account, AccountingFailure, LedgerLine
+from core.money import MONEY_DIGITS, MONEY_PLACES
 from llmlog.api.auth import ADMIN_ROLES, Caller, HasScope, actor_of, caller_of
 from llmlog.api.errors import SingleValuedQueryMixin
 from llmlog.api.serializers import StrictCharField, StrictRegexField

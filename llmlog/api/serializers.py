@@ -10,10 +10,11 @@ from django.db.models import Model
 from django.utils import timezone
 from rest_framework import serializers
 
+from core.money import MONEY_DIGITS, MONEY_PLACES
 from llmlog.ingest.rules import json_problem
 from llmlog.ingest.stated import money_text_problem
 from llmlog.limits import MAX_MONEY
-from llmlog.models import MONEY_DIGITS, MONEY_PLACES, LLMUsage, LLMUsageHistory, UsageAll, UsageStatus
+from llmlog.models import LLMUsage, LLMUsageHistory, UsageAll, UsageStatus
 
 HIDDEN_FIELDS = ("payload_hash",)
 # Every usage column a client sees, in table order; history and the read model add theirs at the end.

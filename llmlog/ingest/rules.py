@@ -14,11 +14,12 @@ from django.conf import settings
 from django.utils import timezone
 from uuid_utils.compat import uuid7
 
+from core.money import quantize_money
 from llmlog.ingest.tokens import token_counts
 from llmlog.ingest.wire import IoInfoIn, RecordError, UsageIn
 from llmlog.limits import MAX_MONEY
 from llmlog.models import AccountingStatus
-from llmlog.pricing import TokenCounts, quantize_money
+from llmlog.pricing import TokenCounts
 
 # Levels of arrays/objects inside metadata, usages or an ioinfo side. Tags and usage objects are flat;
 # the bound keeps a hostile body from costing the database (jsonb) and every later reader

@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
+from core.money import quantize_money
 from llmlog.models import AccountingStatus, LLMUsage, ModelPrice
-from llmlog.pricing import TokenCounts, charge, quantize_money
+from llmlog.pricing import TokenCounts, charge
 from tests.conftest import bearer
 
 pytestmark = pytest.mark.django_db

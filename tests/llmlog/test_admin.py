@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import formats, timezone
 
-from llmlog.admin_tools import EstimatedCountPaginator, distinct_values
+from core.admin import BoundedCountPaginator, distinct_values
 from llmlog.models import ApiKey, JobRun, LLMUsage, LLMUsageHistory, ModelPrice
 from tests.builders import make_usage
 
@@ -214,7 +214,7 @@ def test_usage_lists_never_count_or_scan_the_whole_table(
 
 
 def test_a_list_longer_than_the_bound_says_more_than(admin_client, monkeypatch) -> None:
-    monkeypatch.setattr(EstimatedCountPaginator, "bound", 5)
+    monkeypatch.setattr(BoundedCountPaginator, "bound", 5)
     for _ in range(8):
         make_usage()
     response = admin_client.get(USAGE_LIST)

@@ -22,8 +22,8 @@ from accounting.admin import AccountingFailureAdmin
 from accounting.failures import failure_record, failure_resolve
 from accounting.ledger import account_update, ledger_topup
 from accounting.models import Account, AccountingFailure
+from core.admin import BoundedCountPaginator
 from llmlog.admin import AccountingFailureRetryAdmin
-from llmlog.admin_tools import EstimatedCountPaginator
 from llmlog.models import LLMUsage
 from llmlog.posting import account_pending_usage
 from tests.accounting.factories import insert_usage, make_accounts, usage_row
@@ -120,7 +120,7 @@ def test_the_failures_page_is_registered_once_with_retry_now() -> None:
     assert type(registered) is AccountingFailureRetryAdmin
     assert isinstance(registered, AccountingFailureAdmin)
     assert registered.actions[0] == "retry_now"
-    assert isinstance(registered.paginator(AccountingFailure.objects.all(), 50), EstimatedCountPaginator)
+    assert isinstance(registered.paginator(AccountingFailure.objects.all(), 50), BoundedCountPaginator)
 
 
 # --- list and search ------------------------------------------------------------------------------
@@ -247,7 +247,7 @@ def test_the_page_never_counts_or_scans_the_whole_table(
 
 
 def test_a_list_longer_than_the_bound_says_more_than(operator, monkeypatch) -> None:
-    monkeypatch.setattr(EstimatedCountPaginator, "bound", 5)
+    monkeypatch.setattr(BoundedCountPaginator, "bound", 5)
     for _ in range(8):
         failure()
     response = operator.get(FAILURES)
@@ -322,7 +322,7 @@ def test_resolve_and_ignore_record_who_and_when_and_count_what_failed(operator, 
 
 
 def test_an_action_over_too_many_rows_does_nothing_and_says_so(operator, postings, monkeypatch) -> None:
-    monkeypatch.setattr("accounting.admin.MAX_ACTION_ROWS", 1)
+    monkeypatch.setattr("core.admin.MAX_ACTION_ROWS", 1)
 
     shown = act(operator, "resolve", [postings["a-2"], postings["g-1"]])
 

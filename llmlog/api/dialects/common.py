@@ -16,10 +16,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.money import MONEY_PLACES
 from llmlog.api.auth import HasScope, caller_of
 from llmlog.api.errors import SingleValuedQueryMixin
 from llmlog.filters import InvalidFilter, parse_time, unstorable_params
-from llmlog.models import MONEY_PLACES
 from llmlog.queries import page_depth_problem
 
 MAX_PAGE_SIZE = 100

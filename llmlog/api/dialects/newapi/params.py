@@ -8,16 +8,13 @@ from django.db.models import Case, F, Func, Q, TextField, Value, When
 from django.db.models.functions import Cast, Concat
 from django.db.models.lookups import StartsWith
 
+from core.money import MONEY_DIGITS, MONEY_PLACES
 from llmlog.api.dialects.common import (
     bad_input,
     int_param,
     time_param,
 )
-from llmlog.models import (
-    MONEY_DIGITS,
-    MONEY_PLACES,
-    UsageStatus,
-)
+from llmlog.models import UsageStatus
 from llmlog.queries import NO_STATUS, UsageQuery
 
 DEFAULT_PAGE_SIZE = 20

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.db.models import F, QuerySet, Sum
 from rest_framework.response import Response
 
+from core.money import MONEY_PLACES
 from llmlog.api.dialects.common import (
     QuotaUnits,
     gateway_number,
@@ -14,10 +15,7 @@ from llmlog.api.dialects.common import (
     unix_seconds,
 )
 from llmlog.api.dialects.newapi.params import LOG_TYPE_CONSUME, TYPE_OF_STATUS
-from llmlog.models import (
-    MONEY_PLACES,
-    UsageStatus,
-)
+from llmlog.models import UsageStatus
 from llmlog.queries import UsageQuery
 from llmlog.selectors import usage_page
 

@@ -9,11 +9,12 @@ from typing import Any
 from django.db.models import F, Q
 from rest_framework import exceptions
 
+from core.text import text_problem
 from llmlog.api.dialects.common import (
     bad_input,
 )
 from llmlog.api.dialects.oneuptime.fields import FIELDS, NUMBER_LIMIT, QUERYABLE, SORTABLE, STATUS_VALUES
-from llmlog.filters import InvalidFilter, parse_time, text_problem
+from llmlog.filters import InvalidFilter, parse_time
 from llmlog.models import AccountingStatus
 from llmlog.queries import EQUALITY_COLUMNS, NEWEST_FIRST, NO_STATUS, SortTerms, UsageQuery
 

@@ -10,6 +10,7 @@ from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from core.text import text_problem
 from llmlog.api.dialects.common import (
     MAX_PAGE_SIZE,
     DialectView,
@@ -20,7 +21,6 @@ from llmlog.api.dialects.common import (
 from llmlog.api.dialects.oneuptime.fields import DEFAULT_LIMIT, columns_for, parse_select, shape
 from llmlog.api.dialects.oneuptime.params import log_query
 from llmlog.api.dialects.oneuptime.schema import ERROR_SCHEMA, QUERY_SCHEMA, item_schema, list_schema
-from llmlog.filters import text_problem
 from llmlog.models import UsageAll
 from llmlog.queries import UsageQuery
 from llmlog.selectors import usage_count, usage_page, usage_record_values
