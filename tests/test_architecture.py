@@ -1,13 +1,15 @@
-"""The modules of llmlog, accounting and config import one another without a circle (STYLE.md: an import
-placed inside a function to dodge a circle says the split is wrong). Every import counts, at the top of
-a module or inside a function; accounting's independence from llmlog is tests/accounting/
-test_dependencies.py's."""
+"""The modules of core, llmlog, accounting and config import one another without a circle (STYLE.md: an
+import placed inside a function to dodge a circle says the split is wrong), and the packages only as
+docs/architecture.md draws them (core imports no app). Every import counts, at the top of a module or
+inside a function; accounting's independence from llmlog is also tests/accounting/test_dependencies.py's."""
 
 import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("llmlog", "accounting", "config")
+PACKAGES = ("core", "llmlog", "accounting", "config")
+# The thin callers of llmlog: they parse and shape, and no other module of the apps imports them.
+CALLERS = ("llmlog.api", "llmlog.admin", "llmlog.dashboard", "llmlog.management")
 
 
 def module_files(root: Path, packages: tuple[str, ...]) -> dict[str, Path]:
@@ -134,3 +136,63 @@ def test_a_circle_is_found_and_named_whether_its_import_is_at_the_top_or_in_a_fu
 
     assert graph["app.alone"] == {"app.pricing"}
     assert cycles(graph) == [["app.ingest", "app.posting", "app.pricing", "app.ingest"]]
+
+
+def allowed_imports(text: str) -> dict[str, set[str]]:
+    """Package -> the packages it may import, from the block after docs/architecture.md's `allowed
+    imports` marker: one line per package, `name -> other other`."""
+    block = text.split("<!-- allowed imports", 1)[1].split("```text", 1)[1].split("```", 1)[0]
+    allowed = {}
+    for line in block.strip().splitlines():
+        name, _, targets = line.partition("->")
+        allowed[name.strip()] = set(targets.split())
+    return allowed
+
+
+def package_edges(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
+    return {
+        (module.split(".")[0], target.split(".")[0])
+        for module, targets in graph.items()
+        for target in targets
+        if module.split(".")[0] != target.split(".")[0]
+    }
+
+
+def test_packages_import_only_what_the_architecture_drawing_allows():
+    allowed = allowed_imports((ROOT / "docs" / "architecture.md").read_text())
+    edges = package_edges(import_graph(ROOT, PACKAGES))
+
+    assert set(allowed) == set(PACKAGES), "docs/architecture.md names each package once"
+    assert allowed["core"] == set(), "core imports no app"
+    assert ("llmlog", "core") in edges and ("accounting", "core") in edges
+    forbidden = sorted(f"{a} -> {b}" for a, b in edges if b not in allowed[a])
+    assert forbidden == [], "imports docs/architecture.md does not allow:\n" + "\n".join(forbidden)
+
+
+def test_no_module_imports_a_thin_caller_except_the_callers_and_config():
+    def is_caller(module: str) -> bool:
+        return any(module == caller or module.startswith(caller + ".") for caller in CALLERS)
+
+    graph = import_graph(ROOT, PACKAGES)
+    found = sorted(
+        f"{module} -> {target}"
+        for module, targets in graph.items()
+        if not is_caller(module) and not module.startswith("config")
+        for target in targets
+        if is_caller(target)
+    )
+    assert found == [], "a service imports a view, admin or command:\n" + "\n".join(found)
+
+
+def test_a_forbidden_package_import_is_named(tmp_path):
+    files = (("core", "money", "import app.models\n"), ("app", "models", "import core\n"))
+    for package, module, source in files:
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+        (tmp_path / package / f"{module}.py").write_text(source)
+    allowed = allowed_imports("<!-- allowed imports -->\n```text\ncore ->\napp -> core\n```\n")
+
+    edges = package_edges(import_graph(tmp_path, ("core", "app")))
+
+    assert edges == {("core", "app"), ("app", "core")}
+    assert [f"{a} -> {b}" for a, b in sorted(edges) if b not in allowed[a]] == ["core -> app"]
