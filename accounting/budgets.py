@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import psycopg
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
@@ -130,19 +131,6 @@ def _org_key(org: str) -> int:
     return zlib.crc32(org.encode()) - 2**31  # a signed int4
 
 
-def _lock_orgs_shared(orgs: Iterable[str]) -> None:
-    """Usage changes of these orgs wait for a budget being created in them (and not for each other)."""
-    if connection.vendor != "postgresql":
-        return
-    keys = sorted({_org_key(org) for org in orgs})
-    if keys:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_advisory_xact_lock_shared(%s, k) FROM unnest(%s::int[]) AS k ORDER BY k",
-                [ADVISORY_NAMESPACE, keys],
-            )
-
-
 def _lock_org_exclusive(org: str) -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
@@ -156,34 +144,60 @@ def budget_usage_apply(*, changes: Sequence[UsageChange]) -> int:
     """Add each record's change to the counters of every budget whose scope it is in, in the period of
     its use_time. Call it inside the transaction that changes the rows. Returns the counters touched.
 
-    The counters are written in (budget, period) order, one statement: two ingests that touch the same
-    counters queue on them rather than deadlock."""
+    An org without budgets costs one round trip (the lock and the read). The counters are written in
+    (budget, period) order, one statement: two ingests that touch the same counters queue on them
+    rather than deadlock."""
     changes = [change for change in changes if change.amount]
     if not changes:
         return 0
-    orgs = {change.userorgid for change in changes}
-    _lock_orgs_shared(orgs)
-    budgets_of: dict[str, list[Budget]] = defaultdict(list)
-    for budget in Budget.objects.filter(org__in=orgs).only(
-        "id", "org", "period", "time_zone", *Budget.SCOPE_FIELDS
-    ):
-        budgets_of[budget.org].append(budget)
+    budgets_of: dict[str, list[tuple[int, str, str, tuple[str, ...]]]] = defaultdict(list)
+    for budget_id, org, period, time_zone, *scope in _budgets_of({change.userorgid for change in changes}):
+        budgets_of[org].append((budget_id, period, time_zone, tuple(scope)))
     if not budgets_of:
         return 0
     deltas: dict[tuple[int, datetime], Decimal] = defaultdict(Decimal)
+    starts: dict[tuple, datetime] = {}  # a bulk request's records share a few periods
     for change in changes:
-        for budget in budgets_of.get(change.userorgid, ()):
-            if in_scope(
-                budget,
-                userid=change.userid,
-                token_name=change.token_name,
-                model_name=change.model_name,
-                feature=change.feature,
-            ):
-                start, _ = period_bounds(period=budget.period, time_zone=budget.time_zone, at=change.use_time)
-                deltas[(budget.pk, start)] += change.amount
+        values = (change.userid, change.token_name, change.model_name, change.feature)
+        for budget_id, period, time_zone, scope in budgets_of.get(change.userorgid, ()):
+            if any(wanted and wanted != value for wanted, value in zip(scope, values, strict=True)):
+                continue  # an empty scope field means any
+            deltas[(budget_id, _period_start(period, time_zone, change.use_time, starts))] += change.amount
     _add_to_counters({key: delta for key, delta in deltas.items() if delta})
     return len(deltas)
+
+
+def _budgets_of(orgs: set[str]) -> list[tuple]:
+    """(id, org, period, time_zone, *SCOPE_FIELDS) of these orgs' budgets, read under the orgs' shared
+    lock (see the module docstring)."""
+    fields = ("id", "org", "period", "time_zone", *Budget.SCOPE_FIELDS)
+    if connection.vendor != "postgresql":
+        return list(Budget.objects.filter(org__in=orgs).values_list(*fields))
+    columns = ", ".join(connection.ops.quote_name(Budget._meta.get_field(name).column) for name in fields)
+    keys = sorted({_org_key(org) for org in orgs})
+    # Two statements in one round trip (the simple query protocol, values bound by the client). Under
+    # READ COMMITTED each statement reads with a snapshot taken when it starts, so the read sees a budget
+    # whose creation the lock waited for; one statement would read with the snapshot taken before the
+    # wait. The read is the check "has this org a budget?" of every ingest: one round trip, not two.
+    sql = (
+        "SELECT pg_advisory_xact_lock_shared(%s, k) FROM unnest(%s::int[]) AS k ORDER BY k; "
+        f"SELECT {columns} FROM {Budget._meta.db_table} WHERE org = ANY(%s)"
+    )
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.ClientCursor(connection.connection) as cursor:
+        cursor.execute(sql, [ADVISORY_NAMESPACE, keys, sorted(orgs)])
+        cursor.nextset()
+        return cursor.fetchall()
+
+
+def _period_start(period: str, time_zone: str, at: datetime, starts: dict[tuple, datetime]) -> datetime:
+    """period_bounds(...)[0], remembered per local day in `starts`."""
+    if period == Budget.Period.TOTAL:
+        return TOTAL_PERIOD_START
+    key = (period, time_zone, at.astimezone(zone_of(time_zone)).date())
+    if key not in starts:
+        starts[key] = period_bounds(period=period, time_zone=time_zone, at=at)[0]
+    return starts[key]
 
 
 def _add_to_counters(deltas: dict[tuple[int, datetime], Decimal], *, replace: bool = False) -> None:

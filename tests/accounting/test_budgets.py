@@ -4,12 +4,14 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.core.management import call_command
+from django.db import connection, transaction
 
 from accounting.alerts import send_budget_alerts
 from accounting.budgets import (
@@ -21,7 +23,8 @@ from accounting.budgets import (
     period_bounds,
 )
 from accounting.models import Budget, BudgetAlert, Hold
-from llmlog.budget_spent import spent_in_period
+from llmlog.budget_spent import budgets_count_ingested, spent_in_period
+from llmlog.ingest.storage import write_usage_rows
 from llmlog.models import AccountingStatus, LLMUsage, ModelPrice
 from tests.accounting.factories import USE_TIME, insert_usage, make_accounts, usage_row
 from tests.conftest import bearer
@@ -99,6 +102,35 @@ def test_usage_changes_keep_the_counter_equal_to_the_rows():
 
     assert spent == scan == Decimal("0.75")
     assert budget_reconcile(budget=budget, now=USE_TIME) == spent
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_record_ingested_while_its_budget_is_being_created_counts_once():
+    """The budget's seed scan cannot see a record not committed yet, so the record's ingest must see the
+    budget: its read waits for the creation (the org's advisory lock) and is not answered from a
+    snapshot taken before that wait."""
+    created = threading.Event()
+
+    def create() -> None:
+        try:
+            with transaction.atomic():
+                budget_create(org="acme", limit=Decimal(10), period="total")  # seeded: 0, no rows yet
+                created.set()
+                time.sleep(0.5)  # created, not committed: the ingest below starts meanwhile
+        finally:
+            connection.close()
+
+    creator = threading.Thread(target=create)
+    creator.start()
+    assert created.wait(timeout=10)
+    row = usage_row(amount=Decimal("0.25"), use_time=datetime.now(UTC))
+    with transaction.atomic():
+        write_usage_rows([row])
+        budgets_count_ingested(rows=[row])
+    creator.join()
+
+    assert budget_status(budget=Budget.objects.get()).spent == Decimal("0.25")
 
 
 def _change(row: dict, amount: Decimal) -> UsageChange:
