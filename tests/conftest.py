@@ -14,6 +14,7 @@ from rest_framework.test import APIClient
 
 from config.celery import app
 from llmlog.keys import api_key_create
+from tests.factories import usage_payload  # noqa: F401 - for test_budget_flow.py until it imports tests.factories
 
 
 def pytest_collection_modifyitems(config, items) -> None:
@@ -81,35 +82,6 @@ def make_staff(django_user_model) -> Callable[..., Any]:
 
 def bearer(raw: str) -> dict[str, str]:
     return {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
-
-
-_counter = iter(range(10**9))
-
-
-def usage_payload(**overrides: Any) -> dict[str, Any]:
-    """A valid record as a gateway would send it."""
-    n = next(_counter)
-    payload = {
-        "transno": f"req-{n:08d}",
-        "use_time": "2026-11-20T10:15:00+00:00",
-        "userid": "u-1",
-        "username": "Ada",
-        "userorgid": "acme",
-        "model_name": "gpt-4o",
-        "llmid": "gpt-4o",
-        "ownerid": "openai",
-        "provider_type": "openai",
-        "input_tokens": 1200,
-        "output_tokens": 300,
-        "cached_tokens": 200,
-        "reasoning_tokens": 0,
-        "amount": "0.00600",
-        "cost": "0.00480",
-        "status": "success",
-        "code": 200,
-    }
-    payload.update(overrides)
-    return payload
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ from django.db import connection
 from accounting.models import LedgerTransaction
 from llmlog.keys import api_key_create
 from llmlog.models import JobRun, LLMUsage
-from tests.accounting.factories import balance, insert_usage, make_accounts, usage_row
+from tests.factories import balance, insert_usage, make_accounts, usage_row
 from tests.hardening import ROOT, free_port, gunicorn_server, url_of_the_test_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]

@@ -25,6 +25,7 @@ from drf_spectacular.generators import SchemaGenerator
 from llmlog.api.accounting import MAX_ORG_LENGTH
 from llmlog.models import LLMUsage, LLMUsageHistory
 from tests.conftest import bearer
+from tests.factories import make_usage
 from tests.hardening import ACME_MARK, seed_orgs
 
 pytestmark = pytest.mark.django_db
@@ -203,7 +204,6 @@ def test_sql_and_html_in_accounting_filters_find_nothing(api, platform_key, seed
 def test_search_is_literal_wildcards_and_quotes_match_only_themselves(api, platform_key, seeded, value):
     """`%` and `_` are not LIKE wildcards, and a quote does not end the string: a keyword finds the
     records that hold it, and only those."""
-    from tests.builders import make_usage
 
     holder = make_usage(userorgid="acme", error_message=f"upstream said {value} and hung up", userid=value)
 
@@ -467,7 +467,6 @@ RAW = re.compile(r"<script>alert\(")
 @pytest.fixture
 def xss_record(db):
     from accounting.failures import FailedPosting, failures_record
-    from tests.builders import make_usage
 
     fields = dict.fromkeys(
         ("userid", "userorgid", "token_name", "group", "feature", "llmid", "ownerid", "provider"), XSS

@@ -10,7 +10,7 @@ from django.conf import settings
 
 from llmlog.logging import JsonFormatter, mask_secrets
 from tests.conftest import bearer
-from tests.payloads import org_payload
+from tests.factories import org_payload
 
 
 @pytest.fixture

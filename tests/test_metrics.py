@@ -23,7 +23,8 @@ from uuid_utils.compat import uuid7
 from accounting.models import AccountingFailure
 from llmlog.metrics import UsageCollector
 from llmlog.models import JobRun, LLMUsage
-from tests.conftest import bearer, usage_payload
+from tests.conftest import bearer
+from tests.factories import org_payload, usage_payload
 
 URL = "/metrics"
 TOKEN = "scrape-token-for-tests"
@@ -42,14 +43,6 @@ def parse(text: str) -> dict[tuple[str, tuple], float]:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
-
-
-def org_payload(**overrides) -> dict:
-    """A record as an org's gateway sends it: money fields are a platform key's only."""
-    payload = usage_payload(**overrides)
-    for name in ("amount", "cost", "ownerid", "price"):
-        payload.pop(name, None)
-    return payload
 
 
 @pytest.fixture

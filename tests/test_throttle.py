@@ -8,7 +8,8 @@ import pytest
 
 from llmlog.api import throttling
 from llmlog.models import LLMUsage
-from tests.conftest import bearer, usage_payload
+from tests.conftest import bearer
+from tests.factories import org_payload, usage_payload
 
 pytestmark = pytest.mark.django_db
 URL = "/api/llmusage/"
@@ -16,14 +17,6 @@ URL = "/api/llmusage/"
 
 def post(api, key: str, payload):
     return api.post(URL, data=json.dumps(payload), content_type="application/json", **bearer(key))
-
-
-def org_payload(**overrides) -> dict:
-    """A record as an org's gateway sends it: no money fields (a platform key's only)."""
-    payload = usage_payload(**overrides)
-    for name in ("amount", "cost", "ownerid", "price"):
-        payload.pop(name, None)
-    return payload
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils.regex_helper import normalize
 
 from llmlog.models import LLMUsage
-from tests.conftest import bearer, usage_payload
+from tests.conftest import bearer
+from tests.factories import usage_payload
 
 pytestmark = pytest.mark.django_db
 

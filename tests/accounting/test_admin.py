@@ -14,7 +14,7 @@ from django.urls import reverse
 from accounting.ledger import ledger_topup
 from accounting.models import Account, LedgerLine, LedgerTransaction
 from llmlog.posting import account_pending_usage
-from tests.accounting.factories import balance, insert_usage, make_accounts, usage_row
+from tests.factories import balance, insert_usage, make_accounts, usage_row
 
 pytestmark = pytest.mark.django_db
 

@@ -9,8 +9,8 @@ from accounting.ledger import account_create, ledger_topup
 from accounting.models import Account, AccountingFailure
 from llmlog.models import LLMUsage
 from llmlog.posting import account_pending_usage
-from tests.accounting.factories import balance, insert_usage, make_accounts, usage_row
 from tests.conftest import bearer
+from tests.factories import balance, insert_usage, make_accounts, usage_row
 
 pytestmark = pytest.mark.django_db
 

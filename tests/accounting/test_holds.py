@@ -18,7 +18,7 @@ from accounting.holds import (
     holds_settle,
 )
 from accounting.models import Hold
-from tests.accounting.factories import make_accounts
+from tests.factories import make_accounts
 
 NOW = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 TENTH = Decimal("0.10")

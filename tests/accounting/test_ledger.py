@@ -19,7 +19,7 @@ from accounting.ledger import (
     ledger_topup,
 )
 from accounting.models import Account, LedgerLine, LedgerTransaction
-from tests.accounting.factories import balance, make_accounts
+from tests.factories import balance, make_accounts
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from llmlog.demo import load_demo_data
-from tests.builders import make_usage
+from tests.factories import make_usage
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

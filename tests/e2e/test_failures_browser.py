@@ -13,7 +13,7 @@ from accounting.ledger import account_create, account_update, ledger_topup
 from accounting.models import Account, AccountingFailure
 from llmlog.models import LLMUsage
 from llmlog.posting import account_pending_usage, retry_failed_accounting
-from tests.accounting.factories import insert_usage, make_accounts, usage_row
+from tests.factories import insert_usage, make_accounts, usage_row
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -15,7 +15,7 @@ from django.utils import formats, timezone
 
 from core.admin import BoundedCountPaginator, distinct_values
 from llmlog.models import ApiKey, JobRun, LLMUsage, LLMUsageHistory, ModelPrice
-from tests.builders import make_usage
+from tests.factories import make_usage
 
 pytestmark = pytest.mark.django_db
 

@@ -7,8 +7,8 @@ from django.utils import timezone
 
 from llmlog.keys import api_key_revoke
 from llmlog.models import ApiKey, LLMUsage
-from tests.conftest import bearer, usage_payload
-from tests.payloads import org_payload
+from tests.conftest import bearer
+from tests.factories import org_payload, usage_payload
 
 pytestmark = pytest.mark.django_db
 URL = "/api/llmusage/"

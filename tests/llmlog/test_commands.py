@@ -9,7 +9,7 @@ from accounting.models import Account
 from llmlog.models import ApiKey, LLMUsage
 from llmlog.posting import account_pending_usage
 from tests.conftest import bearer
-from tests.payloads import org_payload
+from tests.factories import org_payload
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 from llmlog.admin import USAGE_CSV_COLUMNS
 from llmlog.csv_export import CsvColumn, csv_cell, csv_lines, neutralise
 from llmlog.models import TOKEN_COUNT_FIELDS, LLMUsage, LLMUsageHistory
-from tests.builders import make_usage
+from tests.factories import make_usage
 
 pytestmark = pytest.mark.django_db
 

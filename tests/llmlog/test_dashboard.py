@@ -11,7 +11,7 @@ from accounting.models import AccountingFailure
 from llmlog.dashboard import bar_list, column_chart, dashboard_context, full
 from llmlog.models import LLMUsageHistory, UsageRollup
 from llmlog.rollups import build_usage_rollups
-from tests.builders import make_usage
+from tests.factories import make_usage
 
 pytestmark = pytest.mark.django_db
 

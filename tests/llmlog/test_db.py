@@ -11,9 +11,10 @@ from django.db import connection
 
 from llmlog.db import bound_cursor
 from llmlog.queries import UsageQuery
-from llmlog.selectors import usage_rates, usage_record_values
+from llmlog.selectors.rows import usage_record_values
+from llmlog.selectors.stats import usage_rates
 from tests.conftest import bearer
-from tests.llmlog.usage_records import make_usage
+from tests.factories import QUERY_RECORD, make_usage
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,7 +30,7 @@ def prepared_statements() -> dict[str, int]:
 @pytest.mark.django_db(transaction=True)
 def test_get_item_rates_and_pages_are_prepared_and_searches_are_not(api, acme_key):
     connection.close()  # a new connection: no statement prepared by another test
-    record = make_usage(transno="one")
+    record = make_usage(QUERY_RECORD, transno="one")
     for _ in range(7):
         usage_record_values(org="acme", id=record.pk)
         usage_rates(query=UsageQuery(org="acme"))
@@ -51,7 +52,7 @@ def test_prepared_statements_can_be_turned_off():
     connection.close()
     connection.settings_dict["OPTIONS"]["prepare_threshold"] = None
     try:
-        record = make_usage()
+        record = make_usage(QUERY_RECORD)
         for _ in range(7):
             usage_record_values(id=record.pk)
 

@@ -7,9 +7,9 @@ import pytest
 from django.db import connection
 
 from llmlog.models import ModelPrice, UsageAll
-from tests.conftest import bearer, usage_payload
+from tests.conftest import bearer
 from tests.dialect_schemas import dialect_answers_match_the_seeds  # noqa: F401 - autouse: every answer checked
-from tests.llmlog.usage_records import ingest, move_to_history
+from tests.factories import ingest_records, move_to_history, usage_payload
 
 pytestmark = pytest.mark.django_db
 
@@ -51,7 +51,7 @@ def search(api, key: str, path: str = "/api/logs/search", **params) -> dict:
 
 
 def test_search_answers_the_seed_shape(api, acme_key):
-    [record_id] = ingest(
+    [record_id] = ingest_records(
         usage_payload(
             use_time=at(0),
             transno="req-1",
@@ -133,7 +133,7 @@ def test_search_answers_the_seed_shape(api, acme_key):
 
 def test_request_detail_says_which_side_was_truncated(api, acme_key, settings):
     settings.LLMLOG_IO_LIMIT = 20
-    ingest(usage_payload(ioinfo={"request": "x" * 50, "response": "short"}))
+    ingest_records(usage_payload(ioinfo={"request": "x" * 50, "response": "short"}))
 
     [log] = search(api, acme_key)["data"]["logs"]
 
@@ -154,7 +154,7 @@ def test_price_is_the_sale_price_applied_per_unit_tokens(api, acme_key):
     )
     payload = usage_payload(model_name="priced-model", use_time=at(0))
     del payload["amount"], payload["cost"]
-    ingest(payload)
+    ingest_records(payload)
 
     [log] = search(api, acme_key)["data"]["logs"]
 
@@ -168,7 +168,7 @@ def test_price_is_the_sale_price_applied_per_unit_tokens(api, acme_key):
 
 
 def test_a_gateway_priced_record_has_no_price_breakdown(api, acme_key):
-    ingest(usage_payload())
+    ingest_records(usage_payload())
 
     [log] = search(api, acme_key)["data"]["logs"]
 
@@ -176,7 +176,7 @@ def test_a_gateway_priced_record_has_no_price_breakdown(api, acme_key):
 
 
 def test_code_type_splits_success_and_error(api, acme_key):
-    ingest(
+    ingest_records(
         usage_payload(),
         usage_payload(status="failed", code=429, error_message="rate limited", amount="0", cost="0"),
     )
@@ -191,7 +191,9 @@ def test_code_type_splits_success_and_error(api, acme_key):
 
 
 def test_timestamps_are_milliseconds_and_the_end_is_inclusive(api, acme_key):
-    ingest(usage_payload(use_time=at(0)), usage_payload(use_time=at(0.5)), usage_payload(use_time=at(0.501)))
+    ingest_records(
+        usage_payload(use_time=at(0)), usage_payload(use_time=at(0.5)), usage_payload(use_time=at(0.501))
+    )
 
     answer = search(api, acme_key, start_timestamp=ms(0), end_timestamp=ms(0.5))["data"]
 
@@ -199,7 +201,7 @@ def test_timestamps_are_milliseconds_and_the_end_is_inclusive(api, acme_key):
 
 
 def test_pages_with_page_and_per_page(api, acme_key):
-    ingest(*[usage_payload(use_time=at(n)) for n in range(5)])
+    ingest_records(*[usage_payload(use_time=at(n)) for n in range(5)])
 
     answer = search(api, acme_key, page=2, per_page=2)["data"]
 
@@ -211,7 +213,7 @@ def test_pages_with_page_and_per_page(api, acme_key):
 
 
 def test_facets_list_the_ranges_values_whatever_the_other_filters(api, acme_key):
-    ingest(
+    ingest_records(
         usage_payload(model_name="gpt-4o", token_name="a", channel_id="2"),
         usage_payload(model_name="o3-mini", token_name="b", channel_id="10"),
         usage_payload(model_name="claude", token_name="", channel_id="azure-east"),
@@ -228,7 +230,7 @@ def test_facets_list_the_ranges_values_whatever_the_other_filters(api, acme_key)
 
 
 def test_group_search_is_an_orgs_search(api, acme_key, platform_key):
-    ingest(usage_payload(token_name="a"), usage_payload(userorgid="globex", token_name="g"))
+    ingest_records(usage_payload(token_name="a"), usage_payload(userorgid="globex", token_name="g"))
 
     own = search(api, acme_key, "/api/log/acme/search")["data"]
     other = api.get("/api/log/globex/search", **bearer(acme_key))
@@ -242,7 +244,7 @@ def test_group_search_is_an_orgs_search(api, acme_key, platform_key):
 
 
 def test_an_org_key_searching_everything_sees_only_its_org(api, acme_key, platform_key):
-    ingest(usage_payload(), usage_payload(userorgid="globex", model_name="globex-model"))
+    ingest_records(usage_payload(), usage_payload(userorgid="globex", model_name="globex-model"))
 
     mine = search(api, acme_key)["data"]
     # (a time range: unfiltered, a platform key's total is PostgreSQL's estimate of the whole table)
@@ -255,7 +257,7 @@ def test_an_org_key_searching_everything_sees_only_its_org(api, acme_key, platfo
 
 
 def test_self_search_under_api_log_stays_new_apis(api, acme_key):
-    ingest(usage_payload(transno="needle"))
+    ingest_records(usage_payload(transno="needle"))
 
     response = api.get("/api/log/self/search?keyword=needle", **bearer(acme_key)).json()
 
@@ -287,7 +289,7 @@ def test_bad_input_is_a_400_in_the_envelope_naming_the_parameter(api, acme_key, 
 
 
 def test_relay_mode_comes_from_the_endpoint(api, acme_key):
-    ingest(
+    ingest_records(
         usage_payload(endpoint="/v1/embeddings", use_time=at(3)),
         usage_payload(endpoint="/v1/messages", use_time=at(2)),
         usage_payload(endpoint="/v1/responses", use_time=at(1)),
@@ -300,7 +302,7 @@ def test_relay_mode_comes_from_the_endpoint(api, acme_key):
 
 
 def test_a_record_moved_to_history_is_still_found(api, acme_key):
-    old, new = ingest(
+    old, new = ingest_records(
         usage_payload(use_time=at(-86400), model_name="old-model"), usage_payload(use_time=at(0))
     )
     move_to_history(old)
@@ -315,10 +317,10 @@ def test_a_record_moved_to_history_is_still_found(api, acme_key):
 
 
 def test_search_takes_a_fixed_number_of_queries(api, acme_key, django_assert_max_num_queries):
-    ingest(*[usage_payload(model_name=f"model-{n % 5}") for n in range(30)])
+    ingest_records(*[usage_payload(model_name=f"model-{n % 5}") for n in range(30)])
 
-    # the API key, the count, the page, the facets
-    with django_assert_max_num_queries(4):
+    # the API key, where the rollups stand, the count, the page, the facets
+    with django_assert_max_num_queries(5):
         answer = search(api, acme_key, per_page=100)
 
     assert len(answer["data"]["logs"]) == 30
@@ -328,8 +330,8 @@ def test_search_takes_a_fixed_number_of_queries(api, acme_key, django_assert_max
 @pytest.mark.postgres
 def test_an_unfiltered_platform_total_is_the_planners_estimate_and_says_so(api, platform_key, monkeypatch):
     # Estimates start at selectors.COUNT_ESTIMATE_FLOOR rows (fewer are counted): lowered to 1 here.
-    monkeypatch.setattr("llmlog.selectors.COUNT_ESTIMATE_FLOOR", 1)
-    ingest(usage_payload(), usage_payload(userorgid="globex"))
+    monkeypatch.setattr("llmlog.selectors.totals.COUNT_ESTIMATE_FLOOR", 1)
+    ingest_records(usage_payload(), usage_payload(userorgid="globex"))
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE llmusage")
         cursor.execute("ANALYZE llmusage_history")
@@ -353,7 +355,7 @@ def test_the_schema_describes_both_ai_proxy_endpoints(api):
 
 
 def test_channel_and_token_id_are_integers_on_every_row(api, acme_key):
-    ingest(
+    ingest_records(
         usage_payload(channel_id="ch-anthropic", token_id="org-20-user-002-tok", token_name="t"),
         usage_payload(channel_id="7", token_id="12"),
         usage_payload(channel_id="", token_id=""),

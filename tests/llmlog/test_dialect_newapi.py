@@ -11,9 +11,9 @@ from django.utils import timezone
 
 from llmlog.models import AccountingStatus, LLMUsage, UsageAll
 from llmlog.retention import usage_delete_before
-from tests.conftest import bearer, usage_payload
+from tests.conftest import bearer
 from tests.dialect_schemas import dialect_answers_match_the_seeds  # noqa: F401 - autouse: every answer checked
-from tests.llmlog.usage_records import ingest, move_to_history
+from tests.factories import ingest_records, move_to_history, usage_payload
 
 pytestmark = pytest.mark.django_db
 
@@ -39,7 +39,7 @@ def unix(seconds: int = 0) -> int:
 
 
 def test_self_answers_the_seed_request_in_the_seed_shape(api, acme_key):
-    record_id, _ = ingest(
+    record_id, _ = ingest_records(
         usage_payload(
             use_time=at(0),
             token_name="api_token",
@@ -101,7 +101,7 @@ def test_self_answers_the_seed_request_in_the_seed_shape(api, acme_key):
 
 
 def test_type_selects_consume_or_error_and_other_types_find_nothing(api, acme_key):
-    ingest(
+    ingest_records(
         usage_payload(), usage_payload(status="failed", error_message="upstream 502", amount="0", cost="0")
     )
 
@@ -118,7 +118,9 @@ def test_type_selects_consume_or_error_and_other_types_find_nothing(api, acme_ke
 
 
 def test_times_are_unix_seconds_and_the_end_is_inclusive(api, acme_key):
-    ingest(usage_payload(use_time=at(0)), usage_payload(use_time=at(59)), usage_payload(use_time=at(60)))
+    ingest_records(
+        usage_payload(use_time=at(0)), usage_payload(use_time=at(59)), usage_payload(use_time=at(60))
+    )
 
     response = api.get(
         f"/api/log/self?start_timestamp={unix(0)}&end_timestamp={unix(59)}", **bearer(acme_key)
@@ -128,7 +130,7 @@ def test_times_are_unix_seconds_and_the_end_is_inclusive(api, acme_key):
 
 
 def test_pages_with_p_and_page_size(api, acme_key):
-    ingest(*[usage_payload(use_time=at(minute * 60)) for minute in range(5)])
+    ingest_records(*[usage_payload(use_time=at(minute * 60)) for minute in range(5)])
 
     page2 = api.get("/api/log/self?p=2&page_size=2", **bearer(acme_key)).json()["data"]
 
@@ -161,7 +163,7 @@ def test_bad_input_is_a_400_in_the_envelope_naming_the_parameter(api, acme_key, 
 
 
 def test_the_admin_list_needs_a_platform_key_and_sees_every_org(api, acme_key, platform_key):
-    ingest(usage_payload(username="ada"), usage_payload(userorgid="globex", username="bob"))
+    ingest_records(usage_payload(username="ada"), usage_payload(userorgid="globex", username="bob"))
 
     org = api.get("/api/log/", **bearer(acme_key))
     platform = api.get("/api/log/?username=bob&p=1&page_size=20", **bearer(platform_key))
@@ -175,7 +177,7 @@ def test_the_admin_list_needs_a_platform_key_and_sees_every_org(api, acme_key, p
 
 
 def test_self_is_the_keys_org_and_a_platform_keys_self_is_every_org(api, acme_key, globex_key, platform_key):
-    ingest(usage_payload(), usage_payload(), usage_payload(userorgid="globex"))
+    ingest_records(usage_payload(), usage_payload(), usage_payload(userorgid="globex"))
 
     def total(key: str) -> int:
         # (any filter: unfiltered, a platform key's total is PostgreSQL's estimate of the whole table)
@@ -186,7 +188,7 @@ def test_self_is_the_keys_org_and_a_platform_keys_self_is_every_org(api, acme_ke
 
 def test_stat_answers_quota_rpm_and_tpm(api, acme_key, platform_key):
     now = timezone.now()
-    ingest(
+    ingest_records(
         usage_payload(use_time=at(0), amount="1.50000"),
         usage_payload(use_time=at(0), amount="0.25000", model_name="o3-mini"),
         usage_payload(use_time=(now - timedelta(seconds=10)).isoformat(), amount="0.10000"),
@@ -216,7 +218,7 @@ def test_stat_answers_quota_rpm_and_tpm(api, acme_key, platform_key):
 
 
 def test_stat_filters_the_rollups_cannot_answer_sum_the_rows(api, acme_key):
-    ingest(usage_payload(amount="1", token_name="a"), usage_payload(amount="2", token_name="b"))
+    ingest_records(usage_payload(amount="1", token_name="a"), usage_payload(amount="2", token_name="b"))
 
     answer = api.get("/api/log/self/stat?token_name=b", **bearer(acme_key)).json()
 
@@ -231,7 +233,7 @@ def test_the_admin_stat_needs_a_platform_key(api, acme_key):
 
 
 def test_search_finds_by_keyword_and_self_search_stays_in_the_org(api, acme_key, platform_key):
-    ingest(
+    ingest_records(
         usage_payload(transno="req-needle"),
         usage_payload(userorgid="globex", model_name="needle-model"),
         usage_payload(status="failed", error_message="Context length exceeded", amount="0", cost="0"),
@@ -254,7 +256,7 @@ def test_search_finds_by_keyword_and_self_search_stays_in_the_org(api, acme_key,
 
 
 def test_token_finds_the_records_of_a_gateway_key_with_cors(api):
-    ingest(
+    ingest_records(
         usage_payload(token_key="sk-secret-1", model_name="gpt-4"),
         usage_payload(token_key="sk-secret-1", userorgid="globex"),
         usage_payload(token_key="sk-secret-2"),
@@ -285,7 +287,7 @@ def test_token_finds_the_records_of_a_gateway_key_with_cors(api):
 
 
 def test_token_stores_only_the_hash_of_the_gateway_key():
-    ingest(usage_payload(token_key="sk-secret-1"))
+    ingest_records(usage_payload(token_key="sk-secret-1"))
 
     stored = UsageAll.objects.get()
 
@@ -298,13 +300,13 @@ def accounting(record_ids: list[str], status: str) -> None:
 
 def test_delete_removes_accounted_and_skipped_records_before_the_time_never_pending_or_failed(api, make_key):
     admin = make_key(org="", role="admin", scopes=("read",))
-    accounted, skipped, pending, failed, recent = ingest(
+    accounted, skipped, pending, failed, recent = ingest_records(
         *[usage_payload(use_time=at(0)) for _ in range(4)], usage_payload(use_time=at(120))
     )
     accounting([accounted, recent], AccountingStatus.ACCOUNTED)
     accounting([skipped], AccountingStatus.SKIPPED)
     accounting([failed], AccountingStatus.FAILED)
-    [moved] = ingest(usage_payload(use_time=at(-86400)))
+    [moved] = ingest_records(usage_payload(use_time=at(-86400)))
     accounting([moved], AccountingStatus.ACCOUNTED)
     move_to_history(moved)
 
@@ -317,7 +319,9 @@ def test_delete_removes_accounted_and_skipped_records_before_the_time_never_pend
 
 def test_an_org_admin_deletes_only_its_orgs_records(api, make_key):
     acme_admin = make_key(org="acme", role="owner", scopes=("read",))
-    mine, theirs = ingest(usage_payload(use_time=at(0)), usage_payload(use_time=at(0), userorgid="globex"))
+    mine, theirs = ingest_records(
+        usage_payload(use_time=at(0)), usage_payload(use_time=at(0), userorgid="globex")
+    )
     accounting([mine, theirs], AccountingStatus.ACCOUNTED)
 
     response = api.delete(f"/api/log/?target_timestamp={unix(60)}", **bearer(acme_admin))
@@ -340,11 +344,11 @@ def test_delete_needs_an_admin_role_and_a_target_timestamp(api, acme_key, platfo
 
 
 def test_usage_delete_before_works_in_batches_over_both_tables():
-    ids = ingest(*[usage_payload(use_time=at(-n)) for n in range(7)])
+    ids = ingest_records(*[usage_payload(use_time=at(-n)) for n in range(7)])
     accounting(ids, AccountingStatus.ACCOUNTED)
     for record_id in ids[:3]:
         move_to_history(record_id)
-    [kept] = ingest(usage_payload(use_time=at(-1000)))
+    [kept] = ingest_records(usage_payload(use_time=at(-1000)))
 
     deleted = usage_delete_before(before=T0 + timedelta(seconds=1), batch_size=2)
 
@@ -353,7 +357,7 @@ def test_usage_delete_before_works_in_batches_over_both_tables():
 
 
 def test_a_record_moved_to_history_is_still_listed_counted_and_summed(api, acme_key):
-    old, new = ingest(
+    old, new = ingest_records(
         usage_payload(use_time=at(-86400), amount="2"), usage_payload(use_time=at(0), amount="1")
     )
     move_to_history(old)
@@ -369,17 +373,17 @@ def test_a_record_moved_to_history_is_still_listed_counted_and_summed(api, acme_
 
 
 def test_the_list_takes_a_fixed_number_of_queries(api, acme_key, django_assert_max_num_queries):
-    ingest(*[usage_payload() for _ in range(30)])
+    ingest_records(*[usage_payload() for _ in range(30)])
 
-    # the API key, the count, the page
-    with django_assert_max_num_queries(3):
+    # the API key, where the rollups stand (built through, stale hours), the count, the page
+    with django_assert_max_num_queries(4):
         response = api.get("/api/log/self?p=1&page_size=50&type=2", **bearer(acme_key))
 
     assert len(response.json()["data"]["items"]) == 30
 
 
 def test_quota_is_an_integer_in_quota_units(api, acme_key):
-    ingest(usage_payload(amount="12.34567"))
+    ingest_records(usage_payload(amount="12.34567"))
 
     [item] = api.get("/api/log/self", **bearer(acme_key)).json()["data"]["items"]
 
@@ -390,8 +394,8 @@ def test_quota_is_an_integer_in_quota_units(api, acme_key):
 @pytest.mark.postgres
 def test_an_unfiltered_admin_list_total_is_the_planners_estimate_and_says_so(api, platform_key, monkeypatch):
     # Estimates start at selectors.COUNT_ESTIMATE_FLOOR rows (fewer are counted): lowered to 1 here.
-    monkeypatch.setattr("llmlog.selectors.COUNT_ESTIMATE_FLOOR", 1)
-    ingest(usage_payload(), usage_payload(userorgid="globex"))
+    monkeypatch.setattr("llmlog.selectors.totals.COUNT_ESTIMATE_FLOOR", 1)
+    ingest_records(usage_payload(), usage_payload(userorgid="globex"))
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE llmusage")
         cursor.execute("ANALYZE llmusage_history")
@@ -428,7 +432,7 @@ def test_the_schema_describes_every_new_api_endpoint(api):
 
 
 def test_a_staff_session_is_new_apis_admin(api, django_user_model):
-    ingest(usage_payload(), usage_payload(userorgid="globex"))
+    ingest_records(usage_payload(), usage_payload(userorgid="globex"))
     staff = django_user_model.objects.create_user("operator", password="x", is_staff=True)
     staff.user_permissions.add(Permission.objects.get(codename="view_llmusage"))  # sessions obey them
     api.force_login(staff)
@@ -444,7 +448,7 @@ def test_a_staff_session_is_new_apis_admin(api, django_user_model):
 
 def test_quota_rounds_each_item_half_to_even_and_stat_adds_the_rounded_items(api, acme_key, settings):
     settings.LLMLOG_NEWAPI_QUOTA_PER_UNIT = 1  # one quota unit per unit of money: halves to round
-    ingest(*[usage_payload(use_time=at(i), amount=amount) for i, amount in enumerate(HALVES)])
+    ingest_records(*[usage_payload(use_time=at(i), amount=amount) for i, amount in enumerate(HALVES)])
 
     items = api.get("/api/log/self?page_size=100", **bearer(acme_key)).json()["data"]["items"]
     stat = api.get("/api/log/self/stat", **bearer(acme_key)).json()["data"]
@@ -460,7 +464,7 @@ HALVES = ("0.50000", "2.50000", "0.49999", "0.50001")
 
 @pytest.mark.parametrize("query", ["", "?token_name=t1", "?model_name=o3-mini", "?type=2"])
 def test_the_items_of_a_filter_add_up_to_its_stat(api, acme_key, query):
-    ingest(
+    ingest_records(
         *[
             usage_payload(
                 use_time=at(i),
@@ -478,7 +482,7 @@ def test_the_items_of_a_filter_add_up_to_its_stat(api, acme_key, query):
 
 
 def test_ids_are_integers_the_gateways_or_zero_never_text(api, acme_key):
-    ingest(
+    ingest_records(
         usage_payload(use_time=at(0), userid="42", token_id="7", channel_id="3"),
         usage_payload(
             use_time=at(1), userid="u-ada", token_id="tok-1", channel_id="ch-anthropic", provider="x"
@@ -494,7 +498,7 @@ def test_ids_are_integers_the_gateways_or_zero_never_text(api, acme_key):
 
 
 def test_search_matches_a_prefix_of_the_content(api, acme_key, platform_key):
-    ingest(
+    ingest_records(
         usage_payload(use_time=at(0), model_name="gpt-4o", input_tokens=12, output_tokens=3, cached_tokens=0),
         usage_payload(use_time=at(1), model_name="claude-3-opus"),
         usage_payload(use_time=at(2), model_name="gpt-4o-mini", userorgid="globex"),
@@ -519,7 +523,7 @@ def test_search_matches_a_prefix_of_the_content(api, acme_key, platform_key):
 
 
 def test_search_matches_the_log_type_number(api, acme_key):
-    ingest(
+    ingest_records(
         usage_payload(use_time=at(0)),
         usage_payload(use_time=at(1), status="failed", error_message="boom", amount="0", cost="0"),
     )

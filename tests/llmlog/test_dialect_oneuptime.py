@@ -8,9 +8,9 @@ import pytest
 from django.db import connection
 
 from llmlog.models import AccountingStatus, LLMUsage
-from tests.conftest import bearer, usage_payload
+from tests.conftest import bearer
 from tests.dialect_schemas import dialect_answers_match_the_seeds  # noqa: F401 - autouse: every answer checked
-from tests.llmlog.usage_records import ingest, move_to_history
+from tests.factories import ingest_records, move_to_history, usage_payload
 
 pytestmark = pytest.mark.django_db
 
@@ -38,7 +38,7 @@ def get_list(api, key: str, body: dict | None = None, query: str = "skip=0&limit
 
 
 def test_get_list_answers_the_seed_request_in_the_seed_shape(api, acme_key):
-    ingest(
+    ingest_records(
         usage_payload(use_time="2026-11-20T10:00:00Z", amount="0.00600", is_global_provider=True),
         usage_payload(use_time="2026-11-20T11:00:00Z", amount="1.25"),
         usage_payload(status="failed", error_message="rate limited", amount="0", cost="0"),
@@ -62,7 +62,7 @@ def test_get_list_answers_the_seed_request_in_the_seed_shape(api, acme_key):
 
 
 def test_get_list_pages_with_skip_and_limit_default_ten(api, acme_key):
-    ingest(*[usage_payload(use_time=f"2026-11-20T10:{minute:02d}:00Z") for minute in range(12)])
+    ingest_records(*[usage_payload(use_time=f"2026-11-20T10:{minute:02d}:00Z") for minute in range(12)])
 
     first = api.post("/api/llm-log/get-list", {}, format="json", **apikey(acme_key)).json()
     second = get_list(api, acme_key, {"select": {"createdAt": True}}, query="skip=10&limit=10").json()
@@ -77,7 +77,7 @@ def test_get_list_pages_with_skip_and_limit_default_ten(api, acme_key):
 
 
 def test_get_list_works_with_get_and_json_query_parameters(api, acme_reader_key):
-    ingest(usage_payload(model_name="gpt-4o"), usage_payload(model_name="claude-sonnet-4"))
+    ingest_records(usage_payload(model_name="gpt-4o"), usage_payload(model_name="claude-sonnet-4"))
 
     response = api.get(
         "/api/llm-log/get-list",
@@ -94,7 +94,7 @@ def test_get_list_works_with_get_and_json_query_parameters(api, acme_reader_key)
 
 
 def test_every_field_of_the_seed_model_maps_to_the_record(api, acme_key):
-    [record_id] = ingest(
+    [record_id] = ingest_records(
         usage_payload(
             use_time="2026-11-20T10:00:00Z",
             finish_seconds=2.5,
@@ -159,7 +159,7 @@ def test_every_field_of_the_seed_model_maps_to_the_record(api, acme_key):
 
 
 def test_get_item_answers_only_the_id_without_select_and_works_with_get(api, acme_key):
-    [record_id] = ingest(usage_payload())
+    [record_id] = ingest_records(usage_payload())
 
     posted = api.post(f"/api/llm-log/{record_id}/get-item", {}, format="json", **apikey(acme_key))
     got = api.get(
@@ -173,7 +173,7 @@ def test_get_item_answers_only_the_id_without_select_and_works_with_get(api, acm
 
 
 def test_get_item_of_a_bad_id_is_400_and_of_another_org_is_404(api, acme_key, globex_key):
-    [record_id] = ingest(usage_payload(userorgid="globex"))
+    [record_id] = ingest_records(usage_payload(userorgid="globex"))
 
     bad = api.post("/api/llm-log/not-a-uuid/get-item", {}, format="json", **apikey(acme_key))
     foreign = api.post(f"/api/llm-log/{record_id}/get-item", {}, format="json", **apikey(acme_key))
@@ -187,7 +187,7 @@ def test_get_item_of_a_bad_id_is_400_and_of_another_org_is_404(api, acme_key, gl
 
 
 def test_count_answers_count_under_the_query(api, acme_key):
-    ingest(
+    ingest_records(
         usage_payload(model_name="gpt-4o"),
         usage_payload(model_name="gpt-4o", status="failed", amount="0", cost="0"),
         usage_payload(model_name="o3-mini"),
@@ -213,7 +213,7 @@ def test_count_answers_count_under_the_query(api, acme_key):
 
 
 def test_query_operators(api, acme_key):
-    ingest(
+    ingest_records(
         usage_payload(use_time="2026-11-01T00:00:00Z", input_tokens=100, output_tokens=0, cached_tokens=0),
         usage_payload(use_time="2026-11-10T00:00:00Z", model_name="o3-mini", finish_seconds=0.4),
         usage_payload(
@@ -310,7 +310,7 @@ def test_keys_need_the_read_scope_and_the_answer_keeps_oneuptimes_error_shape(ap
 
 
 def test_an_org_never_lists_or_counts_another_orgs_records(api, acme_key, globex_key, platform_key):
-    ingest(usage_payload(), usage_payload(userorgid="globex"), usage_payload(userorgid="globex"))
+    ingest_records(usage_payload(), usage_payload(userorgid="globex"), usage_payload(userorgid="globex"))
 
     acme = get_list(api, acme_key, {"select": {"projectId": True}}).json()
     snooping = get_list(api, acme_key, {"query": {"projectId": "globex"}}).json()
@@ -327,7 +327,7 @@ def test_an_org_never_lists_or_counts_another_orgs_records(api, acme_key, globex
 
 
 def test_a_record_moved_to_history_is_still_listed_counted_and_found(api, acme_key):
-    old, new = ingest(usage_payload(use_time="2026-11-01T10:00:00Z"), usage_payload())
+    old, new = ingest_records(usage_payload(use_time="2026-11-01T10:00:00Z"), usage_payload())
     move_to_history(old)
 
     listed = get_list(api, acme_key, {"sort": {"createdAt": 1}}).json()
@@ -343,10 +343,10 @@ def test_a_record_moved_to_history_is_still_listed_counted_and_found(api, acme_k
 
 
 def test_get_list_takes_a_fixed_number_of_queries(api, acme_key, django_assert_max_num_queries):
-    ingest(*[usage_payload() for _ in range(30)])
+    ingest_records(*[usage_payload() for _ in range(30)])
 
-    # the API key, the page, the count
-    with django_assert_max_num_queries(3):
+    # the API key, the page, where the rollups stand, the count
+    with django_assert_max_num_queries(4):
         response = get_list(api, acme_key, SEED_BODY, query="limit=100")
 
     assert len(response.json()["data"]) == 30
@@ -355,8 +355,8 @@ def test_get_list_takes_a_fixed_number_of_queries(api, acme_key, django_assert_m
 @pytest.mark.postgres
 def test_an_unfiltered_platform_count_is_the_planners_estimate_and_says_so(api, platform_key, monkeypatch):
     # Estimates start at selectors.COUNT_ESTIMATE_FLOOR rows (fewer are counted): lowered to 1 here.
-    monkeypatch.setattr("llmlog.selectors.COUNT_ESTIMATE_FLOOR", 1)
-    ingest(usage_payload(), usage_payload(userorgid="globex"))
+    monkeypatch.setattr("llmlog.selectors.totals.COUNT_ESTIMATE_FLOOR", 1)
+    ingest_records(usage_payload(), usage_payload(userorgid="globex"))
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE llmusage")
         cursor.execute("ANALYZE llmusage_history")
@@ -382,7 +382,7 @@ def test_the_schema_describes_every_oneuptime_endpoint(api):
 
 def test_the_seeds_example_bodies_answer_200_in_the_seed_envelope(api, acme_key):
     """Sent verbatim, as printed in seeds/oneuptime-llm-log-api.txt."""
-    ingest(usage_payload())
+    ingest_records(usage_payload())
     select = {
         "costInUSDCents": True,
         "isGlobalProvider": True,
@@ -404,7 +404,7 @@ def test_the_seeds_example_bodies_answer_200_in_the_seed_envelope(api, acme_key)
 
 
 def test_an_unpriced_records_cost_is_a_number_as_the_seed_requires(api, acme_key):
-    [record_id] = ingest(usage_payload(model_name="no-price-model", amount=None, cost=None))
+    [record_id] = ingest_records(usage_payload(model_name="no-price-model", amount=None, cost=None))
 
     answer = api.post(
         f"/api/llm-log/{record_id}/get-item",

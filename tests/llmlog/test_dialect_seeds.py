@@ -7,14 +7,14 @@ import json
 import msgspec
 import pytest
 
-from tests.conftest import bearer, usage_payload
+from tests.conftest import bearer
 from tests.dialect_schemas import (
     OPERATIONS,
     check_answer,
     checked,
     dialect_answers_match_the_seeds,  # noqa: F401 - autouse: every answer checked
 )
-from tests.llmlog.usage_records import ingest
+from tests.factories import ingest_records, usage_payload
 
 pytestmark = pytest.mark.django_db
 
@@ -49,7 +49,7 @@ ONEUPTIME_SELECT = {
 def records():
     """Records that the seed examples' filters find: new-api's gpt-4 call of 2021-12-31 (the examples'
     time range), a failed one, and today's."""
-    return ingest(
+    return ingest_records(
         usage_payload(
             use_time="2021-12-31T12:00:00Z",
             model_name="gpt-4",

@@ -14,14 +14,14 @@ from accounting.models import AccountingFailure
 from llmlog.edits import usage_delete, usage_update
 from llmlog.models import LLMUsage, UsageAudit
 from tests.conftest import bearer
-from tests.llmlog.usage_records import make_usage
+from tests.factories import QUERY_RECORD, make_usage
 
 pytestmark = pytest.mark.django_db
 
 
 def failed_usage(**overrides) -> tuple[LLMUsage, AccountingFailure]:
     """A record whose posting failed (no account), with its open failure row."""
-    usage = make_usage(accounting_status="failed", **overrides)
+    usage = make_usage(QUERY_RECORD, accounting_status="failed", **overrides)
     failure = failure_record(
         usage_id=usage.pk,
         transno=usage.transno,
@@ -54,7 +54,7 @@ def refusal(doing: str) -> str:
     ids=lambda body: next(iter(body)),
 )
 def test_an_org_key_may_not_change_money_fields(api, make_key, role, body):
-    usage = make_usage(accounting_status="pending")
+    usage = make_usage(QUERY_RECORD, accounting_status="pending")
 
     response = patch(api, make_key(org="acme", role=role), usage, {**body, "feature": "x"})
 
@@ -85,7 +85,7 @@ def test_an_org_key_may_not_delete_its_unpaid_usage(api, make_key, role):
 
 @pytest.mark.parametrize("role", ["owner", "admin"])
 def test_an_org_admin_may_not_correct_even_a_descriptive_field(api, make_key, role):
-    usage = make_usage(accounting_status="pending", feature="chat")
+    usage = make_usage(QUERY_RECORD, accounting_status="pending", feature="chat")
 
     response = patch(api, make_key(org="acme", role=role), usage, {"feature": "agent"})
 
@@ -100,7 +100,7 @@ def test_an_org_admin_may_not_correct_even_a_descriptive_field(api, make_key, ro
 
 
 def test_a_platform_admins_descriptive_correction_is_audited(api, platform_key):
-    usage = make_usage(accounting_status="pending", feature="chat")
+    usage = make_usage(QUERY_RECORD, accounting_status="pending", feature="chat")
 
     response = patch(api, platform_key, usage, {"feature": "agent"})
 
@@ -163,7 +163,7 @@ def test_an_ignored_failure_stays_ignored_when_its_record_is_deleted():
 
 
 def test_a_change_to_nothing_writes_no_audit_row():
-    usage = make_usage(accounting_status="pending", feature="chat")
+    usage = make_usage(QUERY_RECORD, accounting_status="pending", feature="chat")
 
     usage_update(id=usage.pk, changes={"feature": "chat"}, actor="ops")
 
@@ -172,7 +172,7 @@ def test_a_change_to_nothing_writes_no_audit_row():
 
 def test_a_failing_edit_leaves_no_audit_row(monkeypatch):
     """The audit row and the change commit together or not at all."""
-    usage = make_usage(accounting_status="pending")
+    usage = make_usage(QUERY_RECORD, accounting_status="pending")
 
     def broken(**kwargs):
         raise RuntimeError("rollups down")
@@ -190,7 +190,9 @@ def test_a_failing_edit_leaves_no_audit_row(monkeypatch):
 
 
 def test_an_admin_edit_is_audited_and_listed_on_the_record_and_the_audit_page(admin_client):
-    usage = make_usage(accounting_status="pending", model_name="gpt-4o", amount=Decimal("0.01000"))
+    usage = make_usage(
+        QUERY_RECORD, accounting_status="pending", model_name="gpt-4o", amount=Decimal("0.01000")
+    )
     url = reverse("admin:llmlog_llmusage_change", args=[usage.pk])
     form = admin_client.get(url).context["adminform"].form
     data = {name: form.initial.get(name) or "" for name in form.fields}
@@ -228,7 +230,7 @@ def test_an_admin_delete_is_audited_and_the_audit_list_is_read_only(admin_client
 def test_staff_without_the_change_permission_cannot_edit_usage_in_the_admin(client):
     user = User.objects.create_user("viewer", password="x", is_staff=True)
     client.force_login(user)
-    usage = make_usage(accounting_status="pending")
+    usage = make_usage(QUERY_RECORD, accounting_status="pending")
 
     response = client.post(reverse("admin:llmlog_llmusage_change", args=[usage.pk]), {"amount": "0"})
 

@@ -26,7 +26,7 @@ from core.admin import BoundedCountPaginator
 from llmlog.admin import AccountingFailureRetryAdmin
 from llmlog.models import LLMUsage
 from llmlog.posting import account_pending_usage
-from tests.accounting.factories import insert_usage, make_accounts, usage_row
+from tests.factories import insert_usage, make_accounts, usage_row
 
 pytestmark = pytest.mark.django_db
 

@@ -6,7 +6,7 @@ from django.test import override_settings
 
 from llmlog.filters import InvalidFilter, Ordering, apply_usage_filters, parse_time, usage_filter_values
 from llmlog.models import UsageAll
-from tests.llmlog.usage_records import make_usage, move_to_history
+from tests.factories import QUERY_RECORD, make_usage, move_to_history
 
 pytestmark = pytest.mark.django_db
 
@@ -53,10 +53,10 @@ def filtered(**params) -> set[str]:
 
 
 def test_time_range_is_half_open_and_reads_hot_and_history():
-    make_usage(transno="before", use_time=datetime(2026, 11, 20, 9, 59, 59, tzinfo=UTC))
-    make_usage(transno="at-start", use_time=datetime(2026, 11, 20, 10, tzinfo=UTC))
-    moved = make_usage(transno="inside", use_time=datetime(2026, 11, 20, 10, 30, tzinfo=UTC))
-    make_usage(transno="at-end", use_time=datetime(2026, 11, 20, 11, tzinfo=UTC))
+    make_usage(QUERY_RECORD, transno="before", use_time=datetime(2026, 11, 20, 9, 59, 59, tzinfo=UTC))
+    make_usage(QUERY_RECORD, transno="at-start", use_time=datetime(2026, 11, 20, 10, tzinfo=UTC))
+    moved = make_usage(QUERY_RECORD, transno="inside", use_time=datetime(2026, 11, 20, 10, 30, tzinfo=UTC))
+    make_usage(QUERY_RECORD, transno="at-end", use_time=datetime(2026, 11, 20, 11, tzinfo=UTC))
     move_to_history(moved)
 
     assert filtered(start_time="2026-11-20T10:00:00Z", end_time="2026-11-20T11:00:00Z") == {
@@ -84,15 +84,15 @@ def test_time_range_is_half_open_and_reads_hot_and_history():
     ],
 )
 def test_each_filter_selects_its_records(param, value, field_value):
-    make_usage(transno="other")
-    make_usage(transno="wanted", **field_value)
+    make_usage(QUERY_RECORD, transno="other")
+    make_usage(QUERY_RECORD, transno="wanted", **field_value)
 
     assert filtered(**{param: value}) == {"wanted"}
 
 
 def test_amount_bounds_are_inclusive():
     for n, amount in enumerate(["0.00100", "0.01000", "0.10000"]):
-        make_usage(transno=f"a{n}", amount=Decimal(amount))
+        make_usage(QUERY_RECORD, transno=f"a{n}", amount=Decimal(amount))
 
     assert filtered(min_amount="0.01") == {"a1", "a2"}
     assert filtered(max_amount="0.01") == {"a0", "a1"}
@@ -120,8 +120,8 @@ def test_bad_values_name_the_parameter(param, value):
 
 def test_default_ordering_is_newest_first_with_id_breaking_ties():
     same_time = datetime(2026, 11, 20, 10, tzinfo=UTC)
-    first, second = make_usage(use_time=same_time), make_usage(use_time=same_time)
-    newest = make_usage(use_time=datetime(2026, 11, 20, 11, tzinfo=UTC))
+    first, second = make_usage(QUERY_RECORD, use_time=same_time), make_usage(QUERY_RECORD, use_time=same_time)
+    newest = make_usage(QUERY_RECORD, use_time=datetime(2026, 11, 20, 11, tzinfo=UTC))
 
     rows = list(apply_usage_filters(queryset=UsageAll.objects.all(), params={}))
 
@@ -129,9 +129,9 @@ def test_default_ordering_is_newest_first_with_id_breaking_ties():
 
 
 def test_ordering_by_amount_sorts_unpriced_records_as_zero():
-    make_usage(transno="cheap", amount=Decimal("0.00100"))
-    make_usage(transno="unpriced", amount=None, cost=None, accounting_status="failed")
-    make_usage(transno="dear", amount=Decimal("1.00000"))
+    make_usage(QUERY_RECORD, transno="cheap", amount=Decimal("0.00100"))
+    make_usage(QUERY_RECORD, transno="unpriced", amount=None, cost=None, accounting_status="failed")
+    make_usage(QUERY_RECORD, transno="dear", amount=Decimal("1.00000"))
 
     rows = apply_usage_filters(queryset=UsageAll.objects.all(), params={"ordering": "amount"})
 

@@ -23,9 +23,8 @@ from llmlog.ingest.wire import UsageIn
 from llmlog.limits import MAX_MONEY, MAX_TOKENS, MAX_WEB_SEARCHES
 from llmlog.models import LLMUsage, ModelPrice
 from llmlog.posting import account_pending_usage
-from tests.accounting.factories import make_accounts
-from tests.conftest import bearer, usage_payload
-from tests.payloads import org_payload
+from tests.conftest import bearer
+from tests.factories import make_accounts, org_payload, usage_payload
 
 pytestmark = pytest.mark.django_db
 URL = "/api/llmusage/"

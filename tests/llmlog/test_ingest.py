@@ -11,8 +11,8 @@ from llmlog.bodies import TooManyRecords
 from llmlog.ingest.service import usage_ingest
 from llmlog.ingest.wire import BodyError
 from llmlog.models import LLMUsage, LLMUsageHistory, ModelPrice
-from tests.conftest import bearer, usage_payload
-from tests.payloads import org_payload
+from tests.conftest import bearer
+from tests.factories import org_payload, usage_payload
 
 pytestmark = pytest.mark.django_db
 

@@ -25,8 +25,8 @@ from llmlog.partitions import (
     history_partitions,
     month_partition_name,
 )
-from tests.builders import make_usage
-from tests.conftest import bearer, usage_payload
+from tests.conftest import bearer
+from tests.factories import make_usage, usage_payload
 from tests.llmlog.test_backup import rows, usage
 
 BEFORE_PARTITIONING = [("llmlog", "0005_token_key_index")]

@@ -14,8 +14,7 @@ from llmlog import tasks
 from llmlog.ingest.service import usage_ingest
 from llmlog.models import JobRun, LLMUsage, ModelPrice
 from llmlog.posting import account_pending_usage, retry_failed_accounting
-from tests.accounting.factories import balance, insert_usage, make_accounts, usage_row
-from tests.conftest import usage_payload
+from tests.factories import balance, insert_usage, make_accounts, usage_payload, usage_row
 
 pytestmark = pytest.mark.django_db
 

@@ -12,7 +12,7 @@ from django.db import connection
 from accounting.models import LedgerTransaction
 from llmlog.models import JobRun, LLMUsage
 from llmlog.posting import account_pending_usage, retry_failed_accounting
-from tests.accounting.factories import insert_usage, make_accounts, usage_row
+from tests.factories import insert_usage, make_accounts, usage_row
 from tests.llmlog.test_posting_reliability import blocked_backend_pids, database_url
 
 

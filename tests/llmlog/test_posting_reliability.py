@@ -19,7 +19,7 @@ from django.db import connection, transaction
 from accounting.ledger import ledger_check
 from accounting.models import AccountingFailure, LedgerTransaction
 from llmlog.models import JobRun, LLMUsage
-from tests.accounting.factories import balance, insert_usage, make_accounts, usage_row
+from tests.factories import balance, insert_usage, make_accounts, usage_row
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

@@ -9,7 +9,7 @@ from accounting.ledger import ledger_topup
 from accounting.models import AccountingFailure
 from llmlog.models import JobRun, LLMUsage
 from llmlog.tasks import account_pending_usage, retry_failed_accounting
-from tests.accounting.factories import insert_usage, make_accounts, usage_row
+from tests.factories import insert_usage, make_accounts, usage_row
 
 
 def test_the_posting_tasks_run_on_a_real_worker(celery_worker_process):

@@ -14,7 +14,7 @@ from llmlog.api.pagination import UsagePagination
 from llmlog.models import LLMUsageHistory
 from llmlog.rollups import build_usage_rollups
 from tests.conftest import bearer
-from tests.llmlog.usage_records import make_usage, move_to_history
+from tests.factories import QUERY_RECORD, make_usage, move_to_history
 
 pytestmark = pytest.mark.django_db
 
@@ -38,8 +38,8 @@ def ids(response) -> list[str]:
 
 
 def test_list_reads_hot_and_history_newest_first(api, acme_key):
-    old = make_usage(use_time=T0)
-    new = make_usage(use_time=T0 + timedelta(hours=1))
+    old = make_usage(QUERY_RECORD, use_time=T0)
+    new = make_usage(QUERY_RECORD, use_time=T0 + timedelta(hours=1))
     move_to_history(old)
 
     response = get(api, "/api/llmusage/", acme_key)
@@ -55,8 +55,8 @@ def test_list_reads_hot_and_history_newest_first(api, acme_key):
 
 
 def test_list_never_shows_another_orgs_records(api, acme_key, globex_key, platform_key):
-    mine = make_usage()
-    theirs = make_usage(userorgid="globex")
+    mine = make_usage(QUERY_RECORD)
+    theirs = make_usage(QUERY_RECORD, userorgid="globex")
 
     assert ids(get(api, "/api/llmusage/", acme_key)) == [str(mine.pk)]
     assert ids(get(api, "/api/llmusage/", globex_key)) == [str(theirs.pk)]
@@ -65,8 +65,8 @@ def test_list_never_shows_another_orgs_records(api, acme_key, globex_key, platfo
 
 
 def test_list_filters(api, acme_key):
-    make_usage(use_time=T0, model_name="gpt-4o")
-    wanted = make_usage(use_time=T0 + timedelta(hours=2), model_name="claude", status="failed")
+    make_usage(QUERY_RECORD, use_time=T0, model_name="gpt-4o")
+    wanted = make_usage(QUERY_RECORD, use_time=T0 + timedelta(hours=2), model_name="claude", status="failed")
 
     response = get(
         api,
@@ -105,7 +105,9 @@ def test_bad_list_parameters_are_a_400_naming_them(api, acme_key, params, named)
 
 
 def test_page_numbers_and_cursor_walk_the_same_records(api, acme_key):
-    records = [make_usage(use_time=T0 + timedelta(minutes=n % 4)) for n in range(11)]  # many ties
+    records = [
+        make_usage(QUERY_RECORD, use_time=T0 + timedelta(minutes=n % 4)) for n in range(11)
+    ]  # many ties
     move_to_history(*records[::3])
     expected = [str(r.pk) for r in sorted(records, key=lambda r: (r.use_time, r.pk), reverse=True)]
 
@@ -124,7 +126,10 @@ def test_page_numbers_and_cursor_walk_the_same_records(api, acme_key):
 
 
 def test_next_link_follows_the_cursor(api, acme_key):
-    first, second = make_usage(use_time=T0), make_usage(use_time=T0 + timedelta(seconds=1))
+    first, second = (
+        make_usage(QUERY_RECORD, use_time=T0),
+        make_usage(QUERY_RECORD, use_time=T0 + timedelta(seconds=1)),
+    )
 
     page1 = get(api, "/api/llmusage/", acme_key, page_size=1).json()
     page2 = api.get(page1["next"], **bearer(acme_key)).json()
@@ -138,7 +143,9 @@ def test_next_link_follows_the_cursor(api, acme_key):
 )
 def test_cursor_works_for_every_ordering(api, acme_key, ordering):
     for n in range(7):
-        make_usage(amount=Decimal(n % 3) if n != 5 else None, cost=Decimal(n), input_tokens=100 + n % 2)
+        make_usage(
+            QUERY_RECORD, amount=Decimal(n % 3) if n != 5 else None, cost=Decimal(n), input_tokens=100 + n % 2
+        )
     field = ordering.lstrip("-")
     expected = get(api, "/api/llmusage/", acme_key, ordering=ordering, page_size=100).json()["results"]
 
@@ -156,7 +163,7 @@ def test_cursor_works_for_every_ordering(api, acme_key, ordering):
 
 
 def test_a_cursor_belongs_to_its_ordering(api, acme_key):
-    make_usage(), make_usage()
+    make_usage(QUERY_RECORD), make_usage(QUERY_RECORD)
     cursor = get(api, "/api/llmusage/", acme_key, page_size=1).json()["next_cursor"]
 
     response = get(api, "/api/llmusage/", acme_key, cursor=cursor, ordering="amount")
@@ -177,7 +184,7 @@ def test_page_numbers_stop_at_the_bounded_depth(api, acme_key):
 
 def test_list_query_count_is_constant(api, acme_key, django_assert_max_num_queries):
     for _ in range(30):
-        make_usage()
+        make_usage(QUERY_RECORD)
     # the key look-up, the page (one row more than the page, to know if there is a next)
     with django_assert_max_num_queries(2):
         assert len(ids(get(api, "/api/llmusage/", acme_key, page_size=25))) == 25
@@ -190,7 +197,7 @@ def test_list_query_count_is_constant(api, acme_key, django_assert_max_num_queri
 
 
 def test_get_item_hot_or_history(api, acme_key):
-    hot, moved = make_usage(), make_usage()
+    hot, moved = make_usage(QUERY_RECORD), make_usage(QUERY_RECORD)
     move_to_history(moved)
 
     assert get(api, f"/api/llmusage/{hot.pk}/", acme_key).json()["source"] == "hot"
@@ -199,7 +206,7 @@ def test_get_item_hot_or_history(api, acme_key):
 
 
 def test_get_item_of_another_org_is_a_404_and_a_bad_id_a_400(api, acme_key, globex_key):
-    record = make_usage()
+    record = make_usage(QUERY_RECORD)
 
     assert get(api, f"/api/llmusage/{record.pk}/", globex_key).status_code == 404
     response = get(api, "/api/llmusage/not-a-uuid/", acme_key)
@@ -207,7 +214,7 @@ def test_get_item_of_another_org_is_a_404_and_a_bad_id_a_400(api, acme_key, glob
 
 
 def test_get_item_query_count(api, acme_key, django_assert_max_num_queries):
-    record = make_usage()
+    record = make_usage(QUERY_RECORD)
     with django_assert_max_num_queries(2):
         assert get(api, f"/api/llmusage/{record.pk}/", acme_key).status_code == 200
 
@@ -216,11 +223,12 @@ def test_get_item_query_count(api, acme_key, django_assert_max_num_queries):
 
 
 def test_count_is_scoped_and_filtered(api, acme_key, platform_key, django_assert_max_num_queries):
-    make_usage(status="failed")
-    move_to_history(make_usage(), make_usage())
-    make_usage(userorgid="globex")
+    make_usage(QUERY_RECORD, status="failed")
+    move_to_history(make_usage(QUERY_RECORD), make_usage(QUERY_RECORD))
+    make_usage(QUERY_RECORD, userorgid="globex")
 
-    with django_assert_max_num_queries(2):
+    # the key, where the rollups stand, the count (buckets and rows in one statement)
+    with django_assert_max_num_queries(3):
         assert get(api, "/api/llmusage/count/", acme_key).json() == {"count": 3, "estimated": False}
     assert get(api, "/api/llmusage/count/", acme_key, status="failed").json()["count"] == 1
     assert get(api, "/api/llmusage/count/", platform_key, userorgid="globex").json() == {
@@ -232,8 +240,8 @@ def test_count_is_scoped_and_filtered(api, acme_key, platform_key, django_assert
 
 def test_unfiltered_count_for_the_platform(api, platform_key):
     for _ in range(3):
-        make_usage()
-    move_to_history(make_usage())
+        make_usage(QUERY_RECORD)
+    move_to_history(make_usage(QUERY_RECORD))
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE llmusage")
@@ -261,8 +269,8 @@ def _statistics_say(*, reltuples: int, relpages: int) -> None:
 @pytest.mark.parametrize(("reltuples", "relpages"), [(-1, 0), (0, 0), (-1, 3)])
 def test_an_unfiltered_count_is_never_0_for_a_table_with_rows(api, platform_key, reltuples, relpages):
     for _ in range(3):
-        make_usage()
-    move_to_history(make_usage())
+        make_usage(QUERY_RECORD)
+    move_to_history(make_usage(QUERY_RECORD))
     _statistics_say(reltuples=reltuples, relpages=relpages)
 
     assert get(api, "/api/llmusage/count/", platform_key).json() == {"count": 4, "estimated": False}
@@ -277,11 +285,9 @@ def test_an_unfiltered_count_is_never_0_for_a_table_with_rows(api, platform_key,
 def test_past_the_floor_a_count_without_statistics_is_the_floor_and_says_estimated(
     api, platform_key, monkeypatch
 ):
-    from llmlog import selectors
-
-    monkeypatch.setattr(selectors, "COUNT_ESTIMATE_FLOOR", 2)
+    monkeypatch.setattr("llmlog.selectors.totals.COUNT_ESTIMATE_FLOOR", 2)
     for _ in range(4):
-        make_usage()
+        make_usage(QUERY_RECORD)
     _statistics_say(reltuples=-1, relpages=0)
 
     assert get(api, "/api/llmusage/count/", platform_key).json() == {"count": 3, "estimated": True}
@@ -291,9 +297,9 @@ def test_past_the_floor_a_count_without_statistics_is_the_floor_and_says_estimat
 
 
 def test_search_by_keyword_in_hot_and_history(api, acme_key, django_assert_max_num_queries):
-    hit = make_usage(error_message="Upstream timeout after 60s", status="failed")
-    by_user = make_usage(userid="u-search")
-    make_usage()
+    hit = make_usage(QUERY_RECORD, error_message="Upstream timeout after 60s", status="failed")
+    by_user = make_usage(QUERY_RECORD, userid="u-search")
+    make_usage(QUERY_RECORD)
     move_to_history(hit)
 
     # the key, one probe of which columns match at all, the page
@@ -305,7 +311,7 @@ def test_search_by_keyword_in_hot_and_history(api, acme_key, django_assert_max_n
 
 
 def test_search_stays_in_the_org_and_needs_a_keyword(api, globex_key):
-    make_usage(transno="acme-secret-transno")
+    make_usage(QUERY_RECORD, transno="acme-secret-transno")
 
     assert ids(get(api, "/api/llmusage/search/", globex_key, keyword="acme-secret-transno")) == []
     response = get(api, "/api/llmusage/search/", globex_key)
@@ -316,10 +322,16 @@ def test_search_stays_in_the_org_and_needs_a_keyword(api, globex_key):
 
 
 def test_stats_shape_and_units(api, acme_key, django_assert_max_num_queries):
-    make_usage(use_time=T0, amount=Decimal("0.5"), cost=Decimal("0.25"), model_name="gpt-4o")
-    make_usage(use_time=T0 + timedelta(days=1), amount=Decimal("1"), cost=Decimal("0.5"), model_name="claude")
-    make_usage(use_time=timezone.now(), amount=Decimal("2"), cost=Decimal("1"))
-    make_usage(use_time=T0, userorgid="globex", amount=Decimal("100"))
+    make_usage(QUERY_RECORD, use_time=T0, amount=Decimal("0.5"), cost=Decimal("0.25"), model_name="gpt-4o")
+    make_usage(
+        QUERY_RECORD,
+        use_time=T0 + timedelta(days=1),
+        amount=Decimal("1"),
+        cost=Decimal("0.5"),
+        model_name="claude",
+    )
+    make_usage(QUERY_RECORD, use_time=timezone.now(), amount=Decimal("2"), cost=Decimal("1"))
+    make_usage(QUERY_RECORD, use_time=T0, userorgid="globex", amount=Decimal("100"))
 
     with django_assert_max_num_queries(5):
         body = get(api, "/api/llmusage/stats/", acme_key, start_time="2026-11-20").json()
@@ -333,7 +345,7 @@ def test_stats_shape_and_units(api, acme_key, django_assert_max_num_queries):
 
 
 def test_stats_are_org_scoped_and_refuse_bad_filters(api, globex_key, platform_key):
-    make_usage(amount=Decimal("7"))
+    make_usage(QUERY_RECORD, amount=Decimal("7"))
 
     assert get(api, "/api/llmusage/stats/", globex_key).json()["requests"] == 0
     assert get(api, "/api/llmusage/stats/", platform_key).json()["amount"] == "7.00000"
@@ -346,7 +358,9 @@ def test_stats_are_org_scoped_and_refuse_bad_filters(api, globex_key, platform_k
 
 def test_every_read_answers_the_same_before_and_after_the_move_to_history(api, acme_key):
     now = timezone.now()
-    records = [make_usage(use_time=now - timedelta(hours=h, minutes=h)) for h in (30, 28, 26, 3, 1)]
+    records = [
+        make_usage(QUERY_RECORD, use_time=now - timedelta(hours=h, minutes=h)) for h in (30, 28, 26, 3, 1)
+    ]
     build_usage_rollups()
     window = {"start_time": (now - timedelta(hours=29)).isoformat(), "end_time": now.isoformat()}
 
@@ -372,7 +386,7 @@ def test_every_read_answers_the_same_before_and_after_the_move_to_history(api, a
 
 
 def test_a_platform_admin_corrects_a_pending_record(api, platform_key):
-    record = make_usage(accounting_status="pending")
+    record = make_usage(QUERY_RECORD, accounting_status="pending")
 
     response = api.patch(
         f"/api/llmusage/{record.pk}/",
@@ -388,7 +402,7 @@ def test_a_platform_admin_corrects_a_pending_record(api, platform_key):
 
 
 def test_only_a_platform_admin_corrects_descriptive_fields_of_an_org_record(api, acme_admin_key, make_key):
-    record = make_usage(accounting_status="pending")
+    record = make_usage(QUERY_RECORD, accounting_status="pending")
     url = f"/api/llmusage/{record.pk}/"
 
     refused = api.patch(url, {"feature": "agent"}, format="json", **bearer(acme_admin_key))
@@ -401,7 +415,7 @@ def test_only_a_platform_admin_corrects_descriptive_fields_of_an_org_record(api,
 
 
 def test_a_skipped_record_given_an_amount_goes_back_to_pending(api, platform_key):
-    record = make_usage(accounting_status="skipped", amount=Decimal(0), cost=Decimal(0))
+    record = make_usage(QUERY_RECORD, accounting_status="skipped", amount=Decimal(0), cost=Decimal(0))
 
     api.patch(f"/api/llmusage/{record.pk}/", {"amount": "1"}, format="json", **bearer(platform_key))
 
@@ -410,8 +424,8 @@ def test_a_skipped_record_given_an_amount_goes_back_to_pending(api, platform_key
 
 
 def test_an_accounted_record_is_immutable(api, platform_key):
-    record = make_usage(accounting_status="accounted")
-    moved = make_usage(accounting_status="skipped")
+    record = make_usage(QUERY_RECORD, accounting_status="accounted")
+    moved = make_usage(QUERY_RECORD, accounting_status="skipped")
     move_to_history(moved)
 
     for target in (record, moved):
@@ -426,7 +440,7 @@ def test_only_platform_admin_keys_may_change_or_delete_records(api, acme_key, ac
     """Every org key is refused, its own org's owner and admin too, and another org's key gets the same
     403 before any lookup (it learns nothing of the record); so are a platform key below admin and a
     platform admin key without the ingest scope."""
-    record = make_usage(accounting_status="pending")
+    record = make_usage(QUERY_RECORD, accounting_status="pending")
     url = f"/api/llmusage/{record.pk}/"
     refused = {
         "acme member": acme_key,
@@ -456,7 +470,7 @@ def test_only_platform_admin_keys_may_change_or_delete_records(api, acme_key, ac
     ],
 )
 def test_bad_corrections_are_a_400_naming_the_field(api, platform_key, body, named):
-    record = make_usage(accounting_status="pending")
+    record = make_usage(QUERY_RECORD, accounting_status="pending")
 
     response = api.patch(f"/api/llmusage/{record.pk}/", body, format="json", **bearer(platform_key))
 
@@ -476,8 +490,8 @@ def test_patch_and_delete_of_a_bad_id(api, platform_key):
 def test_history_is_read_only_and_scoped(
     api, acme_key, globex_key, acme_admin_key, django_assert_max_num_queries
 ):
-    moved = make_usage()
-    make_usage()  # still hot
+    moved = make_usage(QUERY_RECORD)
+    make_usage(QUERY_RECORD)  # still hot
     move_to_history(moved)
 
     with django_assert_max_num_queries(2):
@@ -539,7 +553,7 @@ def test_stats_over_rows_whose_token_sums_pass_64_bits_are_answered(api, platfor
     """Rows stored before ingest bounded token counts (written directly): their sum is past 2^63, which
     SQLite's SUM cannot hold (it raised, and the answer was a 503); PostgreSQL adds them as numeric."""
     for _ in range(2):
-        make_usage(input_tokens=2**62, output_tokens=0)
+        make_usage(QUERY_RECORD, input_tokens=2**62, output_tokens=0)
 
     response = get(api, "/api/llmusage/stats/", platform_key)
 

@@ -11,7 +11,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from llmlog.models import LLMUsage
-from tests.conftest import bearer, usage_payload
+from tests.conftest import bearer
+from tests.factories import usage_payload
 from tests.llmlog.test_adapter_litellm import litellm_record as full_litellm_record
 from tests.llmlog.test_adapter_litellm import ndjson
 from tests.llmlog.test_adapter_otlp import START_NS, otlp_json

@@ -17,7 +17,8 @@ from llmlog.api import auth, throttling
 from llmlog.keys import api_key_create, api_key_revoke
 from llmlog.logging import JsonFormatter
 from llmlog.models import ApiKey, LLMUsage
-from tests.conftest import bearer, usage_payload
+from tests.conftest import bearer
+from tests.factories import org_payload
 
 pytestmark = pytest.mark.django_db
 URL = "/api/llmusage/"
@@ -27,14 +28,6 @@ IO_MARKER = "PROMPT-BODY-8d1f2c"
 
 def post(api, key: str, payload, **extra):
     return api.post(URL, data=json.dumps(payload), content_type="application/json", **bearer(key), **extra)
-
-
-def org_payload(**overrides) -> dict:
-    """A record as an org's gateway sends it: no money fields (a platform key's only), priced here."""
-    payload = usage_payload(**overrides)
-    for name in ("amount", "cost", "ownerid", "price"):
-        payload.pop(name, None)
-    return payload
 
 
 def table_text(table: str) -> str:

@@ -12,7 +12,7 @@ from django.utils import timezone
 from llmlog.backup import backup_accounted_llmusage
 from llmlog.ingest.service import usage_ingest
 from llmlog.models import LLMUsage, LLMUsageHistory, UsageAll
-from tests.conftest import usage_payload
+from tests.factories import usage_payload
 
 pytestmark = pytest.mark.django_db
 

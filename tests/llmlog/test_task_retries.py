@@ -9,7 +9,7 @@ import pytest
 from accounting.models import LedgerTransaction
 from llmlog.models import JobRun, LLMUsage
 from llmlog.tasks import account_pending_usage
-from tests.accounting.factories import insert_usage, make_accounts, usage_row
+from tests.factories import insert_usage, make_accounts, usage_row
 from tests.llmlog.test_posting_reliability import blocked_backend_pids, database_url
 
 pytestmark = pytest.mark.postgres
