@@ -1,6 +1,7 @@
 """Ingest over HTTP (bulk and single records) beside the raw-SQL ceilings, on a table of --rows rows.
 
     python benchmarks/bench_ingest.py --rows 1000000
+    python benchmarks/bench_ingest.py --rows 20000 --budgets   # each org with budgets to count in
 
 The app runs under gunicorn (gthread workers, keep-alive) on PostgreSQL; clients are threads with one
 persistent connection each. Ceilings, measured in the same run on the same table: psycopg COPY,
@@ -12,6 +13,7 @@ import json
 import statistics
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -139,13 +141,26 @@ def main() -> None:
     parser.add_argument("--singles", type=int, default=4000, help="single-record requests per measurement")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients for single records")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    parser.add_argument(
+        "--budgets",
+        action="store_true",
+        help="give every org the records name a blocking monthly budget and a per-key one, so that each "
+        "ingest moves their counters (without: no org has a budget, and ingest skips them)",
+    )
     args = parser.parse_args()
 
     setup_django()
 
+    from accounting.budgets import budget_create
+    from accounting.models import Budget
     from llmlog.keys import api_key_create
 
     fill_usage(rows=args.rows, leftovers=("bench-", "raw-"))
+    Budget.objects.filter(org__startswith="org-").delete()
+    if args.budgets:
+        for n in range(20):  # the orgs of record()
+            budget_create(org=f"org-{n:02d}", limit=Decimal(10**9), action="block")
+            budget_create(org=f"org-{n:02d}", token_name="default", limit=Decimal(10**9), period="day")
     _, key = api_key_create(name="bench", role="admin", scopes=["ingest", "read"])
     raw = raw_connection()
 
