@@ -31,7 +31,7 @@ from llmlog.edits import UsageImmutable, usage_delete, usage_update
 from llmlog.keys import api_key_revoke
 from llmlog.models import AccountingStatus, ApiKey, JobRun, LLMUsage, LLMUsageHistory, ModelPrice, UsageAudit
 from llmlog.posting import retry_failed_accounting
-from llmlog.selectors import usage_search
+from llmlog.selectors.search import usage_search
 
 admin.site.site_header = admin.site.site_title = "llmlog"
 admin.site.index_title = "Usage, accounting and keys"
@@ -171,7 +171,7 @@ class UsageAdminBase(CsvExportMixin, BigTableAdmin):
         ("model_name", IndexedValuesFilter),
         ("userorgid", IndexedValuesFilter),
     )
-    # The search is llmlog.selectors.usage_search: exact matches on indexed columns (transno, id,
+    # The search is llmlog.selectors.search.usage_search: exact matches on indexed columns (transno, id,
     # userid, username, userorgid, model_name, token_name) or words of the error message (trigrams).
     search_fields = ("=transno", "=userid", "=username", "=userorgid", "=model_name", "=token_name")
     search_help_text = (

@@ -39,7 +39,7 @@ from llmlog.partitions import (
     month_start,
     next_month,
 )
-from llmlog.rollups import usage_rollups_refresh_before
+from llmlog.rollups import usage_rollups_hours_before, usage_rollups_mark_stale, usage_rollups_refresh_hours
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,8 @@ logger = logging.getLogger(__name__)
 BACKUP_BATCH_SIZE = 10_000
 # Rows deleted per purge transaction: each batch is short so that it never holds locks for long.
 PURGE_BATCH_SIZE = 5_000
+# How far past the start of its use_date a record's use_time may lie, whatever zone stamped it.
+PURGE_ZONE_MARGIN = timedelta(hours=27)
 
 MOVABLE = (AccountingStatus.ACCOUNTED, AccountingStatus.SKIPPED)
 LEFT_BEHIND = (AccountingStatus.PENDING, AccountingStatus.FAILED)
@@ -269,6 +271,15 @@ def purge_history(
         run.counts = {**counts, "batches": 0}
         if before is None:
             return dict(run.counts)
+        # Rollups and rows agree: the hours a purge may empty are marked stale before it deletes (readers
+        # take their rows until they are rebuilt, even if the purge stops half way) and rebuilt after it
+        # from what is left (records still in llmusage: pending, failed, not moved yet). The purge goes by
+        # use_date, stamped in the TIME_ZONE of its day, which may not be today's: a day reaches at most
+        # 26 hours past its start in any zone (UTC-12 to UTC+14), hence the margin.
+        cutoff = datetime.combine(before, time.min, tzinfo=timezone.get_current_timezone())
+        stale_hours = usage_rollups_hours_before(cutoff + PURGE_ZONE_MARGIN)
+        with transaction.atomic():
+            usage_rollups_mark_stale(hours=stale_hours)
         run.counts.update(_drop_history_months(before))
         run.counts["purged"] += run.counts["dropped_rows"]
         if connection.vendor == "postgresql":
@@ -295,10 +306,7 @@ def purge_history(
                 break
             run.counts["purged"] += deleted
             run.counts["batches"] += 1
-        # Rollups and rows agree: the hours up to the cut-off are rebuilt from what is left (records
-        # still in llmusage: pending, failed, not moved yet).
-        cutoff = datetime.combine(before, time.min, tzinfo=timezone.get_current_timezone())
-        run.counts["rollup_buckets"] = usage_rollups_refresh_before(cutoff)
+        run.counts["rollup_buckets"] = usage_rollups_refresh_hours(hours=stale_hours)["buckets"]
         return dict(run.counts)
 
 

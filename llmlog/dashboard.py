@@ -1,6 +1,6 @@
 """The operator's dashboard (/admin/dashboard/): today's figures and the last 30 days in charts.
 
-Numbers come from llmlog.selectors.usage_stats, which reads closed hours from the hourly rollups and
+Numbers come from llmlog.selectors.stats.usage_stats, which reads closed hours from the hourly rollups and
 only the rest from the rows, so the page stays fast on millions of records. Charts are SVG drawn by
 the template from the geometry computed here: no script and no asset from the internet.
 
@@ -26,9 +26,9 @@ from accounting.models import AccountingFailure
 from core.admin import MAX_FILTER_VALUES, distinct_values
 from core.formats import DEFAULT_CURRENCY, money_text
 from core.text import text_problem
-from llmlog import selectors
 from llmlog.models import LLMUsage, LLMUsageHistory
 from llmlog.queries import UsageQuery
+from llmlog.selectors.stats import usage_stats, usage_sums_by_org
 
 CHART_DAYS = 30
 TOP = 10
@@ -54,7 +54,10 @@ def _day_start(day: date) -> datetime:
 def dashboard_today(*, org: str = "", now: datetime) -> dict[str, Any]:
     """Today (in TIME_ZONE) for one org or all: requests, tokens, amount, cost, margin, rpm, tpm."""
     today = timezone.localdate(now)
-    stats = selectors.usage_stats(query=UsageQuery(day=today, userorgid=org or None), now=now)
+    # Today as a time range, as the charts' days are: its closed hours come from the rollups (a use_date
+    # filter reads every row of the day: llmlog.selectors.rollup_reads).
+    start, end = _day_start(today), _day_start(today + timedelta(days=1))
+    stats = usage_stats(query=UsageQuery(start=start, end=end, userorgid=org or None), now=now)
     figures = {
         "day": today,
         "requests": stats["requests"],
@@ -78,7 +81,7 @@ def month_query(*, org: str = "", now: datetime, days: int = CHART_DAYS) -> Usag
 def dashboard_month(*, org: str = "", now: datetime, days: int = CHART_DAYS) -> dict[str, Any]:
     """The last `days` days: {by_day: one entry per day (zero when nothing), by_model: top models by
     amount}, each entry with requests, total_tokens, amount, cost."""
-    stats = selectors.usage_stats(query=month_query(org=org, now=now, days=days), now=now)
+    stats = usage_stats(query=month_query(org=org, now=now, days=days), now=now)
     first = timezone.localdate(now) - timedelta(days=days - 1)
     found = {entry["day"]: entry for entry in stats["by_day"]}
     zero = {"requests": 0, "total_tokens": 0, "amount": Decimal(0), "cost": Decimal(0)}
@@ -260,7 +263,7 @@ def dashboard_context(
     for chart in DAY_CHARTS + ("models",):
         if chart_orgs[chart] not in months:
             months[chart_orgs[chart]] = dashboard_month(org=chart_orgs[chart], now=now)
-    by_org = selectors.usage_sums_by_org(query=month_query(org=chart_orgs["orgs"], now=now), now=now)[:TOP]
+    by_org = usage_sums_by_org(query=month_query(org=chart_orgs["orgs"], now=now), now=now)[:TOP]
 
     def day_chart(chart: str) -> dict[str, Any]:
         name, unit = DAY_CHARTS_FIELDS[chart]

@@ -97,6 +97,7 @@ def usage_update(*, org: str = "", id: str | uuid.UUID, changes: dict[str, Any],
     # Its count in the budgets moves when what it counts for (scope, period, amount) does: the old count
     # out, the new in; both may name other budgets or periods.
     uncounted = usage_change(usage, sign=-1) if changed & set(COUNTED_FIELDS) else None
+    use_time_before = usage.use_time  # an edit of use_time moves the record out of its hour too
     for name in changed:
         setattr(usage, name, changes[name])
     fields = set(changed)
@@ -120,7 +121,7 @@ def usage_update(*, org: str = "", id: str | uuid.UUID, changes: dict[str, Any],
     )
     if zeroed:
         failure_close_for_usage(usage_id=usage.pk, reason=ZEROED_REASON, by=actor)
-    usage_rollups_refresh(use_times=[usage.use_time])
+    usage_rollups_refresh(use_times=[use_time_before, usage.use_time])
     return usage
 
 

@@ -1,8 +1,8 @@
 """The usage tables (llmage's names), model prices and API keys."""
 
 import hashlib
-import uuid
 import secrets
+import uuid
 
 from django.db import models
 from django.db.models import F, Q

@@ -173,7 +173,7 @@ def _create_month(cursor, month: date, *, has_default: bool) -> None:
     bounds = f"FOR VALUES FROM ('{start}') TO ('{end}')"
     cursor.execute(f"ALTER TABLE {HISTORY_TABLE} ATTACH PARTITION {name} {bounds}")
     cursor.execute(f"ALTER TABLE {name} DROP CONSTRAINT {name}_bounds")
-    # Small now. Gives the planner (and the row estimate of llmlog.selectors.usage_count) a figure at
+    # Small now. Gives the planner (and the row estimate of llmlog.selectors.totals.usage_count) a figure at
     # once: autovacuum may not analyse a partition holding a few moved rows for a long time.
     cursor.execute(f"ANALYZE {name}")
 

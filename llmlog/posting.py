@@ -33,6 +33,7 @@ from llmlog.budget_spent import usage_change
 from llmlog.jobs import job_run
 from llmlog.models import AccountingStatus, LLMUsage
 from llmlog.pricing import apply_prices
+from llmlog.rollups import usage_rollups_refresh
 
 logger = logging.getLogger(__name__)
 
@@ -268,14 +269,17 @@ def _reprice(rows: list[dict[str, Any]]) -> None:
         row.update(extra[row["id"]])
     unpriced = {row["id"] for row in rows if row["amount"] is None}
     apply_prices(rows)
-    counted = []
+    counted, priced_at = [], []
     for row in rows:
         if row["amount"] is not None and row["cost"] is not None:
             LLMUsage.objects.filter(pk=row["id"]).update(
                 amount=row["amount"], cost=row["cost"], price=row["price"], ownerid=row["ownerid"]
             )
+            priced_at.append(row["use_time"])
             if row["id"] in unpriced:
                 counted.append(usage_change(row))
+    # Its hour's rollups summed it without a price: marked stale here, rebuilt after the commit.
+    usage_rollups_refresh(use_times=priced_at)
     # It counted 0 in the budgets at ingest (it had no amount): its amount counts from now.
     budget_usage_apply(changes=counted)
 

@@ -111,8 +111,10 @@ EQUALITY_COLUMNS = {
     "status": "status",
     "accounting_status": "accounting_status",
 }
-# What the hourly rollups carry: their dimensions and the time range (and the caller's org).
-ROLLUP_FIELDS = frozenset({"org", "start", "end", "day", "userorgid", "model_name", "status"})
+# What the hourly rollups carry: their dimensions and the time range (and the caller's org). Not `day`
+# (use_date): it is the day in the TIME_ZONE a record was stamped in, which need not be today's, and the
+# rollups know only UTC hours; a use_date query reads its rows (llmlog.selectors.rollup_reads says why).
+ROLLUP_FIELDS = frozenset({"org", "start", "end", "userorgid", "model_name", "status"})
 # Never filters: where the records are read and in what order.
 NOT_FILTERS = frozenset({"source", "ordering"})
 # A status no record has: a dialect's filter that can match nothing (new-api's log types that are not

@@ -14,7 +14,7 @@ from datetime import datetime
 from django.db import connection, transaction
 
 from llmlog.models import AccountingStatus, LLMUsage, LLMUsageHistory
-from llmlog.rollups import floor_hour, usage_rollups_refresh
+from llmlog.rollups import floor_hour, usage_rollups_mark_stale, usage_rollups_refresh_hours
 
 DELETABLE = (AccountingStatus.ACCOUNTED, AccountingStatus.SKIPPED)
 # Records deleted per transaction: each batch commits in well under a second, so row locks stay
@@ -28,7 +28,7 @@ def usage_delete_before(*, before: datetime, org: str = "", batch_size: int = DE
 
     Each batch re-checks the status it deletes, and on PostgreSQL skips rows another transaction holds
     (the posting worker, the nightly move), so the purge never waits on them; a row it skipped is left
-    for the next purge. The hourly rollups of the hours it emptied are rebuilt at the end.
+    for the next purge. The hours it emptied are marked stale with each batch and rebuilt at the end.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -46,8 +46,11 @@ def usage_delete_before(*, before: datetime, org: str = "", batch_size: int = DE
                 if found:
                     count, _ = model.objects.filter(id__in=found, accounting_status__in=DELETABLE).delete()
                     deleted += count
-                    hours.update(floor_hour(use_time) for use_time in found.values())
+                    emptied = {floor_hour(use_time) for use_time in found.values()}
+                    # Marked with the delete, rebuilt once at the end: stats read rows meanwhile.
+                    usage_rollups_mark_stale(hours=emptied)
+                    hours |= emptied
             if len(found) < batch_size:
                 break
-    usage_rollups_refresh(use_times=hours)
+    usage_rollups_refresh_hours(hours=hours)
     return deleted

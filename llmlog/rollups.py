@@ -1,13 +1,22 @@
 """Hourly usage rollups: per UTC hour and (userorgid, model_name, status), the sums stats need.
 
 Stats over long ranges read a few thousand buckets instead of millions of rows (llmlog.selectors.
-usage_stats). A bucket is always rebuilt whole from the rows of its hour (hot and history alike, through
-`llmusage_all`), so a rebuild is idempotent and picks up whatever arrived late.
+stats.usage_stats). A bucket is always rebuilt whole from the rows of its hour (hot and history alike,
+through `llmusage_all`), so a rebuild is idempotent and picks up whatever arrived late.
 
 `UsageRollupState.built_through` says how far the rollups go: every hour before it is built, so stats
 read rollups for those hours and rows for the rest. `scanned_at` is the watermark for late records:
 each run looks at the records ingested since the last run (llmusage ids are uuid7, stamped at ingest,
 so "ingested since" is a range of the primary key index) and rebuilds their hours when already built.
+
+Every other change to a record's money, tokens, status or time (posting-time pricing, an edit, a delete,
+a purge) goes through `usage_rollups_refresh`: it marks the record's hour stale (`UsageRollupStale`) in
+the transaction that makes the change, and rebuilds the hour once that transaction commits. A reader
+(llmlog.selectors.rollup_reads) reads a marked hour from its rows, so an answer that rests on the
+rollups is exact before, during and after the rebuild; a rebuild that fails, or a process that dies
+before it, leaves the mark, and the next run of the job rebuilds the hour. The rebuild runs after the
+commit, not inside the change's transaction: posting holds account locks there, and an hour's rebuild
+(an INSERT ... SELECT over its rows) under them would make every posting worker wait on it.
 """
 
 import logging
@@ -22,7 +31,14 @@ from django.db.models.functions import Coalesce, TruncHour
 from django.utils import timezone
 
 from llmlog.jobs import job_run
-from llmlog.models import TOKEN_COUNT_FIELDS, JobRun, LLMUsage, UsageAll, UsageRollup, UsageRollupState
+from llmlog.models import (
+    TOKEN_COUNT_FIELDS,
+    LLMUsage,
+    UsageAll,
+    UsageRollup,
+    UsageRollupStale,
+    UsageRollupState,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -100,16 +116,47 @@ def _rebuild_each_hour(start: datetime, end: datetime, counts: dict[str, Any]) -
             with transaction.atomic():
                 counts["buckets"] += _rebuild(hour, hour + HOUR)
         except (DatabaseError, OverflowError) as exc:
-            error = f"{type(exc).__name__}: {exc}".strip()[:500]
-            logger.error("rollup hour %s failed, left as it was: %s", hour.isoformat(), error)
-            counts.setdefault("failed_hours", []).append({"hour": hour.isoformat(), "error": error})
+            _failed(hour, exc, counts)
 
 
-def _hours_that_failed_last() -> list[datetime]:
-    """The hours the last run could not build: tried again on every run until they build."""
-    last = JobRun.objects.filter(job=ROLLUP_JOB).order_by("-started_at").only("counts").first()
-    failed = (last.counts or {}).get("failed_hours", []) if last else []
-    return [datetime.fromisoformat(item["hour"]) for item in failed]
+def _failed(hour: datetime, exc: Exception, counts: dict[str, Any]) -> None:
+    """An hour whose rebuild failed: logged, counted, and marked stale with its error, so readers take
+    its rows (its buckets are what they were, or none) and every later run tries it again."""
+    error = f"{type(exc).__name__}: {exc}".strip()[:500]
+    logger.error("rollup hour %s failed, left as it was: %s", hour.isoformat(), error)
+    counts.setdefault("failed_hours", []).append({"hour": hour.isoformat(), "error": error})
+    UsageRollupStale.objects.update_or_create(hour=hour, defaults={"error": error})
+
+
+def usage_rollups_mark_stale(*, hours: Iterable[datetime]) -> None:
+    """Mark these UTC hours stale, in the caller's transaction: from its commit on, readers take their
+    rows. Each mark gets a new token, so a rebuild that started before this change keeps the mark.
+    Hours in order, so two transactions marking the same hours lock them in the same order."""
+    now = timezone.now()
+    marks = [UsageRollupStale(hour=hour, token=uuid.uuid4(), marked_at=now) for hour in sorted(set(hours))]
+    if marks:
+        UsageRollupStale.objects.bulk_create(
+            marks, update_conflicts=True, unique_fields=["hour"], update_fields=["token", "marked_at"]
+        )
+
+
+def _refresh_hour(hour: datetime, counts: dict[str, Any]) -> None:
+    """Rebuild a (possibly stale) hour if it is built, and clear its mark unless it was marked again
+    meanwhile. The token is read first: a change committed before it is in the rows the rebuild reads;
+    one still uncommitted holds the mark's row lock, so the DELETE waits and then sees a new token."""
+    with transaction.atomic():
+        state = _locked_state()
+        token = UsageRollupStale.objects.filter(hour=hour).values_list("token", flat=True).first()
+        if state.built_through and hour < state.built_through:
+            try:
+                with transaction.atomic():
+                    counts["buckets"] += _rebuild(hour, hour + HOUR)
+            except (DatabaseError, OverflowError) as exc:
+                _failed(hour, exc, counts)
+                return
+            counts["hours"] += 1
+        if token is not None:
+            UsageRollupStale.objects.filter(hour=hour, token=token).delete()
 
 
 def usage_rollups_rebuild(*, start: datetime, end: datetime) -> int:
@@ -128,32 +175,40 @@ def usage_rollups_rebuild(*, start: datetime, end: datetime) -> int:
 
 
 def usage_rollups_refresh(*, use_times: Iterable[datetime]) -> int:
-    """After records of these use_times changed or went away: rebuild their hours if already built, an
-    hour per transaction (a bulk delete can touch thousands). Returns how many hours were rebuilt."""
-    rebuilt = 0
-    for hour in sorted({floor_hour(moment) for moment in use_times}):
-        with transaction.atomic():
-            state = _locked_state()
-            if state.built_through and hour < state.built_through:
-                _rebuild(hour, hour + HOUR)
-                rebuilt += 1
-    return rebuilt
+    """After records of these use_times changed or went away: mark their hours stale in the caller's
+    transaction, and rebuild them (an hour per transaction; a bulk delete can touch thousands) once it
+    commits. Returns how many hours were marked."""
+    hours = sorted({floor_hour(moment) for moment in use_times})
+    if hours:
+        usage_rollups_mark_stale(hours=hours)
+        transaction.on_commit(lambda: usage_rollups_refresh_hours(hours=hours))
+    return len(hours)
 
 
-def usage_rollups_refresh_before(moment: datetime) -> int:
-    """After every record before `moment` may have gone (the retention purge): rebuild the built hours
-    from the oldest bucket through the hour of `moment`. Returns how many buckets were written.
+def usage_rollups_refresh_hours(*, hours: Iterable[datetime]) -> dict[str, Any]:
+    """Rebuild these hours if built and clear their marks; {hours, buckets[, failed_hours]}."""
+    counts: dict[str, Any] = {"hours": 0, "buckets": 0}
+    for hour in sorted(set(hours)):
+        _refresh_hour(hour, counts)
+    return counts
+
+
+def usage_rollups_hours_before(moment: datetime) -> list[datetime]:
+    """The built hours a purge of every record before `moment` may empty: from the oldest bucket
+    through the hour of `moment`. The purge marks them stale before it deletes and refreshes them after
+    (usage_rollups_refresh_hours), so a purge that stops half way leaves marks, not wrong buckets.
 
     An hour older than the oldest bucket had no records when it was built, and a purge adds none, so
-    nightly this rebuilds about a day: the hours the last purge left and the new ones it reached.
+    nightly this is about a day: the hours the last purge left and the new ones it reached.
     """
     oldest = UsageRollup.objects.filter(hour__lt=moment).aggregate(oldest=Min("hour"))["oldest"]
     state = UsageRollupState.objects.filter(name="usage").values_list("built_through", flat=True)
     built_through = state.first()
     if oldest is None or built_through is None:
-        return 0
+        return []
     end = min(floor_hour(moment) + HOUR, built_through)
-    return usage_rollups_rebuild(start=oldest, end=end) if oldest < end else 0
+    oldest = floor_hour(oldest)
+    return [oldest + HOUR * i for i in range(max(int((end - oldest) / HOUR), 0))]
 
 
 def build_usage_rollups(*, now: datetime | None = None) -> dict[str, Any]:
@@ -162,9 +217,8 @@ def build_usage_rollups(*, now: datetime | None = None) -> dict[str, Any]:
     failed_hours: [{hour, error}] when some hour could not be built}; the run is recorded as a JobRun,
     whose error names the failed hours. A failed hour never stops the build: the hours after it are
     built, and it is tried again on the next run."""
-    retry = _hours_that_failed_last()
     with job_run(ROLLUP_JOB) as run:
-        run.counts = _build(now=now or timezone.now(), retry=retry)
+        run.counts = _build(now=now or timezone.now())
         failed = run.counts.get("failed_hours", [])
         if failed:
             run.error = f"{len(failed)} hour(s) not built: " + "; ".join(
@@ -173,7 +227,7 @@ def build_usage_rollups(*, now: datetime | None = None) -> dict[str, Any]:
     return run.counts
 
 
-def _build(*, now: datetime, retry: Iterable[datetime] = ()) -> dict[str, Any]:
+def _build(*, now: datetime) -> dict[str, Any]:
     target = floor_hour(now - SETTLE)
     counts: dict[str, Any] = {"hours": 0, "late_hours": 0, "buckets": 0}
 
@@ -210,12 +264,16 @@ def _build(*, now: datetime, retry: Iterable[datetime] = ()) -> dict[str, Any]:
             state.built_through = built_through = chunk_end
             state.save(update_fields=["built_through", "updated_at"])
 
-    retried = [hour for hour in retry if hour < built_through and hour not in late_hours]
-    for hour in sorted([*late_hours, *retried]):
-        with transaction.atomic():
-            _locked_state()
-            _rebuild_each_hour(hour, hour + HOUR, counts)
-            counts["late_hours"] += 1
+    # Late hours, and the hours marked stale (a change whose rebuild never ran, or failed).
+    marked = UsageRollupStale.objects.filter(hour__lt=built_through).values_list("hour", flat=True)
+    failed_now = {datetime.fromisoformat(item["hour"]) for item in counts.get("failed_hours", [])}
+    again = {"hours": 0, "buckets": 0}
+    for hour in sorted({*late_hours, *marked} - failed_now):
+        _refresh_hour(hour, again)
+        counts["late_hours"] += 1
+    counts["buckets"] += again["buckets"]
+    if again.get("failed_hours"):
+        counts.setdefault("failed_hours", []).extend(again["failed_hours"])
 
     with transaction.atomic():
         state = _locked_state()

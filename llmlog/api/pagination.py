@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from llmlog.queries import MAX_PAGE_DEPTH, InvalidFilter, Ordering
-from llmlog.selectors import usage_rows
+from llmlog.selectors.rows import usage_rows
 
 # What a cursor's sort value may be (a forged cursor is a 400, never a value the database cannot bind).
 BIGINT_MAX = 2**63 - 1
@@ -95,7 +95,7 @@ class UsagePagination(BasePagination):
                 )
             offset = (self.page - 1) * self.page_size_value
         # Lists are prepared: PostgreSQL keeps a generic plan only where it costs no more than planning
-        # for the values. Searches are not (llmlog.selectors.usage_rows).
+        # for the values. Searches are not (llmlog.selectors.rows.usage_rows).
         prepare = getattr(view, "action", None) == "list"
         rows = usage_rows(queryset[offset : offset + self.page_size_value + 1], prepare=prepare)
         self.has_next = len(rows) > self.page_size_value

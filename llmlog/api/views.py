@@ -49,16 +49,10 @@ from llmlog.ingest.service import usage_ingest
 from llmlog.ingest.wire import BodyError, UsageIn
 from llmlog.models import LLMUsage, LLMUsageHistory, UsageAll
 from llmlog.queries import ALL, HISTORY, UsageQuery
-from llmlog.selectors import (
-    history_records,
-    usage_count,
-    usage_matching,
-    usage_rates,
-    usage_record,
-    usage_record_values,
-    usage_records,
-    usage_stats,
-)
+from llmlog.selectors.records import history_records, usage_matching, usage_record, usage_records
+from llmlog.selectors.rows import usage_record_values
+from llmlog.selectors.stats import usage_rates, usage_stats
+from llmlog.selectors.totals import usage_count
 
 USAGE_IN_SCHEMA = openapi_schema(UsageIn)
 INGEST_REQUEST_SCHEMA = {

@@ -15,7 +15,7 @@ from llmlog.models import JobRun, UsageAll, UsageRollup, UsageRollupState
 from llmlog.queries import UsageQuery
 from llmlog.retention import usage_delete_before
 from llmlog.rollups import SETTLE, build_usage_rollups, floor_hour, usage_rollups_rebuild
-from llmlog.selectors import usage_stats
+from llmlog.selectors.stats import usage_stats
 from llmlog.tasks import build_usage_rollups as build_usage_rollups_task
 from tests.llmlog.usage_records import make_usage, move_to_history
 
@@ -185,13 +185,14 @@ def test_stats_answer_the_same_before_and_after_the_move_to_history(hours_ago):
 
 
 @pytest.mark.django_db
-def test_correcting_or_deleting_a_record_rebuilds_its_hour(hours_ago):
+def test_correcting_or_deleting_a_record_rebuilds_its_hour(hours_ago, django_capture_on_commit_callbacks):
     record = make_usage(use_time=hours_ago(4), accounting_status="pending", amount=Decimal("1"))
     gone = make_usage(use_time=hours_ago(4), accounting_status="failed")
     build_usage_rollups()
 
-    usage_update(id=record.pk, changes={"amount": Decimal("5")}, actor="test")
-    usage_delete(id=gone.pk, actor="test")
+    with django_capture_on_commit_callbacks(execute=True):  # the rebuild runs once the edit commits
+        usage_update(id=record.pk, changes={"amount": Decimal("5")}, actor="test")
+        usage_delete(id=gone.pk, actor="test")
 
     bucket = UsageRollup.objects.get()
     assert bucket.requests == 1 and bucket.amount == Decimal("5")

@@ -9,19 +9,12 @@ from django.utils import timezone
 from llmlog.filters import InvalidFilter, Ordering, native_query
 from llmlog.models import LLMUsageHistory, UsageAll
 from llmlog.queries import HISTORY, UsageQuery
-from llmlog.selectors import (
-    history_records,
-    usage_count,
-    usage_rates,
-    usage_record,
-    usage_record_values,
-    usage_records,
-    usage_rows,
-    usage_rpm_tpm,
-    usage_search,
-    usage_stats,
-    usage_totals,
-)
+from llmlog.selectors.records import history_records, usage_record, usage_records
+from llmlog.selectors.rows import usage_record_values, usage_rows
+from llmlog.selectors.search import usage_search
+from llmlog.selectors.stats import usage_rates, usage_rpm_tpm, usage_stats
+from llmlog.selectors.sums import usage_totals
+from llmlog.selectors.totals import usage_count
 from tests.llmlog.usage_records import make_usage, move_to_history
 
 pytestmark = pytest.mark.django_db
@@ -175,7 +168,7 @@ def test_count_is_exact_when_filtered_or_off_postgresql():
 @pytest.mark.postgres
 def test_unfiltered_count_on_postgresql_is_the_planner_estimate_and_says_so(monkeypatch):
     # Estimates start at selectors.COUNT_ESTIMATE_FLOOR rows (fewer are counted): lowered to 1 here.
-    monkeypatch.setattr("llmlog.selectors.COUNT_ESTIMATE_FLOOR", 1)
+    monkeypatch.setattr("llmlog.selectors.totals.COUNT_ESTIMATE_FLOOR", 1)
     for _ in range(5):
         make_usage()
     move_to_history(make_usage(), make_usage())

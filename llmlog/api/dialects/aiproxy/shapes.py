@@ -13,7 +13,7 @@ from llmlog.api.dialects.common import (
 )
 from llmlog.models import UsageStatus
 from llmlog.queries import UsageQuery
-from llmlog.selectors import usage_facets
+from llmlog.selectors.records import usage_facets
 
 # AI Proxy's relay modes (core/relay/mode), by the endpoint's path; the first match wins.
 MODES = (

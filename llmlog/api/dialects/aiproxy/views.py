@@ -16,7 +16,8 @@ from llmlog.api.dialects.common import (
     check_page_depth,
     int_param,
 )
-from llmlog.selectors import usage_count, usage_page
+from llmlog.selectors.records import usage_page
+from llmlog.selectors.totals import usage_count
 
 
 class AiProxySearchView(DialectView):

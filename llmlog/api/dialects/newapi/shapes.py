@@ -17,7 +17,7 @@ from llmlog.api.dialects.common import (
 from llmlog.api.dialects.newapi.params import LOG_TYPE_CONSUME, TYPE_OF_STATUS
 from llmlog.models import UsageStatus
 from llmlog.queries import UsageQuery
-from llmlog.selectors import usage_page
+from llmlog.selectors.records import usage_page
 
 # Only the columns an item shows: never the request/response bodies.
 ITEM_COLUMNS = (

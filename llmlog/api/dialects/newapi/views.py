@@ -47,7 +47,9 @@ from llmlog.models import (
 )
 from llmlog.queries import UsageQuery
 from llmlog.retention import usage_delete_before
-from llmlog.selectors import usage_count, usage_matching, usage_rates, usage_stats
+from llmlog.selectors.records import usage_matching
+from llmlog.selectors.stats import usage_rates
+from llmlog.selectors.totals import usage_count, usage_total
 
 
 class NewApiView(DialectView):
@@ -90,7 +92,7 @@ class NewApiView(DialectView):
             quota = 0
         elif exact_quota_of_sums() and query.rollups_can_answer:
             # A time range, a model and a type only: the hourly rollups answer the closed hours.
-            quota = quota_units(usage_stats(query=query)["amount"])
+            quota = quota_units(usage_total(query=query)["amount"])
         else:
             quota = quota_sum(usage_matching(query=query))
         # new-api's rpm and tpm: the successful calls of the last 60 s, under the filters but the time.

@@ -23,7 +23,9 @@ from llmlog.api.dialects.oneuptime.params import log_query
 from llmlog.api.dialects.oneuptime.schema import ERROR_SCHEMA, QUERY_SCHEMA, item_schema, list_schema
 from llmlog.models import UsageAll
 from llmlog.queries import UsageQuery
-from llmlog.selectors import usage_count, usage_page, usage_record_values
+from llmlog.selectors.records import usage_page
+from llmlog.selectors.rows import usage_record_values
+from llmlog.selectors.totals import usage_count
 
 
 def _check_text(value: Any, param: str) -> None:
