@@ -14,8 +14,8 @@ from accounting.models import Budget, Hold
 from llmlog.models import LLMUsage, ModelPrice
 from llmlog.posting import account_pending_usage
 from llmlog.tasks import account_pending_usage as account_pending_usage_task
-from tests.accounting.factories import make_accounts
-from tests.conftest import bearer, usage_payload
+from tests.conftest import bearer
+from tests.factories import make_accounts, usage_payload
 
 
 def hold(api, key: dict, transno: str, amount: str):

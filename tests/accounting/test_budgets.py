@@ -26,8 +26,8 @@ from accounting.models import Budget, BudgetAlert, Hold
 from llmlog.budget_spent import budgets_count_ingested, spent_in_period
 from llmlog.ingest.storage import write_usage_rows
 from llmlog.models import AccountingStatus, LLMUsage, ModelPrice
-from tests.accounting.factories import USE_TIME, insert_usage, make_accounts, usage_row
 from tests.conftest import bearer
+from tests.factories import USE_TIME, insert_usage, make_accounts, usage_row
 
 pytestmark = pytest.mark.django_db
 
