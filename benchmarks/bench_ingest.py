@@ -145,7 +145,7 @@ def main() -> None:
         "--budgets",
         action="store_true",
         help="give every org the records name a blocking monthly budget and a per-key one, so that each "
-        "ingest moves their counters (without: no org has a budget, and ingest skips them)",
+        "ingest moves their counters (without: no org has a budget, and ingest only looks)",
     )
     args = parser.parse_args()
 
