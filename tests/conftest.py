@@ -1,13 +1,7 @@
-import os
-import subprocess
-import sys
-import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.contrib.auth.models import Permission
 from django.db import connection
 from rest_framework.test import APIClient
@@ -15,6 +9,7 @@ from rest_framework.test import APIClient
 from config.celery import app
 from llmlog.keys import api_key_create
 from tests.factories import usage_payload  # noqa: F401 - for test_budget_flow.py until it imports tests.factories
+from tests.hardening import celery_worker
 
 
 def pytest_collection_modifyitems(config, items) -> None:
@@ -88,43 +83,6 @@ def bearer(raw: str) -> dict[str, str]:
 def celery_worker_process(transactional_db, tmp_path):
     """A real Celery worker in its own process, on the test database and the configured broker
     (Redis when REDIS_URL is set, the embedded filesystem broker otherwise)."""
-    db = settings.DATABASES["default"]
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings")
-    if connection.vendor == "postgresql":
-        env["DATABASE_URL"] = (
-            f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
-        )
-    else:
-        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
     app.control.purge()
-    name = f"test-{uuid.uuid4().hex[:8]}@localhost"
-    log = (tmp_path / "worker.log").open("w")
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "config",
-        "worker",
-        "--pool",
-        "solo",
-        "-n",
-        name,
-        "-l",
-        "INFO",
-    ]
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while not app.control.ping(destination=[name], timeout=1):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"Celery worker did not start:\n{(tmp_path / 'worker.log').read_text()}")
+    with celery_worker(tmp_path) as process:
         yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()  # a worker can hang on SIGTERM (ECOSYSTEM.md)
-            process.wait()
-        log.close()

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,12 +24,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from celery import Celery
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
 from accounting.failures import FailedPosting, failures_record
 from accounting.ledger import account_create, ledger_topup
+from config.celery import app
 from llmlog.models import LLMUsage, LLMUsageHistory, UsageRecord
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,7 +175,8 @@ def free_port() -> int:
 
 
 def url_of_the_test_database() -> str:
-    """The test database as a DATABASE_URL, for processes outside the test (gunicorn)."""
+    """The test database as a DATABASE_URL, for processes outside the test (gunicorn, a worker, a
+    blocking connection: psycopg takes it with `postgresql://`)."""
     db = settings.DATABASES["default"]
     if connection.vendor == "postgresql":
         password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
@@ -240,4 +244,59 @@ def gunicorn_server(
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+        log.close()
+
+
+@contextmanager
+def celery_worker(
+    log_dir: Path,
+    *,
+    broker_url: str | None = None,
+    settings_module: str = "tests.settings",
+    prefix: str = "test",
+) -> Iterator[subprocess.Popen]:
+    """A real Celery worker (solo pool) in its own process, on the test database and `broker_url` (the
+    configured broker when None: Redis when REDIS_URL is set, the embedded one otherwise); yields the
+    process once it answers a ping, and stops it after (killed if SIGTERM does not end it)."""
+    env = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE=settings_module,
+        DATABASE_URL=url_of_the_test_database(),
+        PYTHONPATH=f"{log_dir}{os.pathsep}{ROOT}",
+    )
+    if broker_url:
+        env["REDIS_URL"] = broker_url
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}@localhost"
+    log_path = log_dir / f"{name}.log"
+    log = log_path.open("w")
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "config",
+        "worker",
+        "--pool",
+        "solo",
+        "-n",
+        name,
+        "-l",
+        "INFO",
+    ]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    control = Celery(broker=broker_url).control if broker_url else app.control
+    try:
+        deadline = time.monotonic() + 60
+        while not control.ping(destination=[name], timeout=1):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Celery worker did not start:\n{log_path.read_text()[-3000:]}")
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()  # a worker can hang on SIGTERM (ECOSYSTEM.md)
+                process.wait()
         log.close()

@@ -40,7 +40,7 @@ from accounting.models import LedgerTransaction
 from llmlog.keys import api_key_create
 from llmlog.models import JobRun, LLMUsage
 from tests.factories import balance, insert_usage, make_accounts, usage_row
-from tests.hardening import ROOT, free_port, gunicorn_server, url_of_the_test_database
+from tests.hardening import ROOT, celery_worker, free_port, gunicorn_server, url_of_the_test_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -305,53 +305,6 @@ def private_redis(directory: Path) -> Iterator[PrivateRedis]:
         server.stop()
 
 
-@contextmanager
-def celery_worker(
-    tmp_path: Path, redis_url: str, *, settings_module: str = "tests.settings"
-) -> Iterator[subprocess.Popen]:
-    """A real Celery worker on `redis_url` and the test database."""
-    env = dict(
-        os.environ,
-        DJANGO_SETTINGS_MODULE=settings_module,
-        DATABASE_URL=url_of_the_test_database(),
-        REDIS_URL=redis_url,
-        PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}",
-    )
-    name = f"faults-{uuid.uuid4().hex[:8]}@localhost"
-    log = (tmp_path / f"{name}.log").open("w")
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "config",
-        "worker",
-        "--pool",
-        "solo",
-        "-n",
-        name,
-        "-l",
-        "INFO",
-    ]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    control = Celery(broker=redis_url)
-    try:
-        deadline = time.monotonic() + 60
-        while not control.control.ping(destination=[name], timeout=1):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker did not start:\n{(tmp_path / f'{name}.log').read_text()[-3000:]}")
-        yield process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        log.close()
-
-
 def wait_for(condition, *, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -392,7 +345,7 @@ def test_redis_down_ingest_still_stores_and_accounting_catches_up_when_it_return
             during = ingest("down", 20)
             stored_during = LLMUsage.objects.filter(transno__startswith="down-").count()
             broker.start()
-            with celery_worker(tmp_path, broker.url):
+            with celery_worker(tmp_path, broker_url=broker.url, prefix="faults"):
                 time.sleep(6)  # past the posting request's debounce in each gunicorn worker
                 after = ingest("back", 4)  # each worker asks for a posting run again
                 wait_for(
@@ -427,7 +380,9 @@ def test_a_worker_killed_mid_task_gets_its_task_again_and_posts_each_record_once
         try:
             # Hold the platform account: the worker claims its batch, then waits for this lock.
             blocker.execute("SELECT id FROM accounting_account WHERE kind = 'platform' FOR UPDATE")
-            with celery_worker(tmp_path, broker.url, settings_module="faults_settings") as victim:
+            with celery_worker(
+                tmp_path, broker_url=broker.url, prefix="faults", settings_module="faults_settings"
+            ) as victim:
                 Celery(broker=broker.url).send_task("llmlog.tasks.account_pending_usage")
                 wait_for(lambda: waiting_on_lock() is not None, timeout=60, what="the task to reach the lock")
                 pid = waiting_on_lock()
@@ -443,7 +398,9 @@ def test_a_worker_killed_mid_task_gets_its_task_again_and_posts_each_record_once
         assert LLMUsage.objects.filter(accounting_status="pending").count() == 300
         assert JobRun.objects.get(job="account_pending_usage").status == "running"
 
-        with celery_worker(tmp_path, broker.url, settings_module="faults_settings"):
+        with celery_worker(
+            tmp_path, broker_url=broker.url, prefix="faults", settings_module="faults_settings"
+        ):
             wait_for(
                 lambda: JobRun.objects.filter(job="account_pending_usage", status="succeeded").exists(),
                 timeout=90,

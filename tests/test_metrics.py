@@ -25,6 +25,7 @@ from llmlog.metrics import UsageCollector
 from llmlog.models import JobRun, LLMUsage
 from tests.conftest import bearer
 from tests.factories import org_payload, usage_payload
+from tests.hardening import url_of_the_test_database
 
 URL = "/metrics"
 TOKEN = "scrape-token-for-tests"
@@ -302,15 +303,9 @@ def _free_port() -> int:
 @pytest.fixture
 def gunicorn_server(transactional_db, tmp_path):
     """gunicorn with config/gunicorn.py and two workers on the test database, as `make run` serves."""
-    db = settings.DATABASES["default"]
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings", LLMLOG_METRICS_TOKEN=TOKEN)
     env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "prometheus")
-    if connection.vendor == "postgresql":
-        env["DATABASE_URL"] = (
-            f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
-        )
-    else:
-        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
+    env["DATABASE_URL"] = url_of_the_test_database()
     port = _free_port()
     log = tmp_path / "gunicorn.log"
     process = subprocess.Popen(

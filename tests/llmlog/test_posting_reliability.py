@@ -13,13 +13,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from django.conf import settings
 from django.db import connection, transaction
 
 from accounting.ledger import ledger_check
 from accounting.models import AccountingFailure, LedgerTransaction
 from llmlog.models import JobRun, LLMUsage
 from tests.factories import balance, insert_usage, make_accounts, usage_row
+from tests.hardening import url_of_the_test_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -28,13 +28,8 @@ ORGS = tuple(f"org-{i:02d}" for i in range(20))
 OWNERS = ("openai", "anthropic", "google", "deepseek", "alibaba")
 
 
-def database_url() -> str:
-    db = settings.DATABASES["default"]
-    return f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 def start_worker(*args: str) -> subprocess.Popen:
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings", DATABASE_URL=database_url())
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings", DATABASE_URL=url_of_the_test_database())
     return subprocess.Popen(
         [sys.executable, "manage.py", "account_pending_usage", *args],
         cwd=ROOT,
@@ -156,7 +151,7 @@ def test_a_worker_killed_in_the_middle_of_a_batch_loses_nothing_and_doubles_noth
 
     # Hold the platform account's lock from outside, so the next worker stops inside its first batch:
     # it has claimed 500 records and waits to lock the accounts.
-    blocker = psycopg.connect(database_url().replace("postgres://", "postgresql://", 1))
+    blocker = psycopg.connect(url_of_the_test_database().replace("postgres://", "postgresql://", 1))
     blocker.execute("SELECT id FROM accounting_account WHERE kind = 'platform' FOR UPDATE")
     victim = start_worker("--batch-size", "500")
     try:
@@ -212,10 +207,10 @@ def test_a_retry_racing_a_posting_run_posts_once():
     from accounting.ledger import ledger_topup
 
     ledger_topup(org="acme", amount=Decimal(100))
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings", DATABASE_URL=database_url())
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings", DATABASE_URL=url_of_the_test_database())
     # Hold the platform account's lock from outside so that the three runs are provably at the same
     # point at once: each has claimed a batch of failed records and waits to lock the accounts.
-    blocker = psycopg.connect(database_url().replace("postgres://", "postgresql://", 1))
+    blocker = psycopg.connect(url_of_the_test_database().replace("postgres://", "postgresql://", 1))
     blocker.execute("SELECT id FROM accounting_account WHERE kind = 'platform' FOR UPDATE")
     try:
         retries = [

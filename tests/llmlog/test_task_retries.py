@@ -10,7 +10,8 @@ from accounting.models import LedgerTransaction
 from llmlog.models import JobRun, LLMUsage
 from llmlog.tasks import account_pending_usage
 from tests.factories import insert_usage, make_accounts, usage_row
-from tests.llmlog.test_posting_reliability import blocked_backend_pids, database_url
+from tests.hardening import url_of_the_test_database
+from tests.llmlog.test_posting_reliability import blocked_backend_pids
 
 pytestmark = pytest.mark.postgres
 
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.postgres
 def test_a_connection_lost_mid_run_is_retried_and_the_retry_posts_everything(celery_worker_process):
     make_accounts(funds=Decimal(1000))
     insert_usage([usage_row() for _ in range(20)])
-    url = database_url().replace("postgres://", "postgresql://", 1)
+    url = url_of_the_test_database().replace("postgres://", "postgresql://", 1)
     blocker = psycopg.connect(url)
     try:
         # Stop the worker inside its first batch, then end its database session from outside.
