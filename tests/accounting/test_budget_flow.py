@@ -7,10 +7,12 @@ from decimal import Decimal
 
 import pytest
 from django.contrib import admin
+from django.db import connection
 from django.db.models import Sum
 
 from accounting.budgets import budget_create, budget_status
 from accounting.models import Budget, Hold
+from llmlog.ingest.service import GROUP_COMMIT
 from llmlog.models import LLMUsage, ModelPrice
 from llmlog.posting import account_pending_usage
 from llmlog.tasks import account_pending_usage as account_pending_usage_task
@@ -166,8 +168,11 @@ def test_the_posting_task_on_a_real_worker_settles_holds_of_records_ingested_ove
     for n in range(3):
         assert hold(api, gateway, f"call-{n}", "0.30").status_code == 201
     # Single records outside a test transaction: PostgreSQL's group commit writes them.
-    for n in range(3):
-        assert report(api, gateway, record(transno=f"call-{n}", amount="0.20")).status_code == 201
+    GROUP_COMMIT.reset_stats()
+    answers = [report(api, gateway, record(transno=f"call-{n}", amount="0.20")) for n in range(3)]
+    assert [answer.status_code for answer in answers] == [201] * 3
+    assert all(isinstance(answer.json()["seq"], int) for answer in answers)  # the group's answer too
+    assert GROUP_COMMIT.stats.records == (3 if connection.vendor == "postgresql" else 0)
     assert hold(api, gateway, "call-3", "0.20").status_code == 402  # 0.60 spent + 0.90 held
 
     posted = account_pending_usage_task.delay().get(timeout=60)
