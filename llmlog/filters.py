@@ -12,7 +12,7 @@ record twice and the hourly rollups line up with it.
 
 import re
 from collections.abc import Mapping
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 import django_filters
@@ -116,14 +116,6 @@ def parse_time(value: str | int | float, *, name: str = "time", unit: str = "aut
     if timezone.is_naive(parsed):
         parsed = timezone.make_aware(parsed, timezone.get_current_timezone())
     return parsed
-
-
-def day_range(day: date) -> tuple[datetime, datetime]:
-    """The half-open time range of a day in TIME_ZONE (the day `use_date` names)."""
-    tz = timezone.get_current_timezone()
-    start = timezone.make_aware(datetime.combine(day, time()), tz)
-    end = timezone.make_aware(datetime.combine(day + timedelta(days=1), time()), tz)
-    return start, end
 
 
 class TimeField(forms.Field):

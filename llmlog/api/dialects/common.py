@@ -158,14 +158,6 @@ class QuotaUnits(Func):
         return cast.format(sql), list(params) * 4
 
 
-def gateway_id(text: str) -> int | str | None:
-    """A gateway's id as its clients typed it: new-api and AI Proxy number their tokens, channels and
-    users, so an all-digit id goes back as a number; any other id stays text, and none is null."""
-    if not text:
-        return None
-    return int(text) if text.isdigit() and len(text) < 19 else text
-
-
 def ioinfo_side(ioinfo: dict | None, side: str) -> tuple[str | None, bool]:
     """One side ("request" or "response") of a record's `ioinfo` as text, and whether ingest cut it.
 
