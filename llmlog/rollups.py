@@ -140,6 +140,14 @@ def usage_rollups_mark_stale(*, hours: Iterable[datetime]) -> None:
         )
 
 
+def usage_rollups_mark_late(*, use_times: Iterable[datetime], now: datetime | None = None) -> None:
+    """Records being written into hours the build may already have summed (older than SETTLE): their
+    hours are marked stale in the writer's transaction, so every total reads those hours' rows from the
+    commit on, instead of short buckets until the next late-record scan rebuilds them."""
+    cutoff = (now or timezone.now()) - SETTLE
+    usage_rollups_mark_stale(hours={floor_hour(moment) for moment in use_times if moment < cutoff})
+
+
 def _refresh_hour(hour: datetime, counts: dict[str, Any]) -> None:
     """Rebuild a (possibly stale) hour if it is built, and clear its mark unless it was marked again
     meanwhile. The token is read first: a change committed before it is in the rows the rebuild reads;

@@ -33,6 +33,7 @@ from llmlog.ingest.wire import RecordError, UsageIn, decode_record, parse_body
 from llmlog.metrics import count_ingest
 from llmlog.models import AccountingStatus
 from llmlog.pricing import apply_prices
+from llmlog.rollups import usage_rollups_mark_late
 from llmlog.tasks import request_posting_soon
 
 
@@ -118,7 +119,7 @@ def usage_ingest_records(
         try:
             with transaction.atomic():
                 write_usage_rows([record.row for _, record in to_insert])
-                budgets_count_ingested(rows=[record.row for _, record in to_insert])
+                _count_written([record.row for _, record in to_insert])
         except IntegrityError:
             if attempt == 2:
                 raise
@@ -150,6 +151,13 @@ def _prepared_and_priced(
     return prepared
 
 
+def _count_written(rows: list[dict[str, Any]]) -> None:
+    """What every write does in its own transaction, beside the rows: the budgets count them, and the
+    hours they land in, if the rollups may have summed those already, read rows until rebuilt."""
+    budgets_count_ingested(rows=rows)
+    usage_rollups_mark_late(use_times=[row["use_time"] for row in rows])
+
+
 def _inserted_alone(prepared: dict[int, PreparedRecord], result: IngestResult) -> bool:
     """The hot path of a gateway sending one record at a time: on PostgreSQL a new record is inserted
     in one statement, without the look-up. False when it does not apply or the transno is taken (the
@@ -160,7 +168,7 @@ def _inserted_alone(prepared: dict[int, PreparedRecord], result: IngestResult) -
     with transaction.atomic():  # the record and its count in the budgets, together
         if not insert_usage_row_if_new(record.row):
             return False
-        budgets_count_ingested(rows=[record.row])
+        _count_written([record.row])
     result.items[index].transno = record.row["transno"]
     _created([(index, record)], result)
     return True
@@ -200,7 +208,7 @@ def _write_group(records: Sequence[PreparedRecord]) -> list[ItemResult | None]:
     with transaction.atomic():
         inserted = insert_usage_rows_if_new([record.row for record in records])
         pairs = list(zip(records, inserted, strict=True))
-        budgets_count_ingested(rows=[record.row for record, new in pairs if new])
+        _count_written([record.row for record, new in pairs if new])
         known = known_transnos([(r.row["transno"], r.row["userorgid"]) for r, new in pairs if not new])
         outcomes: list[ItemResult | None] = []
         for record, new in pairs:

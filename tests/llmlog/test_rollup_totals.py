@@ -23,7 +23,8 @@ from llmlog.selectors.records import usage_matching
 from llmlog.selectors.stats import usage_stats
 from llmlog.selectors.sums import usage_totals
 from llmlog.selectors.totals import usage_count, usage_total
-from tests.factories import insert_usage, make_accounts, make_usage, usage_row
+from tests.conftest import bearer
+from tests.factories import insert_usage, make_accounts, make_usage, usage_payload, usage_row
 
 pytestmark = pytest.mark.django_db
 
@@ -196,3 +197,26 @@ def test_an_hour_that_failed_to_build_is_read_from_its_rows():
     assert counts["failed_hours"] and UsageRollupStale.objects.get(hour=bad).error
     assert usage_count(query=UsageQuery(org="acme"))["count"] == 3
     assert usage_count(query=UsageQuery(start=bad, end=bad + timedelta(hours=1)))["count"] == 2
+
+
+@pytest.mark.parametrize("records", [1, 3], ids=["single", "bulk"])
+def test_a_late_record_counts_in_the_totals_at_once_without_a_rebuild(api, platform_key, records):
+    """A record of an hour the build already summed: its hour reads rows from the ingest's commit on,
+    not short buckets until the next scan."""
+    edge_records()
+    build_usage_rollups()
+    late = [
+        usage_payload(use_time=(hour(5) + timedelta(minutes=20)).isoformat(), userorgid="acme", amount="0.5")
+        for _ in range(records)
+    ]
+
+    response = api.post(
+        "/api/llmusage/", data=late[0] if records == 1 else late, format="json", **bearer(platform_key)
+    )
+
+    assert response.status_code == 201, response.content
+    assert UsageRollupStale.objects.filter(hour=hour(5)).exists()
+    exact(UsageQuery(org="acme", start=hour(7)))  # its hour read from the rows, as the mark says
+    build_usage_rollups()
+    assert not UsageRollupStale.objects.filter(hour=hour(5)).exists()
+    exact(UsageQuery(org="acme", start=hour(7)))
