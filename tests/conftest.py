@@ -8,7 +8,6 @@ from rest_framework.test import APIClient
 
 from config.celery import app
 from llmlog.keys import api_key_create
-from tests.factories import usage_payload  # noqa: F401 - for test_budget_flow.py until it imports tests.factories
 from tests.hardening import celery_worker
 
 

@@ -24,7 +24,7 @@ from llmlog.ingest.group import GroupCommitter, GroupFailed
 from llmlog.ingest.service import GROUP_COMMIT, usage_ingest
 from llmlog.keys import api_key_create
 from llmlog.models import LLMUsage
-from tests.conftest import usage_payload
+from tests.factories import usage_payload
 from tests.hardening import gunicorn_server
 
 postgresql_only = pytest.mark.skipif(

@@ -17,7 +17,7 @@ from llmlog.retention import usage_delete_before
 from llmlog.rollups import SETTLE, build_usage_rollups, floor_hour, usage_rollups_rebuild
 from llmlog.selectors.stats import usage_stats
 from llmlog.tasks import build_usage_rollups as build_usage_rollups_task
-from tests.llmlog.usage_records import make_usage, move_to_history
+from tests.factories import QUERY_RECORD, make_usage, move_to_history
 
 SUMS = (
     "input_tokens",
@@ -65,15 +65,28 @@ def hours_ago():
 
 
 def mixed_usage(hours_ago) -> None:
-    make_usage(use_time=hours_ago(30, 5), amount=Decimal("0.12345"), cost=Decimal("0.1"))
+    make_usage(QUERY_RECORD, use_time=hours_ago(30, 5), amount=Decimal("0.12345"), cost=Decimal("0.1"))
     make_usage(
-        use_time=hours_ago(30, 50), model_name="claude", input_tokens=7, output_tokens=3, cached_tokens=0
+        QUERY_RECORD,
+        use_time=hours_ago(30, 50),
+        model_name="claude",
+        input_tokens=7,
+        output_tokens=3,
+        cached_tokens=0,
     )
-    make_usage(use_time=hours_ago(5, 1), userorgid="globex", status="failed", amount=None, cost=None)
-    make_usage(use_time=hours_ago(5, 59), reasoning_tokens=150, cache_creation_tokens=50, web_search_count=2)
-    make_usage(use_time=hours_ago(2, 30), image_input_tokens=20)
-    make_usage(use_time=hours_ago(0, 1))  # the open hour
-    move_to_history(make_usage(use_time=hours_ago(30, 20), amount=Decimal("3")))
+    make_usage(
+        QUERY_RECORD, use_time=hours_ago(5, 1), userorgid="globex", status="failed", amount=None, cost=None
+    )
+    make_usage(
+        QUERY_RECORD,
+        use_time=hours_ago(5, 59),
+        reasoning_tokens=150,
+        cache_creation_tokens=50,
+        web_search_count=2,
+    )
+    make_usage(QUERY_RECORD, use_time=hours_ago(2, 30), image_input_tokens=20)
+    make_usage(QUERY_RECORD, use_time=hours_ago(0, 1))  # the open hour
+    move_to_history(make_usage(QUERY_RECORD, use_time=hours_ago(30, 20), amount=Decimal("3")))
 
 
 @pytest.mark.django_db
@@ -92,8 +105,8 @@ def test_rollups_agree_with_the_rows(hours_ago):
 
 @pytest.mark.django_db
 def test_the_open_hour_is_never_built_and_stats_read_it_from_the_rows(hours_ago):
-    make_usage(use_time=hours_ago(3))
-    make_usage(use_time=timezone.now() - timedelta(seconds=1))
+    make_usage(QUERY_RECORD, use_time=hours_ago(3))
+    make_usage(QUERY_RECORD, use_time=timezone.now() - timedelta(seconds=1))
     build_usage_rollups()
 
     assert not UsageRollup.objects.filter(hour__gte=floor_hour(timezone.now())).exists()
@@ -107,7 +120,7 @@ def test_the_open_hour_is_never_built_and_stats_read_it_from_the_rows(hours_ago)
 def test_rebuilding_an_hour_replaces_its_buckets(hours_ago):
     mixed_usage(hours_ago)
     build_usage_rollups()
-    make_usage(use_time=hours_ago(30, 40), amount=Decimal("1"))  # lands in a built hour
+    make_usage(QUERY_RECORD, use_time=hours_ago(30, 40), amount=Decimal("1"))  # lands in a built hour
 
     usage_rollups_rebuild(start=hours_ago(30), end=hours_ago(29))
     usage_rollups_rebuild(start=hours_ago(30, 10), end=hours_ago(30, 11))  # widened to the whole hour
@@ -119,7 +132,9 @@ def test_rebuilding_an_hour_replaces_its_buckets(hours_ago):
 def test_a_late_record_is_picked_up_by_the_next_run(hours_ago):
     mixed_usage(hours_ago)
     build_usage_rollups()
-    make_usage(use_time=hours_ago(5, 30), model_name="late-model")  # ingested now, for 5 hours ago
+    make_usage(
+        QUERY_RECORD, use_time=hours_ago(5, 30), model_name="late-model"
+    )  # ingested now, for 5 hours ago
 
     counts = build_usage_rollups()
 
@@ -158,8 +173,8 @@ def test_stats_from_rollups_equal_stats_from_rows(hours_ago):
 
 @pytest.mark.django_db
 def test_stats_under_a_filter_the_rollups_do_not_carry_read_the_rows(hours_ago):
-    make_usage(use_time=hours_ago(4), feature="agent")
-    make_usage(use_time=hours_ago(4), feature="chat")
+    make_usage(QUERY_RECORD, use_time=hours_ago(4), feature="agent")
+    make_usage(QUERY_RECORD, use_time=hours_ago(4), feature="chat")
     build_usage_rollups()
 
     stats = usage_stats(query=native_query(params={"feature": "agent"}))
@@ -170,7 +185,7 @@ def test_stats_under_a_filter_the_rollups_do_not_carry_read_the_rows(hours_ago):
 
 @pytest.mark.django_db
 def test_stats_answer_the_same_before_and_after_the_move_to_history(hours_ago):
-    records = [make_usage(use_time=hours_ago(h, 7 * h)) for h in (1, 3, 26, 27)]
+    records = [make_usage(QUERY_RECORD, use_time=hours_ago(h, 7 * h)) for h in (1, 3, 26, 27)]
     build_usage_rollups()
     params = {"start_time": hours_ago(28, 30).isoformat()}
     before = usage_stats(query=native_query(org="acme", params=params))
@@ -186,8 +201,8 @@ def test_stats_answer_the_same_before_and_after_the_move_to_history(hours_ago):
 
 @pytest.mark.django_db
 def test_correcting_or_deleting_a_record_rebuilds_its_hour(hours_ago, django_capture_on_commit_callbacks):
-    record = make_usage(use_time=hours_ago(4), accounting_status="pending", amount=Decimal("1"))
-    gone = make_usage(use_time=hours_ago(4), accounting_status="failed")
+    record = make_usage(QUERY_RECORD, use_time=hours_ago(4), accounting_status="pending", amount=Decimal("1"))
+    gone = make_usage(QUERY_RECORD, use_time=hours_ago(4), accounting_status="failed")
     build_usage_rollups()
 
     with django_capture_on_commit_callbacks(execute=True):  # the rebuild runs once the edit commits
@@ -201,7 +216,9 @@ def test_correcting_or_deleting_a_record_rebuilds_its_hour(hours_ago, django_cap
 @pytest.mark.django_db
 def test_new_apis_delete_rebuilds_the_hours_it_emptied(hours_ago):
     mixed_usage(hours_ago)
-    make_usage(use_time=hours_ago(30, 40), accounting_status="pending")  # never deleted: still to post
+    make_usage(
+        QUERY_RECORD, use_time=hours_ago(30, 40), accounting_status="pending"
+    )  # never deleted: still to post
     build_usage_rollups()
 
     deleted = usage_delete_before(before=hours_ago(4), batch_size=2)
@@ -220,9 +237,9 @@ def test_new_apis_delete_rebuilds_the_hours_it_emptied(hours_ago):
 @pytest.mark.django_db
 def test_the_retention_purge_rebuilds_the_hours_it_emptied(hours_ago):
     day = timedelta(days=1)
-    make_usage(use_time=hours_ago(24 * 40), amount=Decimal("2"))
-    make_usage(use_time=hours_ago(24 * 40, 30), accounting_status="failed")  # stays in llmusage
-    make_usage(use_time=hours_ago(24 * 3))
+    make_usage(QUERY_RECORD, use_time=hours_ago(24 * 40), amount=Decimal("2"))
+    make_usage(QUERY_RECORD, use_time=hours_ago(24 * 40, 30), accounting_status="failed")  # stays in llmusage
+    make_usage(QUERY_RECORD, use_time=hours_ago(24 * 3))
     backup_accounted_llmusage()
     build_usage_rollups()
     old_hour = floor_hour(hours_ago(24 * 40))
@@ -248,7 +265,7 @@ def test_first_run_on_an_empty_database_only_sets_the_watermark():
 
 @pytest.mark.django_db
 def test_command_builds_and_rebuilds(hours_ago):
-    make_usage(use_time=hours_ago(3))
+    make_usage(QUERY_RECORD, use_time=hours_ago(3))
     out = StringIO()
     call_command("build_usage_rollups", stdout=out)
     assert "Built" in out.getvalue()
@@ -266,7 +283,7 @@ def test_beat_builds_rollups_every_five_minutes():
 
 
 def test_task_builds_rollups_through_a_real_worker(celery_worker_process, hours_ago):
-    make_usage(use_time=hours_ago(2), amount=Decimal("2"))
+    make_usage(QUERY_RECORD, use_time=hours_ago(2), amount=Decimal("2"))
 
     counts = build_usage_rollups_task.delay().get(timeout=60)
 
@@ -285,8 +302,10 @@ def test_an_hour_that_fails_is_recorded_and_later_hours_still_build():
     # Rows stored before ingest bounded token counts (written directly, as ingest never would): their
     # sum is past a 64-bit bucket (PostgreSQL: bigint out of range; SQLite: integer overflow).
     for _ in range(2):
-        make_usage(use_time=bad_hour + timedelta(minutes=10), input_tokens=2**62, output_tokens=0)
-    later = make_usage(use_time=bad_hour + timedelta(hours=2, minutes=5))
+        make_usage(
+            QUERY_RECORD, use_time=bad_hour + timedelta(minutes=10), input_tokens=2**62, output_tokens=0
+        )
+    later = make_usage(QUERY_RECORD, use_time=bad_hour + timedelta(hours=2, minutes=5))
 
     counts = build_usage_rollups(now=now)
 
@@ -306,7 +325,9 @@ def test_a_failed_hour_is_tried_again_and_builds_once_its_rows_are_fixed():
     now = timezone.now()
     bad_hour = floor_hour(now - timedelta(hours=3))
     rows = [
-        make_usage(use_time=bad_hour + timedelta(minutes=1), input_tokens=2**62, output_tokens=0)
+        make_usage(
+            QUERY_RECORD, use_time=bad_hour + timedelta(minutes=1), input_tokens=2**62, output_tokens=0
+        )
         for _ in "ab"
     ]
     assert build_usage_rollups(now=now)["failed_hours"]

@@ -15,7 +15,7 @@ from llmlog.selectors.search import usage_search
 from llmlog.selectors.stats import usage_rates, usage_rpm_tpm, usage_stats
 from llmlog.selectors.sums import usage_totals
 from llmlog.selectors.totals import usage_count
-from tests.llmlog.usage_records import make_usage, move_to_history
+from tests.factories import QUERY_RECORD, make_usage, move_to_history
 
 pytestmark = pytest.mark.django_db
 
@@ -25,8 +25,8 @@ def transnos(queryset) -> set[str]:
 
 
 def test_usage_records_of_an_org_are_only_its_own_hot_and_history():
-    mine, moved = make_usage(transno="mine"), make_usage(transno="moved")
-    make_usage(transno="theirs", userorgid="globex")
+    mine, moved = make_usage(QUERY_RECORD, transno="mine"), make_usage(QUERY_RECORD, transno="moved")
+    make_usage(QUERY_RECORD, transno="theirs", userorgid="globex")
     move_to_history(moved)
 
     assert transnos(usage_records(org="acme")) == {"mine", "moved"}
@@ -40,9 +40,15 @@ def test_usage_records_of_an_org_are_only_its_own_hot_and_history():
 
 def test_totals_sum_every_token_kind_and_money_with_unpriced_as_zero():
     make_usage(
-        input_tokens=1000, output_tokens=300, cached_tokens=200, reasoning_tokens=100, amount=Decimal("1.5")
+        QUERY_RECORD,
+        input_tokens=1000,
+        output_tokens=300,
+        cached_tokens=200,
+        reasoning_tokens=100,
+        amount=Decimal("1.5"),
     )
     make_usage(
+        QUERY_RECORD,
         input_tokens=10,
         output_tokens=5,
         cached_tokens=0,
@@ -77,19 +83,22 @@ def test_totals_of_nothing_are_zero():
 
 def test_rpm_and_tpm_count_the_last_60_seconds():
     now = timezone.now()
-    make_usage(use_time=now - timedelta(seconds=10), input_tokens=100, output_tokens=50)
-    make_usage(use_time=now - timedelta(seconds=59), input_tokens=10, output_tokens=0, cached_tokens=0)
-    make_usage(use_time=now - timedelta(seconds=61), input_tokens=999, output_tokens=1)
-    make_usage(use_time=now - timedelta(seconds=5), userorgid="globex")
+    make_usage(QUERY_RECORD, use_time=now - timedelta(seconds=10), input_tokens=100, output_tokens=50)
+    make_usage(
+        QUERY_RECORD, use_time=now - timedelta(seconds=59), input_tokens=10, output_tokens=0, cached_tokens=0
+    )
+    make_usage(QUERY_RECORD, use_time=now - timedelta(seconds=61), input_tokens=999, output_tokens=1)
+    make_usage(QUERY_RECORD, use_time=now - timedelta(seconds=5), userorgid="globex")
 
     assert usage_rpm_tpm(queryset=usage_records(org="acme"), now=now) == {"rpm": 2, "tpm": 160}
 
 
 def test_rates_unfiltered_count_the_minute_and_reach_into_history_across_midnight():
     now = timezone.now()
-    make_usage(use_time=now - timedelta(seconds=10), input_tokens=100, output_tokens=50)
-    make_usage(use_time=now - timedelta(seconds=90), input_tokens=999, output_tokens=1)
+    make_usage(QUERY_RECORD, use_time=now - timedelta(seconds=10), input_tokens=100, output_tokens=50)
+    make_usage(QUERY_RECORD, use_time=now - timedelta(seconds=90), input_tokens=999, output_tokens=1)
     make_usage(
+        QUERY_RECORD,
         use_time=now - timedelta(seconds=5),
         userorgid="globex",
         input_tokens=5,
@@ -105,6 +114,7 @@ def test_rates_unfiltered_count_the_minute_and_reach_into_history_across_midnigh
     # taken to history already.
     midnight = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
     late = make_usage(
+        QUERY_RECORD,
         use_time=midnight - timedelta(seconds=20),
         userorgid="night",
         input_tokens=7,
@@ -119,8 +129,8 @@ def test_rates_unfiltered_count_the_minute_and_reach_into_history_across_midnigh
 
 
 def test_record_values_are_the_fields_of_one_record_scoped_to_the_org():
-    hot = make_usage(transno="hot", amount=Decimal("1.25"), metadata={"team": "search"})
-    moved = make_usage(transno="moved")
+    hot = make_usage(QUERY_RECORD, transno="hot", amount=Decimal("1.25"), metadata={"team": "search"})
+    moved = make_usage(QUERY_RECORD, transno="moved")
     move_to_history(moved)
 
     values = usage_record_values(org="acme", id=hot.pk)
@@ -137,10 +147,18 @@ def test_record_values_are_the_fields_of_one_record_scoped_to_the_org():
 
 def test_rows_of_a_queryset_are_what_values_gives_in_its_order():
     """usage_rows reads plain rows on PostgreSQL; the ORM's .values() is the reference."""
-    make_usage(transno="a", metadata={"team": "search", "ids": [1, 2]}, usages={"input": 5}, amount=None)
-    make_usage(transno="b", use_time=datetime(2026, 11, 20, 11, tzinfo=UTC), price={"in": "0.5"})
-    move_to_history(make_usage(transno="c", use_time=datetime(2026, 11, 19, 9, tzinfo=UTC)))
-    make_usage(transno="theirs", userorgid="globex")
+    make_usage(
+        QUERY_RECORD,
+        transno="a",
+        metadata={"team": "search", "ids": [1, 2]},
+        usages={"input": 5},
+        amount=None,
+    )
+    make_usage(
+        QUERY_RECORD, transno="b", use_time=datetime(2026, 11, 20, 11, tzinfo=UTC), price={"in": "0.5"}
+    )
+    move_to_history(make_usage(QUERY_RECORD, transno="c", use_time=datetime(2026, 11, 19, 9, tzinfo=UTC)))
+    make_usage(QUERY_RECORD, transno="theirs", userorgid="globex")
     newest_first = usage_records(org="acme").order_by("-use_time", "-id")
     by_amount = Ordering.parse("-amount").apply(usage_records(org="acme"))  # adds a sort column
 
@@ -156,8 +174,8 @@ def test_rows_of_a_queryset_are_what_values_gives_in_its_order():
 
 
 def test_count_is_exact_when_filtered_or_off_postgresql():
-    make_usage()
-    moved = make_usage()
+    make_usage(QUERY_RECORD)
+    moved = make_usage(QUERY_RECORD)
     move_to_history(moved)
 
     assert usage_count(query=UsageQuery(org="acme")) == {"count": 2, "estimated": False}
@@ -170,8 +188,8 @@ def test_unfiltered_count_on_postgresql_is_the_planner_estimate_and_says_so(monk
     # Estimates start at selectors.COUNT_ESTIMATE_FLOOR rows (fewer are counted): lowered to 1 here.
     monkeypatch.setattr("llmlog.selectors.totals.COUNT_ESTIMATE_FLOOR", 1)
     for _ in range(5):
-        make_usage()
-    move_to_history(make_usage(), make_usage())
+        make_usage(QUERY_RECORD)
+    move_to_history(make_usage(QUERY_RECORD), make_usage(QUERY_RECORD))
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE llmusage")
         cursor.execute("ANALYZE llmusage_history")
@@ -193,15 +211,15 @@ def test_unfiltered_count_on_postgresql_is_the_planner_estimate_and_says_so(monk
     ],
 )
 def test_search_finds_a_record_by_each_searched_column(field, value, keyword):
-    make_usage(transno="noise")
-    wanted = make_usage(**{field: value})
+    make_usage(QUERY_RECORD, transno="noise")
+    wanted = make_usage(QUERY_RECORD, **{field: value})
     move_to_history(wanted)  # search reads history too
 
     assert transnos(usage_search(queryset=usage_records(), keyword=keyword)) == {wanted.transno}
 
 
 def test_search_finds_by_id_and_never_looks_into_bodies():
-    record = make_usage(ioinfo={"request": "secret-needle", "response": "", "truncated": False})
+    record = make_usage(QUERY_RECORD, ioinfo={"request": "secret-needle", "response": "", "truncated": False})
 
     assert transnos(usage_search(queryset=usage_records(), keyword=str(record.pk))) == {record.transno}
     assert transnos(usage_search(queryset=usage_records(), keyword="secret-needle")) == set()
@@ -209,17 +227,24 @@ def test_search_finds_by_id_and_never_looks_into_bodies():
 
 
 def test_search_stays_inside_the_org():
-    make_usage(userorgid="globex", model_name="shared-model")
+    make_usage(QUERY_RECORD, userorgid="globex", model_name="shared-model")
 
     assert transnos(usage_search(queryset=usage_records(org="acme"), keyword="shared-model")) == set()
 
 
 def test_stats_give_totals_by_model_and_by_day_under_the_filters():
     day1, day2 = datetime(2026, 11, 19, 8, tzinfo=UTC), datetime(2026, 11, 20, 8, tzinfo=UTC)
-    make_usage(use_time=day1, model_name="gpt-4o", amount=Decimal("1"), cost=Decimal("0.5"))
-    make_usage(use_time=day2, model_name="gpt-4o", amount=Decimal("2"), cost=Decimal("1"))
-    make_usage(use_time=day2, model_name="claude", amount=Decimal("4"), cost=Decimal("3"), status="failed")
-    make_usage(use_time=day2, userorgid="globex", amount=Decimal("100"))
+    make_usage(QUERY_RECORD, use_time=day1, model_name="gpt-4o", amount=Decimal("1"), cost=Decimal("0.5"))
+    make_usage(QUERY_RECORD, use_time=day2, model_name="gpt-4o", amount=Decimal("2"), cost=Decimal("1"))
+    make_usage(
+        QUERY_RECORD,
+        use_time=day2,
+        model_name="claude",
+        amount=Decimal("4"),
+        cost=Decimal("3"),
+        status="failed",
+    )
+    make_usage(QUERY_RECORD, use_time=day2, userorgid="globex", amount=Decimal("100"))
 
     stats = usage_stats(query=native_query(org="acme", params={"start_time": "2026-11-19T00:00:00Z"}))
 
@@ -240,7 +265,7 @@ def test_stats_give_totals_by_model_and_by_day_under_the_filters():
 
 
 def test_stats_days_follow_time_zone():
-    make_usage(use_time=datetime(2026, 11, 19, 20, tzinfo=UTC))  # 2026-11-20 04:00 in Shanghai
+    make_usage(QUERY_RECORD, use_time=datetime(2026, 11, 19, 20, tzinfo=UTC))  # 2026-11-20 04:00 in Shanghai
     with override_settings(TIME_ZONE="Asia/Shanghai"):
         assert [d["day"] for d in usage_stats()["by_day"]] == [date(2026, 11, 20)]
     assert [d["day"] for d in usage_stats()["by_day"]] == [date(2026, 11, 19)]
