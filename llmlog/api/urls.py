@@ -1,7 +1,8 @@
 from rest_framework.routers import SimpleRouter
 
 from llmlog.api import budgets
-from llmlog.api.views import LLMUsageHistoryViewSet, LLMUsageViewSet
+from llmlog.api.history import LLMUsageHistoryViewSet
+from llmlog.api.views import LLMUsageViewSet
 
 # Every route answers with or without its trailing slash: a client that drops it must not get
 # APPEND_SLASH's redirect, which turns a POST into a GET and loses the record.

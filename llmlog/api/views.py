@@ -1,11 +1,8 @@
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
 
 from django.db.models import QuerySet
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -21,12 +18,19 @@ from rest_framework.response import Response
 
 from llmlog.api.adapters import TOO_BIG_ANSWER, bulk_response
 from llmlog.api.auth import Caller, HasScope, actor_of, caller_of
-from llmlog.api.errors import SingleValuedQueryMixin
 from llmlog.api.pagination import UsagePagination
 from llmlog.api.schema import openapi_schema
+from llmlog.api.scoping import (
+    BAD_INPUT,
+    FILTER_PARAMETERS,
+    NOT_FOUND,
+    SEARCH_PARAMETERS,
+    OrgScopedMixin,
+    check_uuid,
+    count_response,
+)
 from llmlog.api.serializers import (
     BulkIngestResponseSerializer,
-    LLMUsageHistorySerializer,
     LLMUsageSerializer,
     UsageAllSerializer,
     UsageCountSerializer,
@@ -37,22 +41,12 @@ from llmlog.api.serializers import (
 )
 from llmlog.bodies import TooBig
 from llmlog.edits import UsageImmutable, usage_delete, usage_update
-from llmlog.filters import (
-    TIME_FILTERS,
-    InvalidFilter,
-    UsageFilter,
-    UsageFilterBackend,
-    native_query,
-    unstorable_params,
-)
+from llmlog.filters import TIME_FILTERS, UsageFilter, UsageFilterBackend
 from llmlog.ingest.service import usage_ingest
 from llmlog.ingest.wire import BodyError, UsageIn
 from llmlog.models import LLMUsage, LLMUsageHistory, UsageAll
-from llmlog.queries import ALL, HISTORY, UsageQuery
-from llmlog.selectors.records import history_records, usage_matching, usage_record, usage_records
-from llmlog.selectors.rows import usage_record_values
+from llmlog.selectors.records import usage_matching, usage_record, usage_records
 from llmlog.selectors.stats import usage_rates, usage_stats
-from llmlog.selectors.totals import usage_count
 
 USAGE_IN_SCHEMA = openapi_schema(UsageIn)
 INGEST_REQUEST_SCHEMA = {
@@ -66,78 +60,6 @@ INGEST_ANSWER = PolymorphicProxySerializer(
 )
 
 
-class OrgScopedMixin(SingleValuedQueryMixin):
-    """An org key sees its org's records only; a record of another org is a 404, never a 403."""
-
-    # Any id reaches the view, which answers a 400 for one that is not a UUID (DRF's default, [^/.]+,
-    # leaves an id with a dot to Django's HTML 404 page).
-    lookup_value_regex = "[^/]+"
-
-    def initial(self, request: Request, *args, **kwargs) -> None:
-        super().initial(request, *args, **kwargs)
-        # NUL or a lone surrogate in any parameter is a 400 naming it, before any reaches a query.
-        unstorable_params(request.query_params, kwargs)
-
-    def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, InvalidFilter):  # from any parser or selector: a 400 naming the parameter
-            exc = exceptions.ValidationError(exc.errors)
-        return super().handle_exception(exc)
-
-    def scope_to_caller(self, queryset: QuerySet) -> QuerySet:
-        caller = caller_of(self.request)
-        return queryset if caller.is_platform else queryset.filter(userorgid=caller.userorgid)
-
-    # Where the records of this view live (UsageQuery.source).
-    query_source = ALL
-
-    def usage_query(self, params: Any = None) -> UsageQuery:
-        """The records the request's filter parameters (or `params`) name, in the caller's org."""
-        params = self.request.query_params if params is None else params
-        return native_query(params=params, org=caller_of(self.request).userorgid, source=self.query_source)
-
-    def list(self, request: Request) -> Response:
-        page = self.paginate_queryset(usage_matching(query=self.usage_query()))
-        return self.get_paginated_response(self.get_serializer(page, many=True).data)
-
-    def get_object(self):
-        _check_uuid(self.kwargs.get(self.lookup_field))
-        return super().get_object()
-
-    def retrieve(self, request: Request, pk: str) -> Response:
-        """Get-item without a model instance or a serializer: the hottest read, kept to one query."""
-        _check_uuid(pk)
-        model = self.get_queryset().model
-        try:
-            record = usage_record_values(org=caller_of(request).userorgid, id=pk, model=model)
-        except model.DoesNotExist:
-            raise exceptions.NotFound(f"No {model._meta.object_name} matches the given query.") from None
-        return Response(usage_representation(record))
-
-
-def _filter_parameters() -> list[OpenApiParameter]:
-    """The filters of llmlog.filters.UsageFilter as OpenAPI query parameters (for the actions that
-    drf-spectacular does not read a FilterSet for)."""
-    types = {
-        "start_time": (str, "date-time or unix seconds / milliseconds"),
-        "end_time": (str, "date-time or unix seconds / milliseconds"),
-        "use_date": (OpenApiTypes.DATE, None),
-        "min_amount": (OpenApiTypes.DECIMAL, None),
-        "max_amount": (OpenApiTypes.DECIMAL, None),
-    }
-    parameters = []
-    for name, filter_ in UsageFilter.base_filters.items():
-        kind, _ = types.get(name, (str, None))
-        choices = getattr(filter_, "extra", {}).get("choices")
-        enum = [value for value, _label in choices] if choices else None
-        parameters.append(
-            OpenApiParameter(name, kind, OpenApiParameter.QUERY, description=filter_.label or "", enum=enum)
-        )
-    return parameters
-
-
-SEARCH_PARAMETERS = _filter_parameters()
-# count, stats and rates have no order
-FILTER_PARAMETERS = [parameter for parameter in SEARCH_PARAMETERS if parameter.name != "ordering"]
 KEYWORD_PARAMETER = OpenApiParameter(
     "keyword",
     str,
@@ -146,8 +68,6 @@ KEYWORD_PARAMETER = OpenApiParameter(
     description="Matches id, transno, userid, username, userorgid, model_name or token_name exactly, "
     "or a part of error_message (case-insensitive). Request and response bodies are not searched.",
 )
-BAD_INPUT = OpenApiResponse(description="A bad parameter; the answer names it.")
-NOT_FOUND = OpenApiResponse(description="No such record (or one of another org).")
 
 
 @extend_schema_view(
@@ -244,7 +164,7 @@ class LLMUsageViewSet(
     )
     @action(detail=False, methods=["get"])
     def count(self, request: Request) -> Response:
-        return _count_response(self, request)
+        return count_response(self, request)
 
     @extend_schema(
         summary="Search usage records by keyword",
@@ -326,66 +246,13 @@ class LLMUsageViewSet(
 
     @staticmethod
     def _editor(request: Request, pk: str, *, doing: str) -> Caller:
-        _check_uuid(pk)
+        check_uuid(pk)
         caller = caller_of(request)
         if not caller.is_platform_admin:
             raise exceptions.PermissionDenied(
                 f"Only a platform admin (a platform key with role admin or owner) may {doing} a usage record."
             )
         return caller
-
-
-@extend_schema_view(
-    list=extend_schema(
-        summary="List records moved to history",
-        responses={200: LLMUsageHistorySerializer(many=True), 400: BAD_INPUT},
-    ),
-    retrieve=extend_schema(
-        summary="One history record",
-        responses={
-            200: LLMUsageHistorySerializer,
-            400: BAD_INPUT,
-            404: NOT_FOUND,
-        },
-    ),
-)
-class LLMUsageHistoryViewSet(
-    OrgScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
-):
-    """`llmusage_history`, read-only: accounted records of past days, moved nightly with their id."""
-
-    serializer_class = LLMUsageHistorySerializer
-    filter_backends = [UsageFilterBackend]
-    filterset_class = UsageFilter
-    pagination_class = UsagePagination
-    permission_classes = [IsAuthenticated, HasScope]
-    required_scopes = {"list": "read", "retrieve": "read", "count": "read"}
-    staff_permissions = dict.fromkeys(required_scopes, "llmlog.view_llmusagehistory")
-
-    query_source = HISTORY
-
-    def get_queryset(self) -> QuerySet[LLMUsageHistory]:
-        return history_records(org=caller_of(self.request).userorgid)
-
-    @extend_schema(
-        summary="Count history records under the filters",
-        parameters=FILTER_PARAMETERS,
-        responses={200: UsageCountSerializer, 400: BAD_INPUT},
-    )
-    @action(detail=False, methods=["get"])
-    def count(self, request: Request) -> Response:
-        return _count_response(self, request)
-
-
-def _count_response(view: OrgScopedMixin, request: Request) -> Response:
-    return Response(usage_count(query=view.usage_query()))
-
-
-def _check_uuid(pk: str) -> None:
-    try:
-        uuid.UUID(str(pk))
-    except ValueError:
-        raise exceptions.ValidationError({"id": f"{pk!r} is not a valid UUID."}) from None
 
 
 @contextmanager
