@@ -22,7 +22,7 @@ from django.test import override_settings
 from django.urls import reverse
 from drf_spectacular.generators import SchemaGenerator
 
-from llmlog.api.accounting import MAX_ORG_LENGTH
+from llmlog.api.access import MAX_ORG_LENGTH
 from llmlog.models import LLMUsage, LLMUsageHistory
 from tests.conftest import bearer
 from tests.factories import make_usage

@@ -28,7 +28,7 @@ from accounting.budgets import MAX_THRESHOLDS, budget_create, budget_statuses, b
 from accounting.holds import MAX_TTL_SECONDS, HoldConflict, HoldRefused, HoldRequest, hold_grant, hold_release
 from accounting.models import Budget, Hold
 from core.money import MONEY_DIGITS, MONEY_PLACES
-from llmlog.api.accounting import RoleForAction, given_params
+from llmlog.api.access import RoleForAction, given_params
 from llmlog.api.auth import Caller, HasScope, actor_of, caller_of
 from llmlog.api.errors import SingleValuedQueryMixin
 from llmlog.api.serializers import StrictCharField
