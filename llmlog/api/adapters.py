@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from llmlog.adapters import litellm, otlp
+from llmlog.adapters import litellm, otlp, otlp_wire
 from llmlog.adapters.common import ingest_gateway_records, summary
 from llmlog.api.auth import HasScope, caller_of
 from llmlog.api.serializers import BulkIngestResponseSerializer
@@ -164,8 +164,8 @@ class OTLPTracesView(APIView):
             "`partial_success.rejected_spans`. gzip bodies are accepted."
         ),
         request={
-            otlp.PROTOBUF: {"type": "string", "format": "binary"},
-            otlp.JSON: {"type": "object"},
+            otlp_wire.PROTOBUF: {"type": "string", "format": "binary"},
+            otlp_wire.JSON: {"type": "object"},
         },
         responses={
             200: OpenApiResponse(description="ExportTraceServiceResponse, in the request's encoding."),
@@ -182,11 +182,11 @@ class OTLPTracesView(APIView):
         if content_type is None:
             raise exceptions.UnsupportedMediaType(
                 request._request.content_type or "",
-                detail=f"Send OTLP as {otlp.PROTOBUF} or {otlp.JSON}.",
+                detail=f"Send OTLP as {otlp_wire.PROTOBUF} or {otlp_wire.JSON}.",
             )
         body = read_body(request, limit=max_body_bytes())
         try:
-            message = otlp.parse_otlp(body, content_type)
+            message = otlp_wire.parse_otlp(body, content_type)
         except BodyError as exc:
             raise exceptions.ParseError(str(exc)) from None
         except TooBig as exc:
@@ -196,12 +196,12 @@ class OTLPTracesView(APIView):
             records=batch.records, org=caller_of(request).userorgid, source_names=otlp.SOURCE_NAMES
         )
         answer = otlp.export_response(batch, result)
-        return HttpResponse(otlp.encode(answer, content_type), content_type=content_type)
+        return HttpResponse(otlp_wire.encode(answer, content_type), content_type=content_type)
 
     @staticmethod
     def _content_type(request: Request) -> str | None:
         content_type = (request._request.content_type or "").lower()
-        return content_type if content_type in (otlp.PROTOBUF, otlp.JSON) else None
+        return content_type if content_type in (otlp_wire.PROTOBUF, otlp_wire.JSON) else None
 
     def handle_exception(self, exc: Exception) -> HttpResponse:
         """OTLP/HTTP error bodies are a google.rpc.Status, in the encoding of the request."""
@@ -209,10 +209,10 @@ class OTLPTracesView(APIView):
         detail = (
             response.data.get("detail", response.data) if isinstance(response.data, dict) else response.data
         )
-        content_type = self._content_type(self.request) or otlp.JSON
+        content_type = self._content_type(self.request) or otlp_wire.JSON
         message = Status(code=GRPC_CODES.get(response.status_code, 2), message=str(detail))
         answer = HttpResponse(
-            otlp.encode(message, content_type), status=response.status_code, content_type=content_type
+            otlp_wire.encode(message, content_type), status=response.status_code, content_type=content_type
         )
         for header in ("WWW-Authenticate", "Retry-After"):
             if header in response:

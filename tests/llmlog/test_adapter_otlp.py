@@ -444,19 +444,19 @@ def every_kind_of_value() -> dict[str, Any]:
 
 
 def mapped(body: bytes) -> list:
-    from llmlog.adapters import otlp
+    from llmlog.adapters import otlp, otlp_wire
 
-    batch = otlp.otlp_records(otlp.parse_otlp(body, otlp.JSON))
+    batch = otlp.otlp_records(otlp_wire.parse_otlp(body, otlp_wire.JSON))
     return [msgspec.to_builtins(record) for record in batch.records]
 
 
 def test_otlp_json_maps_alike_through_msgspec_and_through_protobuf(monkeypatch):
-    from llmlog.adapters import otlp
+    from llmlog.adapters import otlp_wire
 
     body = json.dumps(every_kind_of_value()).encode()
-    assert isinstance(otlp.parse_otlp(body, otlp.JSON), otlp._JsonRequest)  # the fast way reads it
+    assert isinstance(otlp_wire.parse_otlp(body, otlp_wire.JSON), otlp_wire._JsonRequest)  # the fast way
     fast = mapped(body)
-    monkeypatch.setattr(otlp, "_json_request", lambda body: None)
+    monkeypatch.setattr(otlp_wire, "_json_request", lambda body: None)
 
     slow = mapped(body)
 
@@ -466,13 +466,13 @@ def test_otlp_json_maps_alike_through_msgspec_and_through_protobuf(monkeypatch):
 
 
 def test_otlp_json_in_snake_case_and_enum_names_still_parses_the_protobuf_way():
-    from llmlog.adapters import otlp
+    from llmlog.adapters import otlp, otlp_wire
 
     body = otlp_json(status={"code": "STATUS_CODE_ERROR", "message": "boom"})
     snake = {"resource_spans": [{"scope_spans": body["resourceSpans"][0]["scopeSpans"]}]}
 
     for document in (body, snake):
-        request = otlp.parse_otlp(json.dumps(document).encode(), otlp.JSON)
-        assert not isinstance(request, otlp._JsonRequest)
+        request = otlp_wire.parse_otlp(json.dumps(document).encode(), otlp_wire.JSON)
+        assert not isinstance(request, otlp_wire._JsonRequest)
         (record,) = otlp.otlp_records(request).records
         assert (record.status, record.input_tokens) == ("failed", 42)
