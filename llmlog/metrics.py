@@ -8,6 +8,10 @@
   pending accounting and the age of the oldest (the partial index llmusage_pending_idx; ids are uuid7,
   so the smallest pending id is the oldest and carries its ingest time), open accounting failures, and
   the last successful nightly backup: when it finished and how many records it moved.
+- Budgets, read at scrape time with one query (`budget_spent_ratios`): `llmlog_budget_spent_ratio`
+  {budget, org, period} = spent / limit in each budget's current period, for at most
+  MAX_BUDGET_SERIES budgets, those whose latest counter is nearest their limit (so the series stay
+  bounded whatever the number of budgets; the API and admin show every budget).
 
 Access: a scrape job sends `Authorization: Bearer <LLMLOG_METRICS_TOKEN>`; an operator signed in to the
 admin as staff with the `llmlog.view_llmusage` permission (the figures are usage figures) can open it in
@@ -29,14 +33,17 @@ from collections.abc import Callable, Iterator
 
 from django.conf import settings
 from django.db import DatabaseError
+from django.db.models import F, OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse
+from django.utils.timezone import now as time_now
 from django.views.decorators.http import require_GET
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from accounting.models import AccountingFailure
+from accounting.budgets import period_bounds
+from accounting.models import AccountingFailure, Budget, BudgetSpend
 from llmlog.models import AccountingStatus, JobRun, LLMUsage
 
 logger = logging.getLogger(__name__)
@@ -47,6 +54,7 @@ for _result in INGEST_RESULTS:
     INGEST_RECORDS.labels(_result)  # every series exists from the start, so rate() has a baseline
 
 BACKUP_JOB = "backup_accounted_llmusage"
+MAX_BUDGET_SERIES = 1000
 
 REQUEST_LATENCY = Histogram(
     "django_http_requests_latency_seconds_by_view_method",
@@ -106,6 +114,7 @@ class UsageCollector(Collector):
         up = GaugeMetricFamily("llmlog_database_up", "1 when the scrape could read the database.")
         try:
             figures = self.figures()
+            budgets = budget_spent_ratios()
         except DatabaseError:
             logger.warning("metrics: the database could not be read", exc_info=True)
             up.add_metric([], 0)
@@ -115,6 +124,15 @@ class UsageCollector(Collector):
         yield up
         for name, documentation, value in figures:
             yield GaugeMetricFamily(name, documentation, value=value)
+        ratio = GaugeMetricFamily(
+            "llmlog_budget_spent_ratio",
+            f"Spent / limit of each budget in its current period (1: at its limit; at most "
+            f"{MAX_BUDGET_SERIES} budgets, those nearest their limit).",
+            labels=["budget", "org", "period"],
+        )
+        for budget_id, org, period, value in budgets:
+            ratio.add_metric([str(budget_id), org, period], value)
+        yield ratio
 
     @staticmethod
     def figures() -> list[tuple[str, str, float]]:
@@ -156,6 +174,33 @@ class UsageCollector(Collector):
                 moved,
             ),
         ]
+
+
+def budget_spent_ratios(*, now=None) -> list[tuple[int, str, str, float]]:
+    """(id, org, period, spent / limit) of the MAX_BUDGET_SERIES budgets nearest their limit, now.
+
+    One query: each budget with its latest counter (the unique (budget, period_start) index), ordered by
+    that counter's ratio. A budget whose latest counter is of an earlier period has counted nothing in
+    this one: it reports 0 (its period is worked out here, in its own time zone, as budget_statuses
+    does)."""
+    latest = BudgetSpend.objects.filter(budget=OuterRef("pk")).order_by("-period_start")
+    rows = (
+        Budget.objects.annotate(
+            latest_start=Subquery(latest.values("period_start")[:1]),
+            latest_spent=Subquery(latest.values("spent")[:1]),
+        )
+        .annotate(latest_ratio=F("latest_spent") / F("limit"))
+        .order_by(F("latest_ratio").desc(nulls_last=True), "id")
+        .values_list("id", "org", "period", "time_zone", "limit", "latest_start", "latest_spent")[
+            :MAX_BUDGET_SERIES
+        ]
+    )
+    now = now or time_now()
+    ratios = []
+    for budget_id, org, period, time_zone, limit, start, spent in rows:
+        current = start is not None and start == period_bounds(period=period, time_zone=time_zone, at=now)[0]
+        ratios.append((budget_id, org, period, float(spent / limit) if current else 0.0))
+    return ratios
 
 
 # What a session needs to read the figures: they count usage records and failures of every org.

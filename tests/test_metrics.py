@@ -190,6 +190,66 @@ def test_last_successful_backup_time_and_rows_moved(client, token):
     assert metrics[("llmlog_backup_last_moved_records", ())] == 1234
 
 
+def _ratio(metrics, budget) -> float:
+    labels = (("budget", str(budget.pk)), ("org", budget.org), ("period", budget.period))
+    return metrics[("llmlog_budget_spent_ratio", labels)]
+
+
+@pytest.mark.django_db
+def test_budget_spent_ratio_of_the_current_period(client, token):
+    from accounting.budgets import UsageChange, budget_create, budget_usage_apply
+
+    now = timezone.now()
+    monthly = budget_create(org="acme", limit=Decimal("4.00"), period="month", time_zone="UTC")
+    daily = budget_create(org="globex", limit=Decimal("2.00"), period="day", time_zone="UTC")
+    untouched = budget_create(org="initech", limit=Decimal("9.00"), period="total")
+
+    def spend(org, amount, at):
+        change = UsageChange(
+            userorgid=org, userid="u", token_name="k", model_name="m", feature="", use_time=at, amount=amount
+        )
+        budget_usage_apply(changes=[change])
+
+    spend("acme", Decimal("1.00"), now)
+    spend("globex", Decimal("5.00"), now - timedelta(days=2))  # an earlier day: not today's spend
+
+    metrics = scrape(client, **token)
+
+    assert _ratio(metrics, monthly) == 0.25
+    assert _ratio(metrics, daily) == 0  # its latest counter is of an earlier period
+    assert _ratio(metrics, untouched) == 0
+
+
+@pytest.mark.django_db
+def test_budget_series_are_the_ones_nearest_their_limit(client, token, monkeypatch):
+    from accounting.budgets import UsageChange, budget_create, budget_usage_apply
+
+    monkeypatch.setattr("llmlog.metrics.MAX_BUDGET_SERIES", 2)
+    budgets = {
+        org: budget_create(org=org, limit=Decimal("10.00"), period="total")
+        for org in ("acme", "globex", "initech")
+    }
+    for org, amount in (("acme", "9.00"), ("globex", "1.00"), ("initech", "12.00")):
+        change = UsageChange(
+            userorgid=org,
+            userid="",
+            token_name="",
+            model_name="",
+            feature="",
+            use_time=timezone.now(),
+            amount=Decimal(amount),
+        )
+        budget_usage_apply(changes=[change])
+
+    metrics = scrape(client, **token)
+
+    assert _ratio(metrics, budgets["initech"]) == 1.2
+    assert _ratio(metrics, budgets["acme"]) == 0.9
+    assert not any(
+        name == "llmlog_budget_spent_ratio" and ("org", "globex") in labels for name, labels in metrics
+    )
+
+
 CREATED = ("llmlog_ingest_records_total", (("result", "created"),))
 
 
