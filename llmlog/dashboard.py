@@ -6,6 +6,8 @@ the template from the geometry computed here: no script and no asset from the in
 
 Every chart can be narrowed to one org: `org` narrows the whole page, and `requests_org`, `tokens_org`,
 `amount_org`, `models_org`, `orgs_org` one chart each ("" follows `org`, "all" shows every org).
+Narrowed to an org, the page lists that org's budgets (spent, held, limit, remaining of the current period,
+as the budgets admin shows them) for viewers who may see budgets.
 """
 
 from collections.abc import Mapping, Sequence
@@ -22,7 +24,8 @@ from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
-from accounting.models import AccountingFailure
+from accounting.budgets import budget_statuses
+from accounting.models import AccountingFailure, Budget
 from core.admin import MAX_FILTER_VALUES, distinct_values
 from core.formats import DEFAULT_CURRENCY, money_text
 from core.text import text_problem
@@ -42,6 +45,7 @@ DAY_CHARTS_FIELDS = {
 DAY_CHARTS = tuple(DAY_CHARTS_FIELDS)
 CHARTS = (*DAY_CHARTS, "models", "orgs")
 ORG_MAX_LENGTH = 64  # userorgid's length
+MAX_ORG_BUDGETS = 50  # an org has a few; the budgets admin lists every one
 
 
 # --- numbers -------------------------------------------------------------------------------------
@@ -106,6 +110,34 @@ def known_orgs() -> list[str]:
         *distinct_values(model=LLMUsageHistory, column="userorgid"),
     }
     return sorted(org for org in orgs if org)[:MAX_FILTER_VALUES]
+
+
+def org_budgets(*, org: str, now: datetime) -> list[dict[str, Any]]:
+    """The org's budgets in its current periods (two queries besides the budgets': budget_statuses),
+    each with its figures as text and the bar's shares of the limit in percent."""
+    budgets = list(Budget.objects.filter(org=org).order_by("id")[:MAX_ORG_BUDGETS])
+    rows = []
+    for status in budget_statuses(budgets=budgets, now=now):
+        budget = status.budget
+        spent = min(100, int(status.spent * 100 / budget.limit))
+        held = min(100 - spent, int(status.held * 100 / budget.limit))
+        rows.append(
+            {
+                "id": budget.pk,
+                "label": str(budget),
+                "period": budget.period,
+                "action": budget.action,
+                "spent": money_text(status.spent, currency=budget.currency),
+                "held": money_text(status.held, currency=budget.currency),
+                "limit": money_text(budget.limit, currency=budget.currency),
+                "remaining": money_text(status.remaining, currency=budget.currency),
+                "spent_percent": spent,
+                "held_percent": held,
+                # The budgets admin's colours: over the limit, past 80 %, below.
+                "level": "over" if spent >= 100 else "near" if spent >= 80 else "ok",
+            }
+        )
+    return rows
 
 
 # --- charts --------------------------------------------------------------------------------------
@@ -247,11 +279,16 @@ def _org_param(params: Mapping[str, str], name: str) -> str:
 
 
 def dashboard_context(
-    *, params: Mapping[str, str], now: datetime | None = None, with_failures: bool = True
+    *,
+    params: Mapping[str, str],
+    now: datetime | None = None,
+    with_failures: bool = True,
+    with_budgets: bool = True,
 ) -> dict[str, Any]:
     """Everything the dashboard shows, for the query parameters `org` and `<chart>_org` (see the
     module's docstring). Each distinct org asked for is read once. `open_failures` is None without
-    `with_failures` (the viewer may not see failures)."""
+    `with_failures` (the viewer may not see failures); `budgets` is None without `with_budgets` or
+    without an org."""
     now = now or timezone.now()
     org = _org_param(params, "org")
     chart_orgs = {}
@@ -279,6 +316,7 @@ def dashboard_context(
         "orgs": known_orgs(),
         "today": dashboard_today(org=org, now=now),
         "open_failures": open_failures(org=org) if with_failures else None,
+        "budgets": org_budgets(org=org, now=now) if org and with_budgets else None,
         "days": CHART_DAYS,
         "charts": {
             **{chart: day_chart(chart) for chart in DAY_CHARTS},
@@ -297,6 +335,13 @@ def _failures_url(org: str) -> str | None:
     return f"{url}?status__exact=open" + (f"&userorgid={quote(org)}" if org else "")
 
 
+def _budgets_url(org: str) -> str | None:
+    try:
+        return f"{reverse('admin:accounting_budget_changelist')}?org__exact={quote(org)}"  # its org filter
+    except NoReverseMatch:
+        return None
+
+
 def dashboard_view(request: HttpRequest) -> TemplateResponse:
     """/admin/dashboard/: for staff who may view usage; the failures tile for those who may view them."""
     if not request.user.has_perm("llmlog.view_llmusage") and not request.user.has_perm(
@@ -312,11 +357,15 @@ def dashboard_view(request: HttpRequest) -> TemplateResponse:
         if problem:  # no org can be named so: say so and show the page without that choice
             messages.error(request, f"Ignored {name}: {problem}")
             params.pop(name)
-    context = dashboard_context(params=params, with_failures=can_see_failures)
+    can_see_budgets = request.user.has_perm("accounting.view_budget") or request.user.has_perm(
+        "accounting.change_budget"
+    )
+    context = dashboard_context(params=params, with_failures=can_see_failures, with_budgets=can_see_budgets)
     context.update(
         admin.site.each_context(request),
         title="Dashboard",
         failures_url=_failures_url(context["org"]) if can_see_failures else None,
         usage_url=reverse("admin:llmlog_llmusage_changelist"),
+        budgets_url=_budgets_url(context["org"]) if context["budgets"] is not None else None,
     )
     return TemplateResponse(request, "llmlog/dashboard.html", context)

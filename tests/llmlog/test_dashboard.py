@@ -5,8 +5,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.urls import reverse
+from django.utils import timezone
 
+from accounting.budgets import UsageChange, budget_create, budget_usage_apply
 from accounting.models import AccountingFailure
 from llmlog.dashboard import bar_list, column_chart, dashboard_context, full
 from llmlog.models import LLMUsageHistory, UsageRollup
@@ -187,3 +190,64 @@ def test_money_reads_the_same_on_every_figure(usage) -> None:
     assert today["margin"] == "0.10600 USD"
     assert full(Decimal("12345.6")) == "12,345.60000 USD"
     assert full(1234567) == "1,234,567"
+
+
+# --- the org's budgets ----------------------------------------------------------------------------
+
+
+def spend(*, org: str, amount: str, at: datetime) -> None:
+    change = UsageChange(
+        userorgid=org,
+        userid="",
+        token_name="",
+        model_name="",
+        feature="",
+        use_time=at,
+        amount=Decimal(amount),
+    )
+    budget_usage_apply(changes=[change])
+
+
+def test_an_orgs_budgets_with_spent_limit_and_remaining(settings) -> None:
+    settings.TIME_ZONE = "UTC"
+    monthly = budget_create(org="acme", name="acme monthly", limit=Decimal("4.00"), period="month", now=NOW)
+    budget_create(org="globex", name="globex monthly", limit=Decimal("1.00"), now=NOW)
+    spend(org="acme", amount="3.40", at=NOW)
+    spend(org="acme", amount="9.00", at=NOW - timedelta(days=40))  # an earlier month
+
+    context = dashboard_context(params={"org": "acme"}, now=NOW)
+
+    (row,) = context["budgets"]
+    assert row["id"] == monthly.pk
+    assert (row["spent"], row["limit"], row["remaining"]) == ("3.40000 USD", "4.00000 USD", "0.60000 USD")
+    assert (row["spent_percent"], row["level"]) == (85, "near")
+    assert dashboard_context(params={}, now=NOW)["budgets"] is None  # every org: no budget list
+
+
+def test_the_org_page_lists_its_budgets_only(admin_client) -> None:
+    budget_create(org="acme", name="acme-cap", limit=Decimal("2.00"), period="day")
+    budget_create(org="globex", name="globex-cap", limit=Decimal("2.00"), period="day")
+    spend(org="acme", amount="0.50", at=timezone.now())
+
+    html = admin_client.get(DASHBOARD, {"org": "acme"}).content.decode()
+
+    section = re.search(r'<section class="llmlog-budgets" id="budgets">.*?</section>', html, re.S)
+    assert section, "no budgets section"
+    budgets = section.group(0)
+    assert "acme-cap" in budgets and "globex-cap" not in budgets
+    assert 'title="25% spent, 0% held"' in budgets and 'style="width:25%"' in budgets
+    assert "0.50000" in budgets and "1.50000" in budgets  # spent and remaining
+    assert "org__exact=acme" in budgets
+    assert 'id="budgets"' not in admin_client.get(DASHBOARD).content.decode()  # no org chosen
+
+
+def test_a_viewer_who_may_not_see_budgets_gets_no_budget_list(client, django_user_model) -> None:
+    budget_create(org="acme", name="acme-cap", limit=Decimal("2.00"))
+    viewer = django_user_model.objects.create_user("viewer", password="x", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_llmusage"))
+    client.force_login(viewer)
+
+    response = client.get(DASHBOARD, {"org": "acme"})
+
+    assert response.status_code == 200
+    assert "acme-cap" not in response.content.decode()
