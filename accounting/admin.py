@@ -1,9 +1,9 @@
 """Accounts (top-up, freeze), the ledger (read-only), and the ledger's half of the failed-postings page.
 
-The failed-postings page is registered by llmlog's admin (`llmlog.admin.AccountingFailureRetryAdmin`):
-it subclasses `AccountingFailureAdmin` below with "Retry now" (which reads usage rows), the big-table
-filters and CSV export, because accounting never imports llmlog. There is one failures admin, registered
-once, there.
+The failed-postings page is registered by llmlog's admin
+(`llmlog.admin.failures.AccountingFailureRetryAdmin`): it subclasses `AccountingFailureAdmin` below with
+"Retry now" (which reads usage rows), the big-table filters and CSV export, because accounting never
+imports llmlog. There is one failures admin, registered once, there.
 
 Every list here is bounded: the ledger grows by one transaction and three lines per usage record, and
 failures can pile up by the million when an org has no account, so no page COUNTs a whole table.

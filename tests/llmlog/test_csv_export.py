@@ -11,7 +11,7 @@ from django.http import StreamingHttpResponse
 from django.urls import reverse
 from django.utils import timezone
 
-from llmlog.admin import USAGE_CSV_COLUMNS
+from llmlog.admin.usage import USAGE_CSV_COLUMNS
 from llmlog.csv_export import CsvColumn, csv_cell, csv_lines, neutralise
 from llmlog.models import TOKEN_COUNT_FIELDS, LLMUsage, LLMUsageHistory
 from tests.factories import make_usage

@@ -23,7 +23,7 @@ from accounting.failures import failure_record, failure_resolve
 from accounting.ledger import account_update, ledger_topup
 from accounting.models import Account, AccountingFailure
 from core.admin import BoundedCountPaginator
-from llmlog.admin import AccountingFailureRetryAdmin
+from llmlog.admin.failures import AccountingFailureRetryAdmin
 from llmlog.models import LLMUsage
 from llmlog.posting import account_pending_usage
 from tests.factories import insert_usage, make_accounts, usage_row

@@ -1,43 +1,24 @@
-"""The operator's admin: usage and history (big tables: bounded counts, indexed filters and search, CSV
-export), model prices, API keys, job runs, and the failed-postings page (accounting's admin plus "Retry
-now"). The dashboard is llmlog.dashboard; the shared pieces for big lists are core.admin and
-llmlog.csv_export."""
-
-from collections import Counter
+"""The usage and history pages (big tables: bounded counts, indexed filters and search, CSV export;
+corrections of records not yet accounted) and the audit trail of those corrections."""
 
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
-from django.template.response import TemplateResponse
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
-from django.utils.text import Truncator
 
-from accounting.admin import AccountingFailureAdmin
-from accounting.models import AccountingFailure
 from core.admin import (
     BigTableAdmin,
-    ExactValueFilter,
     IndexedValuesFilter,
     TextSafeAdmin,
     date_range_filter,
-    reasons,
-    too_many,
 )
 from core.formats import money_html, time_text
 from llmlog.csv_export import CsvColumn, CsvExportMixin
 from llmlog.edits import UsageImmutable, usage_delete, usage_update
-from llmlog.keys import api_key_revoke
-from llmlog.models import AccountingStatus, ApiKey, JobRun, LLMUsage, LLMUsageHistory, ModelPrice, UsageAudit
-from llmlog.posting import retry_failed_accounting
+from llmlog.models import AccountingStatus, LLMUsage, LLMUsageHistory, UsageAudit
 from llmlog.selectors.search import usage_search
-
-admin.site.site_header = admin.site.site_title = "llmlog"
-admin.site.index_title = "Usage, accounting and keys"
-# The lists need the width (usage, failures and accounts fit 1440 px only without it, tests/e2e); every
-# page is one click from the index through the breadcrumbs.
-admin.site.enable_nav_sidebar = False
 
 USAGE_FIELDSETS = (
     (None, {"fields": ("id", "transno", "taskid", "status", "code", "error_message", "retry_times")}),
@@ -284,57 +265,6 @@ class LLMUsageHistoryAdmin(UsageAdminBase):
         return False
 
 
-@admin.register(ModelPrice)
-class ModelPriceAdmin(TextSafeAdmin):
-    list_display = ("model_name", "kind", "effective_from", "currency", "input_price", "output_price")
-    list_filter = ("kind", "currency")
-    search_fields = ("model_name",)
-
-
-class ApiKeyForm(forms.ModelForm):
-    scopes = forms.MultipleChoiceField(choices=ApiKey.Scope.choices, widget=forms.CheckboxSelectMultiple)
-
-    class Meta:
-        model = ApiKey
-        fields = ("name", "userorgid", "role", "scopes")
-
-
-@admin.register(ApiKey)
-class ApiKeyAdmin(TextSafeAdmin):
-    form = ApiKeyForm
-    list_display = ("key_prefix", "name", "userorgid", "role", "scopes", "created_at", "revoked_at")
-    list_filter = ("role", "revoked_at")
-    search_fields = ("name", "userorgid", "key_prefix")
-    actions = ("revoke",)
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return obj is None and super().has_change_permission(request)
-
-    def save_model(self, request, obj: ApiKey, form, change: bool) -> None:
-        obj._new_raw_key = obj.assign_new_secret()  # never stored: response_add shows it, then it is gone
-        super().save_model(request, obj, form, change)
-
-    def response_add(self, request, obj: ApiKey, post_url_continue=None) -> HttpResponse:
-        """The new key, shown once on this page: not in a message (Django keeps messages in a cookie),
-        not in a redirect's URL, not cached."""
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "New API key",
-            "opts": self.opts,
-            "key": obj,
-            "raw_key": obj._new_raw_key,
-        }
-        response = TemplateResponse(request, "admin/llmlog/apikey/created.html", context)
-        response["Cache-Control"] = "no-store"
-        return response
-
-    @admin.action(description="Revoke the selected keys")
-    def revoke(self, request, queryset) -> None:
-        for key in queryset:
-            api_key_revoke(key=key)
-        self.message_user(request, f"Revoked {queryset.count()} key(s).")
-
-
 @admin.register(UsageAudit)
 class UsageAuditAdmin(TextSafeAdmin):
     """Who changed or deleted which usage record, when, and the fields before and after: read-only."""
@@ -372,123 +302,3 @@ class UsageAuditAdmin(TextSafeAdmin):
     @admin.display(description="fields")
     def fields_changed(self, row: UsageAudit) -> str:
         return "whole record" if row.action == UsageAudit.Action.DELETE else ", ".join(sorted(row.before))
-
-
-@admin.register(JobRun)
-class JobRunAdmin(TextSafeAdmin):
-    # The last runs of each job: filter by job; newest first.
-    list_display = ("job", "started_at", "duration", "status", "what_it_did", "error_summary")
-    list_filter = ("job", "status")
-    search_fields = ("=job", "error")
-    date_hierarchy = "started_at"
-    ordering = ("-started_at",)
-    list_per_page = 50
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    @admin.display(description="duration (s)")
-    def duration(self, run: JobRun) -> str:
-        seconds = run.duration_seconds
-        return "running" if seconds is None else f"{seconds:.1f}"
-
-    @admin.display(description="counts")
-    def what_it_did(self, run: JobRun) -> str:
-        return ", ".join(f"{name} {value}" for name, value in run.counts.items()) or "-"
-
-    @admin.display(description="error")
-    def error_summary(self, run: JobRun) -> str:
-        return Truncator(run.error).chars(120)
-
-
-# --- failed postings ------------------------------------------------------------------------------
-
-
-ACCOUNTING_FAILURE_CSV_COLUMNS = (
-    CsvColumn("last_failed_at"),
-    CsvColumn("first_failed_at"),
-    CsvColumn("use_date"),
-    CsvColumn("transno"),
-    CsvColumn("usage_id"),
-    CsvColumn("userorgid"),
-    CsvColumn("userid"),
-    CsvColumn("ownerid"),
-    CsvColumn("llmid"),
-    CsvColumn("model_name"),
-    CsvColumn("amount", total=True),
-    CsvColumn("cost", total=True),
-    CsvColumn("error_code"),
-    CsvColumn("error_message"),
-    CsvColumn("attempts"),
-    CsvColumn("next_retry_at"),
-    CsvColumn("status"),
-    CsvColumn("resolved_at"),
-    CsvColumn("resolved_by"),
-)
-# What "Retry now" counts as a success: posted now, nothing to post (skipped), or posted already.
-RETRY_SUCCESSES = {"accounted", "skipped", "already_accounted"}
-# Why a retried failure did not post, as the action's message says it (a failure that failed again
-# is counted by its new error code).
-RETRY_FAILURE_REASONS = {"busy": "busy (being posted, or pending again)", "missing": "usage record gone"}
-
-
-@admin.register(AccountingFailure)
-class AccountingFailureRetryAdmin(CsvExportMixin, AccountingFailureAdmin):
-    """The failed-postings page: accounting's AccountingFailureAdmin (list, search by transno, resolve,
-    ignore) plus what needs llmlog: "Retry now" (it reads usage rows), the from-to picker and the org
-    drop-down of the big lists, a bounded count, CSV export, and a link to the usage record."""
-
-    list_filter = (
-        # From-to days on use_date: acct_failed_use_date_idx (or the org's (userorgid, use_date)).
-        ("use_date", date_range_filter("use date")),
-        "status",
-        "error_code",
-        # Its values come from acct_failed_org_date_idx, one probe each.
-        ("userorgid", IndexedValuesFilter),
-        ("userid", ExactValueFilter),
-        ("model_name", ExactValueFilter),
-    )
-    csv_columns = ACCOUNTING_FAILURE_CSV_COLUMNS
-    change_list_template = "admin/accounting/accountingfailure/change_list.html"  # the CSV one, styled
-    actions = ("retry_now", *AccountingFailureAdmin.actions)
-
-    def get_fieldsets(self, request: HttpRequest, obj: AccountingFailure | None = None) -> list:
-        (name, options), *rest = super().get_fieldsets(request, obj)
-        return [(name, {**options, "fields": (*options["fields"], "usage_record")}), *rest]
-
-    def get_readonly_fields(self, request: HttpRequest, obj: AccountingFailure | None = None) -> list[str]:
-        return [*super().get_readonly_fields(request, obj), "usage_record"]
-
-    @admin.display(description="usage record")
-    def usage_record(self, failure: AccountingFailure) -> str:
-        """The record in llmusage and its accounting status (a failed record never moves to history)."""
-        status = (
-            LLMUsage.objects.filter(pk=failure.usage_id).values_list("accounting_status", flat=True).first()
-        )
-        if status is None:
-            return "not in llmusage (deleted?)"
-        url = reverse("admin:llmlog_llmusage_change", args=[failure.usage_id])
-        return format_html('<a href="{}">{}</a> ({})', url, failure.usage_id, status)
-
-    @admin.action(description="Retry now", permissions=["change"])
-    def retry_now(self, request: HttpRequest, queryset: QuerySet[AccountingFailure]) -> None:
-        if too_many(self, request, queryset):
-            return
-        result = retry_failed_accounting(
-            ids=list(queryset.values_list("pk", flat=True)), by=request.user.get_username()
-        )
-        outcomes = result.outcomes
-        succeeded = sum(1 for outcome in outcomes.values() if outcome in RETRY_SUCCESSES)
-        failed = Counter(RETRY_FAILURE_REASONS[o] for o in outcomes.values() if o in RETRY_FAILURE_REASONS)
-        # A failure that failed again is counted by its new error code, e.g. "2 insufficient_balance".
-        failed_again = [pk for pk, outcome in outcomes.items() if outcome == "failed"]
-        failed.update(
-            AccountingFailure.objects.filter(pk__in=failed_again).values_list("error_code", flat=True)
-        )
-        message = f"Retried {len(outcomes)} failure(s): {succeeded} succeeded, {failed.total()} failed"
-        self.message_user(
-            request, f"{message}{reasons(failed)}.", level=messages.WARNING if failed else messages.SUCCESS
-        )
