@@ -21,21 +21,10 @@ from accounting.ledger import (
     ledger_topup,
 )
 from accounting.models import Account, LedgerLine
-from core.money import MONEY_DIGITS, MONEY_PLACES
 from llmlog.api.access import CONFLICT, RoleForAction, checked_org, given_params
 from llmlog.api.auth import HasScope, actor_of, caller_of
-from llmlog.api.errors import SingleValuedQueryMixin
-from llmlog.api.serializers import StrictCharField, StrictRegexField
-
-
-def _field_errors(exc: ValueError) -> dict[str, str]:
-    """The services say 'field: message'; the API answers {field: message}."""
-    name, sep, message = str(exc).partition(": ")
-    return {name: message} if sep and name.isidentifier() else {"non_field_errors": str(exc)}
-
-
-def _money_field(**kwargs: Any) -> serializers.DecimalField:
-    return serializers.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, **kwargs)
+from llmlog.api.errors import SingleValuedQueryMixin, field_errors
+from llmlog.api.serializers import StrictCharField, StrictRegexField, money_field
 
 
 class AccountSerializer(serializers.ModelSerializer):
@@ -61,13 +50,13 @@ class AccountCreateSerializer(serializers.Serializer):
     currency = StrictRegexField(
         r"^[A-Z]{3}$", default="USD", error_messages={"invalid": "Expected a 3-letter ISO code such as USD."}
     )
-    credit_limit = _money_field(min_value=0, default=0)
+    credit_limit = money_field(min_value=0, default=0)
     status = serializers.ChoiceField(choices=Account.Status.choices, default=Account.Status.ACTIVE)
 
 
 class AccountUpdateSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=Account.CREATABLE_KIND_CHOICES, default="customer")
-    credit_limit = _money_field(min_value=0, required=False)
+    credit_limit = money_field(min_value=0, required=False)
     status = serializers.ChoiceField(choices=Account.Status.choices, required=False)
 
     def validate(self, attrs: dict) -> dict:
@@ -84,7 +73,7 @@ class AccountQuerySerializer(serializers.Serializer):
 
 
 class TopupSerializer(serializers.Serializer):
-    amount = _money_field()
+    amount = money_field()
     kind = serializers.ChoiceField(choices=[Account.Kind.CUSTOMER, Account.Kind.OWNER], default="customer")
     reference = StrictCharField(max_length=128, required=False, default="", allow_blank=True)
     memo = StrictCharField(max_length=255, required=False, default="", allow_blank=True)
@@ -138,7 +127,7 @@ TopupResponseSerializer = inline_serializer(
     {
         "transaction_id": serializers.UUIDField(),
         "reference": serializers.CharField(),
-        "amount": _money_field(),
+        "amount": money_field(),
         "account": AccountSerializer(),
     },
 )
@@ -199,7 +188,7 @@ class AccountViewSet(SingleValuedQueryMixin, viewsets.GenericViewSet):
         except AccountExists as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         except ValueError as exc:
-            raise exceptions.ValidationError(_field_errors(exc)) from None
+            raise exceptions.ValidationError(field_errors(exc)) from None
         return Response(AccountSerializer(account).data, status=status.HTTP_201_CREATED)
 
     def retrieve(self, request: Request, org: str) -> Response:
@@ -238,9 +227,9 @@ class AccountViewSet(SingleValuedQueryMixin, viewsets.GenericViewSet):
         except LedgerError as exc:
             raise Http404(exc.message) from None
         except BalanceOverflow as exc:
-            raise exceptions.ValidationError(_field_errors(exc)) from None
+            raise exceptions.ValidationError(field_errors(exc)) from None
         except ValueError as exc:
-            return Response({"detail": str(exc), **_field_errors(exc)}, status=status.HTTP_409_CONFLICT)
+            return Response({"detail": str(exc), **field_errors(exc)}, status=status.HTTP_409_CONFLICT)
         account.refresh_from_db()
         body = {
             "transaction_id": txn.pk,

@@ -27,24 +27,14 @@ from rest_framework.routers import SimpleRouter
 from accounting.budgets import MAX_THRESHOLDS, budget_create, budget_statuses, budget_update
 from accounting.holds import MAX_TTL_SECONDS, HoldConflict, HoldRefused, HoldRequest, hold_grant, hold_release
 from accounting.models import Budget, Hold
-from core.money import MONEY_DIGITS, MONEY_PLACES
 from llmlog.api.access import RoleForAction, given_params
 from llmlog.api.auth import Caller, HasScope, actor_of, caller_of
-from llmlog.api.errors import SingleValuedQueryMixin
-from llmlog.api.serializers import StrictCharField
+from llmlog.api.errors import SingleValuedQueryMixin, field_errors
+from llmlog.api.serializers import StrictCharField, money_field
 from llmlog.models import ModelPrice
 from llmlog.pricing import PriceBook, TokenCounts, charge
 
 MAX_HOLD_TOKENS = 10**10  # the per-record token bound of ingest (llmlog/limits.py)
-
-
-def _money(**kwargs: Any) -> serializers.DecimalField:
-    return serializers.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, **kwargs)
-
-
-def _field_errors(exc: ValueError) -> dict[str, str]:
-    name, sep, message = str(exc).partition(": ")
-    return {name: message} if sep and name.isidentifier() else {"non_field_errors": str(exc)}
 
 
 def _own_org(caller: Caller, org: str | None, field: str) -> str:
@@ -132,7 +122,7 @@ class BudgetWriteSerializer(serializers.Serializer):
     feature = StrictCharField(max_length=64, required=False, allow_blank=True)
     period = serializers.ChoiceField(choices=Budget.Period.choices, required=False)
     time_zone = StrictCharField(max_length=64, required=False)
-    limit = _money(min_value=Decimal("0.00001"))
+    limit = money_field(min_value=Decimal("0.00001"))
     currency = serializers.RegexField(r"^[A-Z]{3}$", required=False)
     thresholds = serializers.ListField(
         child=serializers.IntegerField(min_value=1, max_value=1000),
@@ -146,7 +136,7 @@ class BudgetWriteSerializer(serializers.Serializer):
 
 
 class BudgetUpdateSerializer(BudgetWriteSerializer):
-    limit = _money(min_value=Decimal("0.00001"), required=False)
+    limit = money_field(min_value=Decimal("0.00001"), required=False)
 
     def validate(self, attrs: dict) -> dict:
         fixed = sorted(
@@ -243,7 +233,7 @@ class BudgetViewSet(
         try:
             budget = budget_create(**params, created_by=actor_of(request))
         except ValueError as exc:
-            raise exceptions.ValidationError(_field_errors(exc)) from None
+            raise exceptions.ValidationError(field_errors(exc)) from None
         return Response(
             BudgetSerializer(budget, context=_budget_page([budget])).data, status=status.HTTP_201_CREATED
         )
@@ -255,7 +245,7 @@ class BudgetViewSet(
         try:
             budget = budget_update(budget=budget, **data.validated_data)
         except ValueError as exc:
-            raise exceptions.ValidationError(_field_errors(exc)) from None
+            raise exceptions.ValidationError(field_errors(exc)) from None
         return Response(BudgetSerializer(budget, context=_budget_page([budget])).data)
 
 
@@ -296,7 +286,7 @@ class HoldCreateSerializer(serializers.Serializer):
     max_output_tokens = serializers.IntegerField(
         min_value=0, max_value=MAX_HOLD_TOKENS, required=False, default=0
     )
-    amount = _money(min_value=0, max_value=Decimal(1_000_000), required=False)
+    amount = money_field(min_value=0, max_value=Decimal(1_000_000), required=False)
     ttl_seconds = serializers.IntegerField(min_value=1, max_value=MAX_TTL_SECONDS, required=False)
 
     def validate(self, attrs: dict) -> dict:
@@ -428,7 +418,7 @@ class HoldViewSet(
         except HoldConflict as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         except ValueError as exc:
-            raise exceptions.ValidationError(_field_errors(exc)) from None
+            raise exceptions.ValidationError(field_errors(exc)) from None
         return Response(
             HoldSerializer(hold).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
         )

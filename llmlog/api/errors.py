@@ -12,6 +12,12 @@ from rest_framework.views import exception_handler as drf_exception_handler
 logger = logging.getLogger(__name__)
 
 
+def field_errors(exc: ValueError) -> dict[str, str]:
+    """The services say 'field: message'; the API answers {field: message}."""
+    name, sep, message = str(exc).partition(": ")
+    return {name: message} if sep and name.isidentifier() else {"non_field_errors": str(exc)}
+
+
 # How long a client is asked to wait when the database is away (a restart takes seconds).
 DATABASE_RETRY_AFTER_SECONDS = 5
 

@@ -148,6 +148,11 @@ class UsageAllSerializer(UsageRepresentationMixin, serializers.ModelSerializer):
         read_only_fields = [f.name for f in UsageAll._meta.concrete_fields]
 
 
+def money_field(**kwargs: Any) -> serializers.DecimalField:
+    """A ledger amount (a top-up, a credit limit, a budget): the ledger's digits and places."""
+    return serializers.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, **kwargs)
+
+
 class MoneyField(serializers.DecimalField):
     """A per-record money value under ingest's rules: a string of ASCII digits with at most one point or
     an unsigned number (DRF alone would read " 1", "1_0", "1e3" and other scripts' digits), at most
