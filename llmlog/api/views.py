@@ -2,6 +2,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
+from django.conf import settings
 from django.db.models import QuerySet
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -16,7 +17,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from llmlog.api.adapters import TOO_BIG_ANSWER, bulk_response
+from llmlog.api.adapters import TOO_BIG_ANSWER, bulk_response, read_body
 from llmlog.api.auth import Caller, HasScope, actor_of, caller_of
 from llmlog.api.pagination import UsagePagination
 from llmlog.api.schema import openapi_schema
@@ -134,7 +135,9 @@ class LLMUsageViewSet(
     def create(self, request: Request) -> Response:
         caller = caller_of(request)
         try:
-            result = usage_ingest(body=request.body, org=caller.userorgid)
+            # gzip too, as the adapters take it; at most DATA_UPLOAD_MAX_MEMORY_SIZE, inflated or not.
+            body = read_body(request, limit=settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+            result = usage_ingest(body=body, org=caller.userorgid)
         except BodyError as exc:
             raise exceptions.ParseError(str(exc)) from None
         except TooBig as exc:

@@ -1,3 +1,4 @@
+import gzip
 import json
 import re
 
@@ -105,7 +106,8 @@ def test_oversized_body_is_413(api, acme_key):
     response = post(api, acme_key, b"[" + b" " * (2 * 1024 * 1024) + b"]")
 
     assert response.status_code == 413
-    assert "exceeded" in response.json()["detail"]
+    detail = response.json()["detail"]
+    assert re.fullmatch(r"The body is \d+ bytes; this endpoint takes at most \d+ bytes\.", detail)
 
 
 def test_ten_megabyte_body_is_refused_with_the_default_limit(api, acme_key):
@@ -237,3 +239,61 @@ def test_a_key_revoked_in_another_process_stops_working_within_the_cache_time(ap
     assert api.get(URL, **bearer(acme_key)).status_code == 200
     settings.LLMLOG_API_KEY_CACHE_SECONDS = 0
     assert api.get(URL, **bearer(acme_key)).status_code == 401
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("bulk", [False, True], ids=["single", "bulk"])
+def test_a_gzip_body_is_ingested_as_the_adapters_take_it(api, platform_key, bulk):
+    records = [usage_payload(), usage_payload()] if bulk else usage_payload()
+    body = gzip.compress(json.dumps(records).encode())
+
+    response = api.post(
+        "/api/llmusage/",
+        data=body,
+        content_type="application/json",
+        HTTP_CONTENT_ENCODING="gzip",
+        **bearer(platform_key),
+    )
+
+    assert response.status_code == 201, response.content
+    assert LLMUsage.objects.count() == (2 if bulk else 1)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("encoding", "body", "status"),
+    [("br", b"{}", 415), ("gzip", b"not gzip", 400), ("gzip", gzip.compress(b"{" * 10)[:-4], 400)],
+    ids=["unsupported", "not-gzip", "truncated"],
+)
+def test_a_body_in_another_or_a_broken_encoding_is_a_4xx_naming_it(api, platform_key, encoding, body, status):
+    response = api.post(
+        "/api/llmusage/",
+        data=body,
+        content_type="application/json",
+        HTTP_CONTENT_ENCODING=encoding,
+        **bearer(platform_key),
+    )
+
+    assert response.status_code == status
+    assert "gzip" in response.json()["detail"]
+    assert not LLMUsage.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_gzip_body_that_inflates_past_the_limit_is_a_413(api, platform_key, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 4096
+    body = gzip.compress(
+        json.dumps(usage_payload(taskid="x" * 100) | {"metadata": {"k": "y" * 8000}}).encode()
+    )
+    assert len(body) < 4096
+
+    response = api.post(
+        "/api/llmusage/",
+        data=body,
+        content_type="application/json",
+        HTTP_CONTENT_ENCODING="gzip",
+        **bearer(platform_key),
+    )
+
+    assert response.status_code == 413
+    assert not LLMUsage.objects.exists()

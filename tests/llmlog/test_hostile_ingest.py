@@ -82,7 +82,7 @@ def test_body_over_the_size_limit_is_413_and_stores_nothing(api, platform_key):
     response = post(api, platform_key, payload)
 
     body = assert_refused(response, status=413)
-    assert "exceeded" in body["detail"]
+    assert "at most 4096 bytes" in body["detail"]
 
 
 @pytest.mark.parametrize("name", sorted(TEXT_FIELDS))
