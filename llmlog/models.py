@@ -119,6 +119,11 @@ class UsageRecord(models.Model):
     # money: null means "not priced yet" (no amount sent and no price found)
     amount = money_field(null=True, blank=True, help_text="Charged to the user's org.")
     cost = money_field(null=True, blank=True, help_text="Paid to the model owner.")
+    provider_cost = money_field(
+        null=True,
+        blank=True,
+        help_text="What the gateway or provider reported the call cost; null: not reported.",
+    )
     currency = models.CharField(max_length=3, default="USD")
     price = models.JSONField(null=True, blank=True, help_text="Snapshot of the unit prices applied.")
     # outcome

@@ -83,6 +83,7 @@ class _Checked:
     tokens: TokenCounts
     amount: Decimal | None
     cost: Decimal | None
+    provider_cost: Decimal | None
     request_ip: str | None
     metadata: dict[str, Any]
 
@@ -93,6 +94,7 @@ def _check(record: UsageIn, errors: dict[str, str], *, now: datetime) -> _Checke
     tokens = token_counts(record, errors)
     amount = _money(record.amount, "amount", errors)
     cost = _money(record.cost, "cost", errors)
+    provider_cost = _money(record.provider_cost, "provider_cost", errors)
     if record.price is not None:
         _check_json(record.price, "price", USAGES_MAX_BYTES, errors)
     request_ip = _ip(record.request_ip, errors)
@@ -104,7 +106,7 @@ def _check(record: UsageIn, errors: dict[str, str], *, now: datetime) -> _Checke
     _check_json(metadata, "metadata", settings.LLMLOG_METADATA_MAX_BYTES, errors)
     if record.usages is not None:
         _check_json(record.usages, "usages", USAGES_MAX_BYTES, errors)
-    return _Checked(use_time, tokens, amount, cost, request_ip, metadata)
+    return _Checked(use_time, tokens, amount, cost, provider_cost, request_ip, metadata)
 
 
 def _row(
@@ -144,6 +146,7 @@ def _row(
         "usages": record.usages,
         "amount": checked.amount,
         "cost": checked.cost,
+        "provider_cost": checked.provider_cost,
         "currency": record.currency,
         "price": record.price,
         "status": record.status,

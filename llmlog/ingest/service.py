@@ -22,7 +22,13 @@ from django.utils import timezone
 from llmlog.budget_spent import budgets_count_ingested
 from llmlog.ingest.group import GroupCommitter, GroupFailed
 from llmlog.ingest.rules import PreparedRecord, prepare_record
-from llmlog.ingest.stated import PLATFORM_ONLY_FIELDS, money_text_problem, refuse_stated_by_org, stated_fields
+from llmlog.ingest.stated import (
+    MONEY_FIELDS,
+    PLATFORM_ONLY_FIELDS,
+    money_text_problem,
+    refuse_stated_by_org,
+    stated_fields,
+)
 from llmlog.ingest.storage import (
     insert_usage_row_if_new,
     insert_usage_rows_if_new,
@@ -72,7 +78,7 @@ def usage_ingest(*, body: bytes, org: str = "") -> IngestResult:
     for raw, fields in zip(raw_items, stated, strict=True):
         money_errors = {
             name: problem
-            for name in ("amount", "cost")
+            for name in MONEY_FIELDS
             if fields is not None
             and (text := fields.sent(name)) is not None
             and (problem := money_text_problem(text))

@@ -13,6 +13,8 @@ from django.core.exceptions import PermissionDenied
 
 # The fields only a platform key may send (llmlog.api.auth.Caller.is_platform).
 PLATFORM_ONLY_FIELDS = ("amount", "cost", "ownerid", "price")
+# The money a record may send, checked as the text it was sent as (money_text_problem).
+MONEY_FIELDS = ("amount", "cost", "provider_cost")
 # A money value as text: ASCII digits with at most one point. No sign (not even "-0"), exponent, spaces,
 # underscores or other scripts' digits, all of which Decimal() would otherwise read. Used with fullmatch.
 MONEY_TEXT = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
@@ -31,6 +33,8 @@ class StatedFields(msgspec.Struct):
     cost: msgspec.Raw = NOT_SENT
     ownerid: msgspec.Raw = NOT_SENT
     price: msgspec.Raw = NOT_SENT
+    # Not platform-only (it moves no money), but money all the same: its text is checked as theirs.
+    provider_cost: msgspec.Raw = NOT_SENT
 
     def sent(self, name: str) -> bytes | None:
         """The field's JSON text; None when absent or null (which means absent)."""

@@ -69,6 +69,8 @@ class UsageIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     usages: dict[str, Any] | None = None
     amount: Decimal | None = None
     cost: Decimal | None = None
+    # What the gateway or provider reported the call cost: kept beside `cost`, moves no money (any key).
+    provider_cost: Decimal | None = None
     currency: Annotated[str, msgspec.Meta(pattern=r"\A[A-Z]{3}\Z")] = "USD"
     status: Literal["success", "failed"] = "success"
     code: Annotated[int, msgspec.Meta(ge=100, le=599)] | None = None
