@@ -157,6 +157,13 @@ def _lock_accounts(condition: Q) -> list[Account]:
     return list(Account.objects.select_for_update().filter(condition).order_by("pk"))
 
 
+def account_lock(*, account_id: int) -> Account:
+    """Lock one account until the caller's transaction ends: no line of it commits meanwhile, since every
+    writer of lines holds the locks of their accounts (a period close reads its last line id so)."""
+    (account,) = _lock_accounts(Q(pk=account_id))
+    return account
+
+
 def _apply_deltas(deltas: dict[int, Decimal], now: datetime) -> None:
     """balance = balance + delta for every account, in one UPDATE (the callers hold the locks)."""
     deltas = {pk: delta for pk, delta in deltas.items() if delta}

@@ -11,14 +11,29 @@ sums to zero and the platform's balance is its margin alone.
 """
 
 from decimal import Decimal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 from uuid_utils.compat import uuid7
 
 from core.money import MONEY_PLACES, money_field
+
+
+def default_time_zone() -> str:
+    """TIME_ZONE: the zone of a budget's periods and of an account's statements unless they name one."""
+    return settings.TIME_ZONE
+
+
+def validate_time_zone(name: str) -> None:
+    """An IANA zone name that zoneinfo knows, or a ValidationError naming it."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(f"{name!r} is not an IANA time zone such as Europe/Paris.") from None
 
 
 class Account(models.Model):
@@ -49,6 +64,12 @@ class Account(models.Model):
         default=Decimal(0), help_text="How far below zero a customer's balance may go."
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    time_zone = models.CharField(
+        max_length=64,
+        default=default_time_zone,
+        validators=[validate_time_zone],
+        help_text="The zone whose months the org's statements cover (accounting.statements).",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now, editable=False)
 
@@ -216,10 +237,6 @@ SPENT_DIGITS = 28
 
 def default_thresholds() -> list[int]:
     return [50, 80, 100]
-
-
-def default_time_zone() -> str:
-    return settings.TIME_ZONE
 
 
 class Budget(models.Model):
@@ -498,3 +515,57 @@ class RepricingItem(models.Model):
     @property
     def delta_cost(self) -> Decimal:
         return self.new_cost - self.old_cost
+
+
+# --- statements ------------------------------------------------------------------------------------
+
+
+class Statement(models.Model):
+    """A customer account's closed month: a stored snapshot that nothing changes after the close.
+
+    Which ledger lines a statement counts (accounting.statements): the lines of the account whose
+    transaction was created before `period_end` AND whose id is at most `closing_line_id` (the highest
+    line id of the account when the close held the account's lock), minus those the previous statement
+    counted (created before `opening_before`, id at most `opening_line_id`). A line committed after the
+    close has a higher id, whatever its created_at says, so it falls in the next open statement, once.
+    """
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="statements")
+    month = models.DateField(help_text="The first day of the month in the account's time zone.")
+    time_zone = models.CharField(max_length=64)
+    currency = models.CharField(max_length=3)
+    period_start = models.DateTimeField(help_text="The month's first instant in `time_zone`.")
+    period_end = models.DateTimeField(help_text="The next month's first instant (exclusive).")
+    opening_before = models.DateTimeField(
+        help_text="The previous statement's period_end (or this period_start for the first statement)."
+    )
+    opening_line_id = models.BigIntegerField(
+        help_text="The highest line id the previous statement counted (or this close's, for the first)."
+    )
+    closing_line_id = models.BigIntegerField(
+        help_text="The account's highest ledger line id when the close held its lock."
+    )
+    opening_balance = money_field()
+    charges = money_field(help_text="What usage took from the account (positive: charged).")
+    topups = money_field()
+    adjustments = money_field(help_text="Operator adjustments and re-pricing, signed as they moved it.")
+    closing_balance = money_field()
+    requests = models.PositiveBigIntegerField(default=0, help_text="Usage records charged.")
+    data = models.JSONField(help_text="The statement as the API answers it, breakdowns included.")
+    closed_at = models.DateTimeField(default=timezone.now)
+    closed_by = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        db_table = "accounting_statement"
+        ordering = ["account", "-month"]
+        constraints = [
+            # A month closes once per account: two closes at once cannot both write one.
+            models.UniqueConstraint(fields=["account", "month"], name="statement_account_month_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account.org} {self.month:%Y-%m}"
+
+    @property
+    def month_text(self) -> str:
+        return f"{self.month:%Y-%m}"
