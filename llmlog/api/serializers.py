@@ -248,3 +248,14 @@ class UsageStatsSerializer(UsageSumsSerializer):
     tpm = serializers.IntegerField(help_text="Total tokens of the requests started in the last 60 seconds.")
     by_model = UsageModelSumsSerializer(many=True)
     by_day = UsageDaySumsSerializer(many=True)
+    adjustments = serializers.DecimalField(
+        max_digits=MONEY_DIGITS + 6,
+        decimal_places=MONEY_PLACES,
+        help_text="What applied re-pricings adjusted these records' amount by (ledger adjustments; the "
+        "records keep their amount).",
+    )
+    net_amount = serializers.DecimalField(
+        max_digits=MONEY_DIGITS + 6,
+        decimal_places=MONEY_PLACES,
+        help_text="amount + adjustments: what these records were charged in the end.",
+    )

@@ -8,7 +8,9 @@ from django.db.models import Count, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from core.money import quantize_money
 from llmlog.queries import ALL, EVERY_RECORD, UsageQuery
+from llmlog.selectors.adjustments import usage_adjustments
 from llmlog.selectors.records import usage_matching, usage_records
 from llmlog.selectors.rollup_reads import grouped_sums
 from llmlog.selectors.rows import fetch_one
@@ -66,7 +68,9 @@ def usage_stats(*, query: UsageQuery = EVERY_RECORD, now: datetime | None = None
     Returns {requests, <token kinds>: int, amount, cost: Decimal, rpm, tpm: int,
     by_model: [{model_name, requests, <token kinds>, amount, cost}] (most requests first),
     by_day: [{day: date (in TIME_ZONE), requests, <token kinds>, amount, cost}] (oldest first),
-    rollup_hours: [lo, hi) answered from hourly rollups, or None}.
+    rollup_hours: [lo, hi) answered from hourly rollups, or None,
+    adjustments: Decimal (what applied re-pricings adjusted the amount of these records by),
+    net_amount: Decimal (amount + adjustments)}.
 
     When the rollups can answer the query (UsageQuery.rollups_can_answer: org, model, status and time
     range only), whole closed UTC hours already built and not marked stale are read from
@@ -89,9 +93,12 @@ def usage_stats(*, query: UsageQuery = EVERY_RECORD, now: datetime | None = None
         add_sums(by_day.setdefault(group["day"], empty_totals()), group)
 
     rates = usage_rpm_tpm(queryset=usage_matching(query=query.without_time()), now=now)
+    adjustments = quantize_money(usage_adjustments(query=query))
     return {
         **totals,
         **rates,
+        "adjustments": adjustments,
+        "net_amount": quantize_money(totals["amount"] + adjustments),
         "by_model": [
             {"model_name": name, **sums}
             for name, sums in sorted(by_model.items(), key=lambda item: (-item[1]["requests"], item[0]))
