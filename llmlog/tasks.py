@@ -3,12 +3,13 @@
 import logging
 import threading
 import time
+from collections import Counter
 from datetime import date
 
 from celery import shared_task
 from django.db import OperationalError
 
-from llmlog import backup, posting, rollups
+from llmlog import backup, posting, rollups, statements
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,23 @@ def account_pending_usage(only_if_pending: bool = False) -> dict:
 )
 def retry_failed_accounting() -> dict:
     return posting.retry_failed_accounting(max_seconds=540).counts
+
+
+# Monthly statements: hourly on the 1st and 2nd (beat), each customer account's last ended month in its
+# own zone is closed (and any month a missed run left open). A closed month again is a no-op, so a rerun
+# or a redelivery is harmless (`acks_late`); a run that waited past the next slot is dropped (`expires`).
+@shared_task(
+    acks_late=True,
+    expires=50 * 60,
+    soft_time_limit=45 * 60,
+    time_limit=50 * 60,
+    autoretry_for=(OperationalError,),
+    retry_backoff=60,
+    max_retries=3,
+)
+def close_ended_periods() -> dict:
+    results = statements.close_ended_periods()
+    return dict(Counter(result.outcome.value for result in results))
 
 
 _last_request = float("-inf")
