@@ -218,6 +218,8 @@ LLMLOG_HISTORY_RETENTION_DAYS = env_int("LLMLOG_HISTORY_RETENTION_DAYS", None, m
 # new-api's quota units per unit of money (new-api's QuotaPerUnit: 500,000 per US dollar): the new-api
 # dialect answers `quota` as round(amount x this), rounded half to even.
 LLMLOG_NEWAPI_QUOTA_PER_UNIT = env_int("LLMLOG_NEWAPI_QUOTA_PER_UNIT", 500_000, minimum=1)
+# The FOCUS export's ProviderName and InvoiceIssuerName: who runs this gateway and bills its orgs.
+LLMLOG_FOCUS_PROVIDER_NAME = env_str("LLMLOG_FOCUS_PROVIDER_NAME", "llmlog")
 # Budgets and holds (accounting.budgets, accounting.holds): a hold not settled by its usage record within
 # this many seconds stops counting (the call died, or its record never came).
 LLMLOG_HOLD_TTL_SECONDS = env_int("LLMLOG_HOLD_TTL_SECONDS", 600, minimum=1)

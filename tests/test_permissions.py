@@ -57,6 +57,7 @@ NEEDED: dict[tuple[str, str], str | None] = {
     ("GET", "/api/holds/{id}/"): "accounting.view_hold",
     ("DELETE", "/api/holds/{id}/"): "accounting.delete_hold",
     ("POST", "/api/ingest/litellm/"): "llmlog.add_llmusage",
+    ("GET", "/api/exports/focus/"): VIEW_USAGE,
     ("POST", "/api/ingest/otlp/v1/traces"): "llmlog.add_llmusage",
     ("POST", "/v1/traces"): "llmlog.add_llmusage",
     ("GET", "/api/llm-log/{id}/get-item"): VIEW_USAGE,

@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.http import HttpResponse
 from django.test import Client
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
@@ -481,6 +482,13 @@ OPERATIONS = [
         lambda w, p: Call(f"/api/log/{w.other(p).org}/search?per_page=100"),
         OWN_ONLY,
     ),
+    # Billing exports (issue 20): the month the seeded records are in
+    Operation(
+        "GET",
+        "/api/exports/focus/",
+        lambda w, p: Call(f"/api/exports/focus/?month={time.strftime('%Y-%m', time.gmtime())}"),
+        READ,
+    ),
     # not in the API schema: Prometheus, for a scrape token or a staff session only
     Operation(
         "GET",
@@ -504,9 +512,17 @@ def send(world: World, persona: str, op: Operation):
     call = op.call(world, persona)
     client = world.clients[persona]
     if op.method in ("GET", "DELETE"):
-        return client.generic(op.method, call.url)
+        return read_whole(client.generic(op.method, call.url))
     body = call.body if isinstance(call.body, str) else json.dumps(call.body or {})
     return client.generic(op.method, call.url, data=body, content_type=call.content_type)
+
+
+def read_whole(response: Any) -> Any:
+    """A streamed answer (an export) read whole, as its client reads it, so it has `content` too."""
+    if not getattr(response, "streaming", False):
+        return response
+    body = b"".join(response.streaming_content)
+    return HttpResponse(body, status=response.status_code, content_type=response["Content-Type"])
 
 
 def snapshot(org: OrgData) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 from rest_framework.routers import SimpleRouter
 
-from llmlog.api import budgets
+from llmlog.api import budgets, exports
 from llmlog.api.history import LLMUsageHistoryViewSet
 from llmlog.api.views import LLMUsageViewSet
 
@@ -13,3 +13,5 @@ router.register("llmusage-history", LLMUsageHistoryViewSet, basename="llmusage-h
 
 # /api/budgets/ and /api/holds/ (issue 19: budgets that hold)
 urlpatterns = router.urls + budgets.urlpatterns
+# /api/exports/focus/ (issue 20: billing exports)
+urlpatterns += exports.urlpatterns
