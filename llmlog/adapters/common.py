@@ -2,11 +2,14 @@
 
 Who may state money, in a gateway's terms. The cost a gateway *reports* (LiteLLM's `response_cost`, an
 OTLP span's `gen_ai.cost.total_cost`) is the provider's price as the gateway computed it, not a charge
-an org states to us: from a platform key it is the record's `cost` (and its `amount` when the model has
-no sale price), from an org key it is only kept in `metadata.reported_cost` for reference, and the record
-is priced from the price book like any org key's. An explicit `amount`, `cost`, `ownerid` or `price`
-(LiteLLM: top-level fields; OTLP: the `llmlog.amount`, `llmlog.cost`, `llmlog.ownerid` attributes) is a
-statement, taken from a platform key only: an org key that sends one is refused whole with a 403.
+an org states to us: it is stored as the record's `provider_cost`, whoever sent it (`settle_gateway_money`,
+the one place of this rule). `cost` comes from the price book when the model has a cost price in effect;
+from a platform key only, a model without one takes the reported cost as its `cost`, and a model without
+a sale price is charged that cost as its `amount`. An org key's record is priced from the book like any
+org key's, its reported cost changing nothing but `provider_cost`. An explicit `amount`, `cost`,
+`ownerid` or `price` (LiteLLM: top-level fields; OTLP: the `llmlog.amount`, `llmlog.cost`,
+`llmlog.ownerid` attributes) is a statement, taken from a platform key only: an org key that sends one is
+refused whole with a 403.
 """
 
 import hashlib
@@ -29,10 +32,8 @@ SHA256_HEX = re.compile(r"[0-9a-f]{64}")  # fullmatch: $ would also match before
 
 
 class GatewayUsageIn(UsageIn, forbid_unknown_fields=True, omit_defaults=True):
-    """A native record mapped from a gateway's format, with the cost the gateway reported (which is
-    not a statement of money: see the module's docstring)."""
-
-    reported_cost: Decimal | None = None
+    """A native record mapped from a gateway's format; the cost the gateway reported is its
+    `provider_cost` (not a statement of money: see the module's docstring)."""
 
 
 class MappingError(RecordError):
@@ -100,17 +101,33 @@ def money_from_json(raw: msgspec.Raw, name: str, errors: dict[str, str]) -> Deci
     return None
 
 
-def settle_reported_costs(records: list[Mapped], *, org: str) -> None:
-    """A platform key's reported cost is the record's cost (unless it stated one); an org key's is kept
-    in metadata.reported_cost only, and the record is priced from the book."""
-    for record in records:
-        if not isinstance(record, GatewayUsageIn) or record.reported_cost is None:
-            continue
-        if not org:
-            if record.cost is None:
-                record.cost = record.reported_cost
-        else:
-            record.metadata = {**(record.metadata or {}), "reported_cost": str(record.reported_cost)}
+def settle_gateway_money(records: list[Mapped], *, org: str) -> None:
+    """What a platform key's gateway left unstated and the price book cannot give, from the cost the
+    gateway reported (`provider_cost`): `cost` when the model has no cost price in effect, and `amount`
+    when it has no sale price (charged at cost: the stated or settled cost, else the reported one).
+
+    An org key's records are left to the price book (`provider_cost` is kept as reported). Records with
+    neither a cost nor a reported cost keep what they have: ingest prices them, or leaves them to fail
+    with no_price.
+    """
+    if org:
+        return
+    candidates = [
+        record
+        for record in records
+        if isinstance(record, UsageIn)
+        and (record.cost is None or record.amount is None)
+        and (record.cost is not None or record.provider_cost is not None)
+    ]
+    if not candidates:
+        return
+    book = PriceBook.for_models(record.model_name for record in candidates)
+    for record in candidates:
+        at = record.use_time if isinstance(record.use_time, datetime) else datetime.now(tz=UTC)
+        if record.cost is None and book.find(record.model_name, ModelPrice.Kind.COST, at) is None:
+            record.cost = record.provider_cost
+        if record.amount is None and book.find(record.model_name, ModelPrice.Kind.SALE, at) is None:
+            record.amount = record.cost if record.cost is not None else record.provider_cost
 
 
 def stated_by(records: list[Mapped]) -> list[str]:
@@ -122,26 +139,6 @@ def stated_by(records: list[Mapped]) -> list[str]:
         elif isinstance(record, UsageIn):
             names.extend(name for name in PLATFORM_ONLY_FIELDS if getattr(record, name) not in (None, ""))
     return names
-
-
-def amount_from_cost_when_unpriced(records: list[Mapped]) -> None:
-    """A gateway reports what a call cost; the amount charged to the org comes from the price book
-    when the model has a sale price in effect, otherwise it is that cost (charged at cost).
-
-    Records without a cost keep amount empty: ingest prices them, or leaves them to fail with no_price.
-    """
-    candidates = [
-        record
-        for record in records
-        if isinstance(record, UsageIn) and record.amount is None and record.cost is not None
-    ]
-    if not candidates:
-        return
-    book = PriceBook.for_models(record.model_name for record in candidates)
-    for record in candidates:
-        at = record.use_time if isinstance(record.use_time, datetime) else datetime.now(tz=UTC)
-        if book.find(record.model_name, ModelPrice.Kind.SALE, at) is None:
-            record.amount = record.cost
 
 
 def ingest_gateway_records(
@@ -156,9 +153,7 @@ def ingest_gateway_records(
     """
     # Every record is checked before the first batch is written: an org key's statement stores nothing.
     refuse_stated_by_org(org=org, stated=stated_by(records))
-    settle_reported_costs(records, org=org)
-    if not org:
-        amount_from_cost_when_unpriced(records)
+    settle_gateway_money(records, org=org)
     size = settings.LLMLOG_BULK_MAX
     merged = IngestResult(is_bulk=True)
     for start in range(0, len(records), size):

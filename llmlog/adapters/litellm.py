@@ -104,7 +104,7 @@ SOURCE_NAMES = {
     "reasoning_tokens": "metadata.usage_object.completion_tokens_details.reasoning_tokens",
     "image_input_tokens": "metadata.usage_object.prompt_tokens_details.image_tokens",
     "usages": "metadata.usage_object",
-    "reported_cost": "response_cost",
+    "provider_cost": "response_cost",
     "status": "status",
     "code": "error_information.error_code",
     "error_message": "error_str",
@@ -264,7 +264,7 @@ def litellm_usage(payload: StandardLoggingPayload) -> GatewayUsageIn:
         "usages": usage or None,
         # LiteLLM could not price the call (a model missing from its cost map): the cost is unknown,
         # not zero, so ingest prices it from the cost price book instead.
-        "reported_cost": None if payload.response_cost_failure_debug_info else reported_cost,
+        "provider_cost": None if payload.response_cost_failure_debug_info else reported_cost,
         "amount": amount,
         "cost": cost,
         "ownerid": payload.ownerid,

@@ -72,7 +72,7 @@ USAGE_FIELDSETS = (
             )
         },
     ),
-    ("Money", {"fields": ("amount", "cost", "currency", "price")}),
+    ("Money", {"fields": ("amount", "cost", "provider_cost", "currency", "price")}),
     ("Accounting", {"fields": ("accounting_status", "accounted_at")}),
     ("Request and response, tags", {"fields": ("ioinfo", "metadata"), "classes": ("collapse",)}),
 )
@@ -122,6 +122,7 @@ USAGE_CSV_COLUMNS = (
     CsvColumn("total_tokens", total=True),
     CsvColumn("amount", total=True),
     CsvColumn("cost", total=True),
+    CsvColumn("provider_cost", total=True),  # what the gateway or provider reported; empty: not reported
     CsvColumn("currency"),
     CsvColumn("error_message"),
 )

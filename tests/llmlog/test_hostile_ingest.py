@@ -759,7 +759,8 @@ def test_litellm_org_key_reported_cost_is_not_a_charge(api, acme_key):
     assert usage.cost == Decimal("0.00075")  # 100 input at 2.5 + 50 output at 10 per 1M, from the book
     assert usage.amount == Decimal("0.00125")
     assert usage.ownerid == "openai"
-    assert usage.metadata["reported_cost"] == "1000000"
+    assert usage.provider_cost == Decimal("1000000")  # kept as reported, beside the computed cost
+    assert "reported_cost" not in usage.metadata
 
 
 def test_litellm_platform_key_may_state_the_owner_and_its_reported_cost_is_the_cost(api, platform_key):
@@ -808,7 +809,7 @@ def test_otlp_org_key_reported_cost_is_not_a_charge(api, acme_key):
     assert response.status_code == 200, response.content
     usage = LLMUsage.objects.get()
     assert usage.cost == 0 and usage.amount is None  # no price in the book: left to accounting (no_price)
-    assert usage.metadata["reported_cost"] == "1000000.0"
+    assert usage.provider_cost == Decimal("1000000")
 
 
 def test_otlp_platform_key_states_money_by_attribute(api, platform_key):
