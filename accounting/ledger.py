@@ -22,12 +22,19 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, F, Q, Sum, Value, When
 from django.utils import timezone
 from uuid_utils import uuid7 as uuid7_fast
 
-from accounting.models import Account, AccountingFailure, LedgerLine, LedgerTransaction
+from accounting.models import (
+    Account,
+    AccountingFailure,
+    LedgerLine,
+    LedgerTransaction,
+    validate_time_zone,
+)
 from core.money import MONEY_DIGITS, MONEY_PLACES, MONEY_QUANTUM, quantize_money
 
 ErrorCode = AccountingFailure.ErrorCode
@@ -133,10 +140,21 @@ def _find_account(*, org: str, kind: str, currency: str) -> Account | None:
 
 
 def account_update(
-    *, account: Account, credit_limit: Decimal | None = None, status: str | None = None
+    *,
+    account: Account,
+    credit_limit: Decimal | None = None,
+    status: str | None = None,
+    time_zone: str | None = None,
 ) -> Account:
-    """Change an account's credit limit or freeze/unfreeze it. The balance only moves through lines."""
+    """Change an account's credit limit, freeze/unfreeze it, or set the zone of its statements' months
+    (from the next close on). The balance only moves through lines."""
     changes: dict[str, Any] = {}
+    if time_zone is not None:
+        try:
+            validate_time_zone(time_zone)
+        except ValidationError as exc:
+            raise ValueError(f"time_zone: {exc.messages[0]}") from None
+        changes["time_zone"] = time_zone
     if credit_limit is not None:
         if credit_limit < 0:
             raise ValueError("credit_limit: must not be negative")

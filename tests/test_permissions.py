@@ -47,6 +47,8 @@ NEEDED: dict[tuple[str, str], str | None] = {
     ("PATCH", "/api/accounts/{org}/"): "accounting.change_account",
     ("GET", "/api/accounts/{org}/lines/"): "accounting.view_account",
     ("POST", "/api/accounts/{org}/topup/"): "accounting.change_account",
+    ("GET", "/api/accounts/{org}/statements/"): "accounting.view_statement",
+    ("GET", "/api/accounts/{org}/statements/{month}/"): "accounting.view_statement",
     ("GET", "/api/budgets/"): "accounting.view_budget",
     ("POST", "/api/budgets/"): "accounting.add_budget",
     ("GET", "/api/budgets/{id}/"): "accounting.view_budget",

@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -35,9 +36,11 @@ from rest_framework.test import APIClient
 from accounting.budgets import budget_create
 from accounting.holds import HoldRequest, hold_grant
 from accounting.models import Account, AccountingFailure, Budget, Hold
+from accounting.statements import last_ended_month
 from llmlog.api.dialects.common import quota_units
 from llmlog.keys import api_key_create, api_key_revoke
 from llmlog.models import LLMUsage, LLMUsageHistory, ModelPrice, UsageAll
+from llmlog.statements import close_period
 from tests.hardening import ACME_MARK, AMOUNTS, GATEWAY_KEYS, GLOBEX_MARK, OrgData, seed_orgs
 
 pytestmark = pytest.mark.django_db
@@ -50,6 +53,7 @@ STAFF_PERMISSIONS = (
     "delete_llmusage",
     "view_llmusagehistory",
     "view_account",
+    "view_statement",
     "add_account",
     "change_account",
     "view_accountingfailure",
@@ -211,6 +215,15 @@ def budget(world: World, persona: str) -> Budget:
     )
 
 
+def closed_month(world: World, persona: str) -> str:
+    """The other org's last ended month, closed (its account backdated so that the month is its)."""
+    org = world.other(persona).org
+    Account.objects.filter(org=org, kind="customer").update(created_at=datetime(2000, 1, 1, tzinfo=UTC))
+    month = last_ended_month(time_zone="UTC", now=datetime.now(UTC))
+    close_period(month=month, org=org)
+    return f"{month:%Y-%m}"
+
+
 def hold(world: World, persona: str) -> Hold:
     request = HoldRequest(org=world.other(persona).org, transno="tenancy-hold", amount=Decimal("0.01"))
     return hold_grant(request=request)[0]  # the same transno again: the same hold
@@ -354,6 +367,18 @@ OPERATIONS = [
         lambda w, p: Call(f"/api/accounts/{w.other(p).org}/topup/", {"amount": "1000"}),
         PLATFORM_ADMIN_201,
         writes=True,
+    ),
+    Operation(
+        "GET",
+        "/api/accounts/{org}/statements/",
+        lambda w, p: Call(f"/api/accounts/{w.other(p).org}/statements/"),
+        OWN_ONLY,
+    ),
+    Operation(
+        "GET",
+        "/api/accounts/{org}/statements/{month}/",
+        lambda w, p: Call(f"/api/accounts/{w.other(p).org}/statements/{closed_month(w, p)}/"),
+        OWN_ONLY,
     ),
     # budgets (an org admin manages its own org's) and holds (a gateway key admits its own org's calls)
     Operation("GET", "/api/budgets/", lambda w, p: Call("/api/budgets/"), READ),

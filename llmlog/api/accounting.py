@@ -18,12 +18,14 @@ from rest_framework.routers import SimpleRouter
 
 from llmlog.api.accounts import AccountViewSet
 from llmlog.api.failures import AccountingFailureViewSet
+from llmlog.api.statements import StatementViewSet
 
 # Both `/retry` and `/retry/` (and so on): the design's paths have no trailing slash, and a POST
 # redirected to add one would lose its body.
 router = SimpleRouter()
 router.trailing_slash = "/?"  # DRF's constructor only takes True/False; the regex is what it builds with
 router.register("accounts", AccountViewSet, basename="account")
+router.register(r"accounts/(?P<org>[^/]+)/statements", StatementViewSet, basename="statement")
 router.register("accounting-failures", AccountingFailureViewSet, basename="accounting-failure")
 
 urlpatterns = router.urls

@@ -38,6 +38,7 @@ class AccountSerializer(serializers.ModelSerializer):
             "balance",
             "credit_limit",
             "status",
+            "time_zone",
             "created_at",
             "updated_at",
         )
@@ -58,10 +59,13 @@ class AccountUpdateSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=Account.CREATABLE_KIND_CHOICES, default="customer")
     credit_limit = money_field(min_value=0, required=False)
     status = serializers.ChoiceField(choices=Account.Status.choices, required=False)
+    time_zone = StrictCharField(
+        max_length=64, required=False, help_text="The IANA zone of the statements' months (next close on)."
+    )
 
     def validate(self, attrs: dict) -> dict:
-        if "credit_limit" not in attrs and "status" not in attrs:
-            raise serializers.ValidationError({"credit_limit": "Send credit_limit, status, or both."})
+        if not {"credit_limit", "status", "time_zone"} & attrs.keys():
+            raise serializers.ValidationError({"credit_limit": "Send credit_limit, status or time_zone."})
         return attrs
 
 
@@ -202,7 +206,11 @@ class AccountViewSet(SingleValuedQueryMixin, viewsets.GenericViewSet):
         data.is_valid(raise_exception=True)
         params = dict(data.validated_data)
         account = self._account(org, params.pop("kind"))
-        return Response(AccountSerializer(account_update(account=account, **params)).data)
+        try:
+            account = account_update(account=account, **params)
+        except ValueError as exc:
+            raise exceptions.ValidationError(field_errors(exc)) from None
+        return Response(AccountSerializer(account).data)
 
     @extend_schema(
         summary="Top up an org's account (platform admin); idempotent on `reference`",
