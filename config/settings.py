@@ -299,6 +299,13 @@ CELERY_BEAT_SCHEDULE["retry_failed_accounting"] = {
     "schedule": crontab(minute="*/15"),
     "options": {"expires": 14 * 60},
 }
+# Hourly on the 1st and 2nd of the month: close the month that has ended in each org's time zone into
+# its statement (llmlog.statements). Every zone's month has ended by the 2nd; a closed month is a no-op.
+CELERY_BEAT_SCHEDULE["close_ended_periods"] = {
+    "task": "llmlog.tasks.close_ended_periods",
+    "schedule": crontab(day_of_month="1,2", minute=15),
+    "options": {"expires": 50 * 60},
+}
 
 # Every minute: budgets whose spent crossed a threshold get their alert (one per budget, period and
 # threshold), webhooks due for a retry are sent again, expired holds are marked. Expires before the
