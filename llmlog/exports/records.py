@@ -1,0 +1,153 @@
+"""`export_usage`: every record of a month (hot and history), every column, as Parquet or JSON Lines,
+with a manifest beside the file.
+
+Memory stays flat in the month's size: the records are read in batches of `batch_size` from one
+server-side cursor (PostgreSQL; one statement, so one snapshot: a record the nightly move carries from
+llmusage to llmusage_history meanwhile is read once, from where it was) and each batch is written as
+it comes, a Parquet row group or that many lines, then dropped. The file is written under a temporary
+name and renamed when complete, so PATH never holds half an export; the manifest is written last.
+
+The manifest (`PATH.manifest.json`) says what the file holds, for whoever loads it to check: rows, the
+sums of amount and cost (summed from the rows written, as exact Decimals; a record not priced adds
+nothing), the file's sha256 and size, the month and its bounds, the org, the format, the columns and
+their types, and when it was made.
+"""
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from django.db import connection, transaction
+from django.utils import timezone
+
+from llmlog.exports.columns import ExportColumn, export_columns
+from llmlog.exports.period import ExportPeriod
+from llmlog.exports.writers import WRITERS
+from llmlog.models import UsageAll
+from llmlog.queries import UsageQuery
+from llmlog.selectors.records import usage_matching
+
+FORMATS = tuple(WRITERS)
+# Records per batch (a Parquet row group): ~50 columns of a usage record; with the request and response
+# each cut to LLMLOG_IO_LIMIT (4096 characters) a batch stays within some tens of MB.
+BATCH_SIZE = 10_000
+MONEY_COLUMNS = ("amount", "cost")
+
+
+class ExportError(ValueError):
+    """An export that cannot be made; the message says why."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    manifest_path: Path
+    manifest: dict[str, Any]
+
+
+def manifest_path_of(path: Path) -> Path:
+    return path.with_name(path.name + ".manifest.json")
+
+
+def export_usage(
+    *, period: ExportPeriod, fmt: str, out: Path | str, org: str = "", batch_size: int = BATCH_SIZE
+) -> ExportResult:
+    """Write the records of `period` (of `org`, "" = every org) to `out` in `fmt` (parquet | jsonl),
+    oldest first, and the manifest beside it."""
+    if fmt not in WRITERS:
+        raise ExportError(f"format: {fmt!r} is not one of: {', '.join(FORMATS)}.")
+    if batch_size < 1:
+        raise ExportError("batch_size: at least 1.")
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise ExportError(f"out: the folder {str(out.parent)!r} does not exist.")
+    columns = export_columns(UsageAll)
+    partial = out.with_name(out.name + ".partial")
+    money = [index for index, column in enumerate(columns) if column.name in MONEY_COLUMNS]
+    sums = dict.fromkeys(MONEY_COLUMNS, Decimal(0))
+    rows = 0
+    try:
+        with WRITERS[fmt](partial, columns) as writer, transaction.atomic():
+            for batch in record_batches(period=period, org=org, columns=columns, batch_size=batch_size):
+                writer.write(batch)
+                rows += len(batch)
+                for index in money:
+                    sums[columns[index].name] += sum(row[index] for row in batch if row[index] is not None)
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
+    manifest = {
+        "month": period.label,
+        "period_start": period.start.isoformat(),
+        "period_end": period.end.isoformat(),
+        "time_zone": str(period.zone),
+        "org": org or None,
+        "format": fmt,
+        "rows": rows,
+        "amount_sum": f"{sums['amount']:f}",
+        "cost_sum": f"{sums['cost']:f}",
+        "sha256": file_sha256(out),
+        "bytes": out.stat().st_size,
+        "columns": [{"name": column.name, "type": str(column.arrow_type)} for column in columns],
+        "created_at": timezone.now().isoformat().replace("+00:00", "Z"),
+    }
+    manifest_path = manifest_path_of(out)
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return ExportResult(path=out, manifest_path=manifest_path, manifest=manifest)
+
+
+def record_batches(
+    *, period: ExportPeriod, org: str, columns: tuple[ExportColumn, ...], batch_size: int
+) -> Iterator[list[tuple]]:
+    """The records of `period`, oldest first (use_time, then id), as tuples in `columns`' order, in
+    lists of at most `batch_size`; JSON columns as their JSON text. PostgreSQL: call inside a
+    transaction (the cursor lives in it)."""
+    query = UsageQuery(org=org, start=period.start, end=period.end)
+    records = usage_matching(query=query).order_by("use_time", "id")
+    rows = records.values_list(*(column.name for column in columns))
+    if connection.vendor == "postgresql":
+        yield from _server_side_batches(rows.query.sql_with_params(), batch_size)
+        return
+    # Elsewhere (SQLite) the ORM reads in chunks and converts; JSON comes decoded: back to its text.
+    json_at = [index for index, column in enumerate(columns) if column.is_json]
+    batch: list[tuple] = []
+    for row in rows.iterator(chunk_size=batch_size):
+        if json_at:
+            row = list(row)
+            for index in json_at:
+                row[index] = None if row[index] is None else json.dumps(row[index], ensure_ascii=False)
+            row = tuple(row)
+        batch.append(row)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _server_side_batches(statement: tuple[str, tuple], batch_size: int) -> Iterator[list[tuple]]:
+    """The ORM's statement run on a named (server-side) cursor on Django's own connection, read plain:
+    its loaders give jsonb as text, numeric as Decimal and timestamptz as aware UTC times, and skipping
+    the ORM's per-value converters is most of an export's speed."""
+    sql, params = statement
+    connection.ensure_connection()
+    server_cursor = psycopg.ServerCursor(connection.connection, "llmlog_export")
+    with connection.wrap_database_errors, server_cursor as cursor:
+        cursor.itersize = batch_size
+        cursor.execute(sql, params)
+        while batch := cursor.fetchmany(batch_size):
+            yield batch
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
