@@ -1,4 +1,5 @@
-"""The accounting API: accounts, their ledger lines and top-ups; failed postings, their retry and resolution.
+"""The accounting API: accounts, their ledger lines and top-ups; failed postings, their retry and resolution;
+re-pricings (llmlog/api/repricings.py).
 
 Thin views over `accounting.ledger`, `accounting.failures` and `llmlog.posting` (retrying reads usage
 rows, which is why these views live on llmlog's side: `accounting` never imports llmlog).
@@ -18,6 +19,7 @@ from rest_framework.routers import SimpleRouter
 
 from llmlog.api.accounts import AccountViewSet
 from llmlog.api.failures import AccountingFailureViewSet
+from llmlog.api.repricings import RepricingViewSet
 from llmlog.api.statements import StatementViewSet
 
 # Both `/retry` and `/retry/` (and so on): the design's paths have no trailing slash, and a POST
@@ -27,5 +29,7 @@ router.trailing_slash = "/?"  # DRF's constructor only takes True/False; the reg
 router.register("accounts", AccountViewSet, basename="account")
 router.register(r"accounts/(?P<org>[^/]+)/statements", StatementViewSet, basename="statement")
 router.register("accounting-failures", AccountingFailureViewSet, basename="accounting-failure")
+# /api/repricings/ (issue 20): re-pricing past usage, a platform admin's (llmlog/api/repricings.py)
+router.register("repricings", RepricingViewSet, basename="repricing")
 
 urlpatterns = router.urls
