@@ -425,7 +425,7 @@ class Repricing(models.Model):
 
     class Status(models.TextChoices):
         DRY_RUN = "dry_run", "dry run"
-        APPLIED = "applied"
+        APPLIED = "applied", "applied"
 
     start = models.DateField(help_text="First use_date re-priced.")
     end = models.DateField(help_text="Last use_date re-priced (inclusive).")

@@ -21,7 +21,7 @@ class Migration(migrations.Migration):
                 ('end', models.DateField(help_text='Last use_date re-priced (inclusive).')),
                 ('model_name', models.CharField(blank=True, default='', help_text='Empty: any.', max_length=150)),
                 ('userorgid', models.CharField(blank=True, default='', help_text='Empty: any org.', max_length=64)),
-                ('status', models.CharField(choices=[('dry_run', 'dry run'), ('applied', 'Applied')], default='dry_run', max_length=16)),
+                ('status', models.CharField(choices=[('dry_run', 'dry run'), ('applied', 'applied')], default='dry_run', max_length=16)),
                 ('records', models.PositiveBigIntegerField(default=0, help_text='Records in scope.')),
                 ('changed', models.PositiveBigIntegerField(default=0, help_text='Records whose amount or cost changes.')),
                 ('delta_amount', models.DecimalField(decimal_places=5, default=Decimal('0'), max_digits=18)),
