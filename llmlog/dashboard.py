@@ -84,7 +84,8 @@ def month_query(*, org: str = "", now: datetime, days: int = CHART_DAYS) -> Usag
 
 def dashboard_month(*, org: str = "", now: datetime, days: int = CHART_DAYS) -> dict[str, Any]:
     """The last `days` days: {by_day: one entry per day (zero when nothing), by_model: top models by
-    amount}, each entry with requests, total_tokens, amount, cost."""
+    amount}, each entry with requests, total_tokens, amount, cost; and {charges: amount, adjustments,
+    net_amount} of the days (re-pricing adjustments apart and together: llmlog.repricing)."""
     stats = usage_stats(query=month_query(org=org, now=now, days=days), now=now)
     first = timezone.localdate(now) - timedelta(days=days - 1)
     found = {entry["day"]: entry for entry in stats["by_day"]}
@@ -94,7 +95,9 @@ def dashboard_month(*, org: str = "", now: datetime, days: int = CHART_DAYS) -> 
         for day in (first + timedelta(days=n) for n in range(days))
     ]
     by_model = sorted(stats["by_model"], key=lambda entry: (-entry["amount"], entry["model_name"]))
-    return {"by_day": by_day, "by_model": by_model[:TOP]}
+    charges = {name: stats[name] for name in ("amount", "adjustments", "net_amount")}
+    charges["display"] = {name: full(value) for name, value in charges.items()}
+    return {"by_day": by_day, "by_model": by_model[:TOP], "charges": charges}
 
 
 def open_failures(*, org: str = "") -> int:
@@ -315,6 +318,7 @@ def dashboard_context(
         "chart_orgs": {chart: _org_param(params, f"{chart}_org") for chart in CHARTS},
         "orgs": known_orgs(),
         "today": dashboard_today(org=org, now=now),
+        "charges": (months.get(org) or dashboard_month(org=org, now=now))["charges"],
         "open_failures": open_failures(org=org) if with_failures else None,
         "budgets": org_budgets(org=org, now=now) if org and with_budgets else None,
         "days": CHART_DAYS,

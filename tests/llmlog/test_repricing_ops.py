@@ -2,6 +2,7 @@
 
 import csv
 import io
+from datetime import UTC, datetime
 from decimal import Decimal
 from io import StringIO
 
@@ -11,6 +12,7 @@ from django.urls import reverse
 
 from accounting.ledger import ledger_check
 from accounting.models import LedgerTransaction, Repricing
+from llmlog.dashboard import dashboard_context
 from llmlog.repricing import repricing_create
 from tests.factories import make_accounts
 from tests.llmlog.test_repricing import DAY, DELTA_AMOUNT, accounted, set_prices, usage_row
@@ -100,3 +102,18 @@ def test_the_admin_action_applies_once(admin_client, books):
     assert LedgerTransaction.objects.filter(kind="adjustment").count() == 2
     assert b"1 were applied already" in answer.content
     assert ledger_check().ok
+
+
+def test_the_dashboard_shows_charges_and_adjustments_apart_and_together(admin_client, books):
+    repricing_create(start=DAY, end=DAY, userorgid="acme", apply=True)
+    now = datetime(2026, 11, 22, 12, tzinfo=UTC)
+
+    charges = dashboard_context(params={"org": "acme"}, now=now)["charges"]
+    assert charges["amount"] == Decimal("0.006")
+    assert charges["adjustments"] == DELTA_AMOUNT
+    assert charges["net_amount"] == Decimal("0.006") + DELTA_AMOUNT
+    everyone = dashboard_context(params={}, now=now)["charges"]
+    assert (everyone["amount"], everyone["adjustments"]) == (Decimal("0.012"), DELTA_AMOUNT)
+
+    page = admin_client.get(reverse("admin-dashboard"), {"org": "acme"})
+    assert b'data-figure="adjustments"' in page.content and b'data-figure="net_amount"' in page.content
