@@ -48,7 +48,7 @@ SUMMARY_FIELDS = (
 
 class StatementCSVRenderer(renderers.BaseRenderer):
     """`?format=csv` or `Accept: text/csv`: the statement as a spreadsheet reads it. Errors stay JSON
-    (StatementViewSet.handle_exception), as the schema documents them."""
+    (StatementViewSet.finalize_response), as the schema documents them."""
 
     media_type = "text/csv"
     format = "csv"
@@ -58,6 +58,10 @@ class StatementCSVRenderer(renderers.BaseRenderer):
         out = io.StringIO()
         statement_csv(csv.writer(out, lineterminator="\n"), data)
         return out.getvalue().encode()
+
+
+def is_statement(data: Any) -> bool:
+    return isinstance(data, dict) and "by_model" in data and "by_day" in data
 
 
 def statement_csv(writer: Any, data: dict[str, Any]) -> None:
@@ -183,10 +187,12 @@ class StatementViewSet(SingleValuedQueryMixin, viewsets.GenericViewSet):
         super().initial(request, *args, **kwargs)
         checked_org(kwargs["org"])
 
-    def handle_exception(self, exc: Exception) -> Response:
-        response = super().handle_exception(exc)
-        self.request.accepted_renderer = JSONRenderer()
-        self.request.accepted_media_type = JSONRenderer.media_type
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        """Anything but a statement (an error, OPTIONS) is JSON, whatever format was asked for."""
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if isinstance(response, Response) and not is_statement(response.data):
+            response.accepted_renderer = JSONRenderer()
+            response.accepted_media_type = JSONRenderer.media_type
         return response
 
     def account(self) -> Account:

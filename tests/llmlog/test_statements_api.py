@@ -139,3 +139,10 @@ def test_a_platform_admin_sets_an_orgs_time_zone(api, platform_key, closed):
     assert good.status_code == 200
     assert good.json()["time_zone"] == "Europe/Paris"
     assert Account.objects.get(org="acme", kind="customer").time_zone == "Europe/Paris"
+
+
+def test_options_asked_as_csv_answers_json(api, platform_key, closed):
+    response = api.options("/api/accounts/acme/statements/2026-11?format=csv", **bearer(platform_key))
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
