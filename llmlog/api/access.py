@@ -51,6 +51,17 @@ class RoleForAction(permissions.BasePermission):
         return True
 
 
+def own_org(caller: Caller, org: str | None, field: str) -> str:
+    """The org a write is for: an org key's own (naming another is a 403); a platform caller names it."""
+    if caller.is_platform:
+        if not org:
+            raise exceptions.ValidationError({field: "A platform caller names the org."})
+        return org
+    if org and org != caller.userorgid:
+        raise exceptions.PermissionDenied(f"{field}: an org key acts for its own org only.")
+    return caller.userorgid
+
+
 def given_params(request: Request) -> dict[str, str]:
     """The query parameters sent with a value: an empty one is one not sent, as everywhere in the API."""
     return {name: value for name, value in request.query_params.items() if value != ""}
