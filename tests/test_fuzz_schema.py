@@ -40,6 +40,13 @@ LONG_RUN = EXAMPLES is not None
 CONFIG = SchemathesisConfig.from_dict({"generation": {"with-security-parameters": False}})
 schema = schemathesis.openapi.from_wsgi("/api/schema/", application, config=CONFIG)
 
+# OpenAPI matches a concrete path before a templated one, and so does the router: `/api/llmusage/rates/`
+# is the rates operation, never `/api/llmusage/{id}/` with the id "rates". Hypothesis mixes string
+# literals of the project's own modules into what it draws (so any change to the code shifts the
+# derandomized examples), "rates" among them: a generated id that spells a sibling's path is a request
+# to that other operation, which is fuzzed on its own, and is not checked against this one's schema.
+CONCRETE_PATHS = {path for path in schema.raw_schema["paths"] if "{" not in path}
+
 
 # The gateway formats the schema names besides JSON go out as generated: protobuf as its bytes (the
 # view must refuse garbage with a 400), NDJSON as its text.
@@ -73,6 +80,8 @@ def fuzz_key(db, make_key, settings) -> Iterator[dict[str, str]]:
     suppress_health_check=list(HealthCheck),
 )
 def test_every_operation_answers_as_its_schema_says(case, fuzz_key):
+    if case.path_parameters and case.formatted_path in CONCRETE_PATHS:
+        return
     excluded = [checks.positive_data_acceptance]
     if isinstance(case.body, list):
         # A list of records keeps its valid items and reports the others (207), by design: an invalid
