@@ -331,30 +331,32 @@ def _apply(repricing: Repricing, *, applied_by: str, now: datetime) -> None:
 
 def _reprice_in_place(repricing: Repricing) -> None:
     """The pending and failed records' new figures, written if the record is still uncharged and as the
-    item found it (else RepricingStale); their hours are marked stale for the rollups. One UPDATE per
-    record: a past range holds few records that were never posted."""
+    item found it (else RepricingStale); their hours are marked stale for the rollups. The rows are
+    locked first (`select_for_update`), so the posting cannot charge them between the check and the
+    write: it waits, then finds the new figures."""
     items = repricing.items.filter(treatment=Treatment.IN_PLACE).order_by("id")
+    uncharged = (AccountingStatus.PENDING, AccountingStatus.FAILED)
     last = 0
     while True:
         batch = list(items.filter(id__gt=last)[:BATCH_SIZE])
         if not batch:
             return
-        rows = list(LLMUsage.objects.filter(id__in=[item.usage_id for item in batch]).values(*RECORD_FIELDS))
-        priced = dict(zip((row["id"] for row in rows), _priced(rows), strict=True))
-        use_time_of = {row["id"]: row["use_time"] for row in rows}
-        use_times = []
+        locked = LLMUsage.objects.select_for_update().filter(
+            id__in=[item.usage_id for item in batch], accounting_status__in=uncharged
+        )
+        rows = {row["id"]: row for row in locked.order_by("id").values(*RECORD_FIELDS)}
+        priced = dict(zip(rows, _priced(list(rows.values())), strict=True))
+        records = []
         for item in batch:
-            new = priced.get(item.usage_id)
-            updated = 0
-            if new is not None and (new["amount"], new["cost"]) == (item.new_amount, item.new_cost):
-                updated = LLMUsage.objects.filter(
-                    id=item.usage_id,
-                    accounting_status__in=(AccountingStatus.PENDING, AccountingStatus.FAILED),
-                    amount=item.old_amount,
-                    cost=item.old_cost,
-                ).update(**new)
-            if not updated:
+            row, new = rows.get(item.usage_id), priced.get(item.usage_id)
+            if (
+                row is None
+                or new is None
+                or (row["amount"], row["cost"]) != (item.old_amount, item.old_cost)
+                or (new["amount"], new["cost"]) != (item.new_amount, item.new_cost)
+            ):
                 raise _stale(item.transno, repricing)
-            use_times.append(use_time_of[item.usage_id])
-        usage_rollups_refresh(use_times=use_times)
+            records.append(LLMUsage(id=item.usage_id, **new))
+        LLMUsage.objects.bulk_update(records, fields=["amount", "cost", "ownerid", "price"], batch_size=500)
+        usage_rollups_refresh(use_times=[row["use_time"] for row in rows.values()])
         last = batch[-1].id
