@@ -285,6 +285,11 @@ CELERY_BEAT_SCHEDULE["purge_history"] = {
 CELERY_BEAT_SCHEDULE["build_usage_rollups"] = {
     "task": "llmlog.tasks.build_usage_rollups",
     "schedule": crontab(minute="*/5"),
+# The analytics store (llmlog.clickhouse), optional: clickhouse://user:password@host:9000/database. Set,
+# history is mirrored into it and stats, counts, totals and long pages read history there; unset, nothing
+# changes (and the driver, the `clickhouse` extra, is never imported).
+CLICKHOUSE_URL = env_str("CLICKHOUSE_URL") or None
+
 }
 # Every minute: post pending usage to the ledger (ingest also asks for a run a few seconds after new
 # records). Expires before the next tick, so a worker that was down finds one run, not a pile of them.
@@ -324,6 +329,13 @@ CACHE_REDIS_URL = env_str("CACHE_REDIS_URL") or REDIS_URL
 if CACHE_REDIS_URL:
     # Shared by every gunicorn worker and host. By default the broker's Redis database: cache keys carry
     # the "llmlog" prefix, and nothing may call cache.clear() there (it would FLUSHDB the broker's queues
+# Every 5 minutes, with CLICKHOUSE_URL set: history moved since the last sync goes to ClickHouse (the
+# nightly move syncs at its end too; this catches up after ClickHouse was away). Unset: does nothing.
+if CLICKHOUSE_URL:
+    CELERY_BEAT_SCHEDULE["clickhouse_sync"] = {
+        "task": "llmlog.tasks.clickhouse_sync",
+        "schedule": timedelta(minutes=5),
+    }
     # too); CACHE_REDIS_URL gives the cache a database of its own. Short timeouts: the ingest throttle
     # fails open rather than wait on an unreachable Redis.
     CACHES = {

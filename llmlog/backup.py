@@ -30,6 +30,8 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
+from llmlog.clickhouse.client import clickhouse_configured
+from llmlog.clickhouse.mirror import clickhouse_delete_begin, clickhouse_delete_end, clickhouse_sync_quietly
 from llmlog.jobs import job_run
 from llmlog.models import AccountingStatus, LLMUsage, LLMUsageHistory
 from llmlog.partitions import (
@@ -112,6 +114,8 @@ def backup_accounted_llmusage(
                 if moved < batch_size:  # the end of the ids: no need to look again past it
                     break
         run.counts.update(_left_behind(before))
+        if clickhouse_configured():  # mirror what moved; if ClickHouse is down the next sync catches up
+            run.counts["clickhouse"] = clickhouse_sync_quietly(own_run=run.pk)
         return dict(run.counts)
 
 
@@ -278,6 +282,7 @@ def purge_history(
         # 26 hours past its start in any zone (UTC-12 to UTC+14), hence the margin.
         cutoff = datetime.combine(before, time.min, tzinfo=timezone.get_current_timezone())
         stale_hours = usage_rollups_hours_before(cutoff + PURGE_ZONE_MARGIN)
+        clickhouse_mark = clickhouse_delete_begin()  # ClickHouse unread until it has purged too
         with transaction.atomic():
             usage_rollups_mark_stale(hours=stale_hours)
         run.counts.update(_drop_history_months(before))
@@ -307,6 +312,13 @@ def purge_history(
             run.counts["purged"] += deleted
             run.counts["batches"] += 1
         run.counts["rollup_buckets"] = usage_rollups_refresh_hours(hours=stale_hours)["buckets"]
+        if clickhouse_configured():
+            run.counts["clickhouse"] = clickhouse_delete_end(
+                mark=clickhouse_mark,
+                where="use_date < toDate(%(before)s)",
+                params={"before": before.isoformat()},
+                months_before=before,
+            )
         return dict(run.counts)
 
 

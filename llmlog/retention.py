@@ -13,6 +13,8 @@ from datetime import datetime
 
 from django.db import connection, transaction
 
+from llmlog.clickhouse.mirror import clickhouse_delete_begin, clickhouse_delete_end
+from llmlog.clickhouse.schema import micros
 from llmlog.models import AccountingStatus, LLMUsage, LLMUsageHistory
 from llmlog.rollups import floor_hour, usage_rollups_mark_stale, usage_rollups_refresh_hours
 
@@ -34,6 +36,7 @@ def usage_delete_before(*, before: datetime, org: str = "", batch_size: int = DE
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     deleted = 0
     hours: set[datetime] = set()
+    clickhouse_mark = clickhouse_delete_begin()  # ClickHouse unread until it has deleted them too
     for model in (LLMUsage, LLMUsageHistory):
         while True:
             with transaction.atomic():
@@ -53,4 +56,9 @@ def usage_delete_before(*, before: datetime, org: str = "", batch_size: int = DE
             if len(found) < batch_size:
                 break
     usage_rollups_refresh_hours(hours=hours)
+    where = "use_time < %(before)s AND accounting_status IN %(statuses)s" + (
+        " AND userorgid = %(org)s" if org else ""
+    )
+    params = {"before": micros(before), "statuses": tuple(str(status) for status in DELETABLE), "org": org}
+    clickhouse_delete_end(mark=clickhouse_mark, where=where, params=params)
     return deleted

@@ -10,6 +10,7 @@ from celery import shared_task
 from django.db import OperationalError
 
 from llmlog import backup, posting, rollups, statements
+from llmlog.clickhouse import mirror
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,13 @@ def backup_accounted_llmusage(before: str | None = None) -> dict:
 def purge_history(before: str | None = None) -> dict:
     day = date.fromisoformat(before) if before else None
     return backup.purge_history(before=day)
+
+
+# The ClickHouse mirror (CLICKHOUSE_URL): history moved since the last sync. A failure (ClickHouse away)
+# is left to the next run 5 minutes later, which catches up: no retry; `expires` drops a backlog.
+@shared_task(acks_late=True, expires=4 * 60, soft_time_limit=30 * 60, time_limit=30 * 60 + 60)
+def clickhouse_sync() -> dict:
+    return mirror.clickhouse_sync_quietly()
 
 
 # Hourly rollups for stats: builds each hour once it has settled, and rebuilds hours that late records

@@ -1,13 +1,16 @@
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Permission
 from django.db import connection
 from rest_framework.test import APIClient
 
 from config.celery import app
 from llmlog.keys import api_key_create
+from tests.clickhouse_server import clickhouse_server
 from tests.hardening import celery_worker
 
 
@@ -19,6 +22,13 @@ def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if "postgres" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def clickhouse_server_url() -> Iterator[str]:
+    """A ClickHouse server of the test session's own (tests/clickhouse_server.py), under the var dir."""
+    with clickhouse_server(Path(settings.VAR_DIR) / "clickhouse-test") as url:
+        yield url
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from django.core.exceptions import EmptyResultSet
 from django.db import connection
 from django.db.models import QuerySet
 
+from llmlog.clickhouse.reads import clickhouse_usage_page
 from llmlog.models import LLMUsageHistory, UsageAll
 from llmlog.queries import HISTORY, UsageQuery, page_depth_problem
 from llmlog.selectors.search import usage_search
@@ -48,7 +49,11 @@ def usage_page(
     problem = page_depth_problem(offset=offset, size=limit)
     if problem:
         raise ValueError(problem)
-    return list(usage_matching(query=query).values(*columns)[offset : offset + limit])
+    records = usage_matching(query=query)
+    page = clickhouse_usage_page(query=query, records=records, offset=offset, limit=limit, columns=columns)
+    if page is not None:  # history read from ClickHouse, which holds it
+        return page
+    return list(records.values(*columns)[offset : offset + limit])
 
 
 def usage_facets(*, query: UsageQuery, sample: int) -> list[tuple[str, str, str]]:

@@ -9,6 +9,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from core.money import quantize_money
+from llmlog.clickhouse.reads import clickhouse_grouped_sums
 from llmlog.queries import ALL, EVERY_RECORD, UsageQuery
 from llmlog.selectors.adjustments import usage_adjustments
 from llmlog.selectors.records import usage_matching, usage_records
@@ -52,7 +53,12 @@ def usage_rates(*, query: UsageQuery = EVERY_RECORD, now: datetime | None = None
 
 def usage_sums_by_org(*, query: UsageQuery, now: datetime | None = None) -> list[dict[str, Any]]:
     """[{userorgid, requests, <token kinds>, amount, cost}] of the records of `query`, most amount first."""
-    groups, _ = grouped_sums(query=query, now=now or timezone.now(), group_by=lambda _: {"userorgid": None})
+    # History from ClickHouse when it holds it (llmlog.clickhouse.reads); None: PostgreSQL alone.
+    groups = clickhouse_grouped_sums(query=query, records=usage_matching(query=query), by=("userorgid",))
+    if groups is None:
+        groups, _ = grouped_sums(
+            query=query, now=now or timezone.now(), group_by=lambda _: {"userorgid": None}
+        )
     by_org: dict[str, dict[str, Any]] = {}
     for group in groups:
         add_sums(by_org.setdefault(group["userorgid"], empty_totals()), group)
@@ -79,10 +85,11 @@ def usage_stats(*, query: UsageQuery = EVERY_RECORD, now: datetime | None = None
     """
     now = now or timezone.now()
     tz = timezone.get_current_timezone()
-    groups, window = grouped_sums(
-        query=query,
-        now=now,
-        group_by=lambda time_column: {"model_name": None, "day": TruncDate(time_column, tzinfo=tz)},
+    # History from ClickHouse when it holds it (llmlog.clickhouse.reads); None: PostgreSQL alone, the
+    # rollups where they answer.
+    window = None
+    groups = clickhouse_grouped_sums(
+        query=query, records=usage_matching(query=query), by=("model_name", "day")
     )
     totals = empty_totals()
     by_model: dict[str, dict[str, Any]] = {}

@@ -1,0 +1,255 @@
+"""ClickHouse as the analytics store, against a real server (tests/clickhouse_server.py): every stats,
+count, total and page answer with ClickHouse equals PostgreSQL's alone, to the last decimal, across the
+nightly move, an operator's edits, the purges and ClickHouse being away; a rerun never doubles a record.
+
+PostgreSQL only (the move, the purges and the partitions are PostgreSQL's); the statements themselves run
+in both passes and on today's engine too (test_clickhouse_sql.py)."""
+
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from llmlog.backup import backup_accounted_llmusage, purge_history
+from llmlog.clickhouse import mirror
+from llmlog.clickhouse.client import clickhouse_execute
+from llmlog.clickhouse.mirror import clickhouse_backfill, clickhouse_sync, synced_through
+from llmlog.clickhouse.reads import clickhouse_split
+from llmlog.edits import UsageImmutable, usage_delete, usage_update
+from llmlog.models import LLMUsage, LLMUsageHistory
+from llmlog.queries import EVERY_RECORD, HISTORY, Ordering, UsageQuery
+from llmlog.retention import usage_delete_before
+from llmlog.rollups import build_usage_rollups
+from llmlog.selectors.records import usage_matching, usage_page
+from llmlog.selectors.stats import usage_stats, usage_sums_by_org
+from llmlog.selectors.totals import usage_count, usage_total
+from tests.factories import make_usage
+
+pytestmark = [pytest.mark.postgres, pytest.mark.clickhouse, pytest.mark.django_db]
+
+PAGE_COLUMNS = ("id", "use_time", "use_date", "userorgid", "model_name", "amount", "cost", "total_tokens")
+PAGE_COLUMNS += ("metadata", "usages", "request_ip", "is_stream", "accounted_at")
+
+
+@pytest.fixture
+def clickhouse(settings, clickhouse_server_url):
+    """CLICKHOUSE_URL set to the session's server, its table dropped: each test starts empty."""
+    settings.CLICKHOUSE_URL = clickhouse_server_url
+    clickhouse_execute("DROP TABLE IF EXISTS llmusage_history")
+    mirror._tables_made.clear()
+    yield clickhouse_server_url
+    mirror._tables_made.clear()
+
+
+def _queries(now) -> list[UsageQuery]:
+    return [
+        EVERY_RECORD,
+        UsageQuery(org="acme"),
+        UsageQuery(start=now - timedelta(days=45), end=now),
+        UsageQuery(org="globex", start=now - timedelta(days=12, hours=5), end=now - timedelta(days=1)),
+        UsageQuery(model_name="claude-3"),
+        UsageQuery(day=timezone.localdate(now - timedelta(days=10))),
+        UsageQuery(userid="u-2", status="failed"),
+        UsageQuery(min_amount=Decimal("0.00500"), max_amount=Decimal("0.02"), token_name="ci"),
+        UsageQuery(source=HISTORY),
+        UsageQuery(token_key_hashes=("hash-1",)),
+        UsageQuery(ordering=Ordering(field="amount", descending=True)),
+        UsageQuery(org="acme", ordering=Ordering(field="total_tokens", descending=False)),
+    ]
+
+
+def _answers(queries: list[UsageQuery], now) -> list[Any]:
+    answers = []
+    for query in queries:
+        total = usage_total(query=query, now=now)
+        stats = usage_stats(query=query, now=now)
+        total.pop("rollup_hours")
+        stats.pop("rollup_hours")
+        answers.append(
+            {
+                "total": total,
+                "count": usage_count(query=query, now=now),
+                "stats": stats,
+                "by_org": usage_sums_by_org(query=query, now=now),
+                "page": usage_page(query=query, offset=0, limit=40, columns=PAGE_COLUMNS),
+                "deep": usage_page(query=query, offset=7, limit=5, columns=PAGE_COLUMNS),
+            }
+        )
+    return answers
+
+
+def assert_same_as_postgresql_alone(settings, now, zones: tuple[str, ...] = ("UTC",)) -> None:
+    """Every answer with ClickHouse equals PostgreSQL's alone (in each of `zones`: the stats' days are
+    its days); and ClickHouse answered the queries it can."""
+    for zone in zones:
+        with timezone.override(zone):
+            queries = _queries(now)
+            with_clickhouse = _answers(queries, now)
+            url, settings.CLICKHOUSE_URL = settings.CLICKHOUSE_URL, None
+            alone = _answers(queries, now)
+            settings.CLICKHOUSE_URL = url
+            for query, mine, theirs in zip(queries, with_clickhouse, alone, strict=True):
+                assert mine == theirs, query
+    assert synced_through() is not None
+    assert all(clickhouse_split(query, usage_matching(query=query)) for query in _queries(now))
+
+
+def _clickhouse_rows() -> int:
+    return clickhouse_execute("SELECT count() FROM llmusage_history FINAL")[0][0]
+
+
+def _records(now) -> None:
+    """Accounted records of past days (two months back to yesterday, two orgs, odd amounts, unpriced
+    and failed ones), a pending one of last week and today's, all hot until the move."""
+    for days, org, model, amount, extra in [
+        (40, "acme", "gpt-4o", Decimal("0.01234"), {}),
+        (38, "globex", "claude-3", Decimal("1.00001"), {"token_key_hash": "hash-1"}),
+        (33, "acme", "claude-3", None, {"accounting_status": "skipped", "cost": None}),
+        (20, "acme", "gpt-4o", Decimal("0.00501"), {"token_name": "ci", "metadata": {"k": [1, "é"]}}),
+        (12, "globex", "gpt-4o", Decimal("0.00999"), {"userid": "u-2", "status": "failed"}),
+        (
+            10,
+            "acme",
+            "gpt-4o",
+            Decimal("0.02000"),
+            {"usages": {"prompt_tokens": 7}, "request_ip": "10.0.0.1"},
+        ),
+        (10, "globex", "claude-3", Decimal("0.00007"), {"is_stream": True, "token_key_hash": "hash-1"}),
+        (2, "acme", "claude-3", Decimal("3.14159"), {"token_name": "ci"}),
+        (1, "globex", "gpt-4o", Decimal("0.00001"), {"userid": "u-2", "status": "failed"}),
+        (1, "acme", "gpt-4o", Decimal("0.00600"), {}),
+    ]:
+        for hour in (1, 13):
+            fields = {"accounting_status": "accounted", "accounted_at": now - timedelta(days=days - 1)}
+            fields.update(extra)
+            make_usage(
+                use_time=now - timedelta(days=days, hours=hour, microseconds=17 * hour),
+                userorgid=org,
+                model_name=model,
+                amount=amount,
+                input_tokens=100 * days + hour,
+                **fields,
+            )
+    make_usage(use_time=now - timedelta(days=6), amount=Decimal("0.5"))  # pending: stays hot
+    make_usage(use_time=now - timedelta(minutes=3), accounting_status="skipped")  # today's
+
+
+def test_every_answer_equals_postgresql_alone_across_move_edits_and_purges(clickhouse, settings):
+    now = timezone.now()
+    _records(now)
+    counts = backup_accounted_llmusage()
+    assert counts["moved"] == 20 and counts["clickhouse"]["loaded"] == 20
+    assert _clickhouse_rows() == LLMUsageHistory.objects.count() == 20
+    assert_same_as_postgresql_alone(settings, now, zones=("UTC", "Asia/Kolkata"))  # days of +5:30 too
+
+    # An operator's edit and delete reach hot records only (history is read-only, refused): ClickHouse,
+    # which holds history, has nothing to follow, and the answers stay equal.
+    pending = LLMUsage.objects.get(accounting_status="pending")
+    usage_update(id=pending.pk, changes={"amount": Decimal("0.77777")}, actor="ops")
+    usage_delete(id=LLMUsage.objects.get(use_time__gt=now - timedelta(hours=1)).pk, actor="ops")
+    with pytest.raises(UsageImmutable):
+        usage_update(id=LLMUsageHistory.objects.first().pk, changes={"amount": Decimal(1)}, actor="ops")
+    assert_same_as_postgresql_alone(settings, now)
+
+    # The retention purge: whole months dropped, the rest of the days deleted, in ClickHouse too.
+    purged = purge_history(before=timezone.localdate(now - timedelta(days=19)))
+    assert purged["purged"] == 8
+    assert purged["clickhouse"]["partitions_dropped"] >= 1
+    assert _clickhouse_rows() == LLMUsageHistory.objects.count() == 12
+    build_usage_rollups()  # PostgreSQL alone now answers closed hours from its rollups
+    assert_same_as_postgresql_alone(settings, now)
+
+    # new-api's delete of an org's old records, hot and history.
+    assert usage_delete_before(before=now - timedelta(days=5), org="acme") == 2
+    assert _clickhouse_rows() == LLMUsageHistory.objects.count() == 10
+    assert_same_as_postgresql_alone(settings, now)
+
+
+def test_clickhouse_away_during_the_move_then_behind_then_caught_up(clickhouse, settings):
+    now = timezone.now()
+    _records(now)
+    backup_accounted_llmusage(before=timezone.localdate(now - timedelta(days=15)))
+    mark = synced_through()
+    assert _clickhouse_rows() == 8
+
+    url, settings.CLICKHOUSE_URL = settings.CLICKHOUSE_URL, "clickhouse://default@127.0.0.1:1/default"
+    counts = backup_accounted_llmusage()  # the move succeeds; the mirror reports it is behind
+    assert counts["moved"] == 12 and "error" in counts["clickhouse"]
+    assert synced_through() == mark
+    assert_same_as_postgresql_alone(settings, now)  # reads fall back to PostgreSQL
+
+    settings.CLICKHOUSE_URL = url  # back, but behind: history since the mark is PostgreSQL's
+    assert _clickhouse_rows() == 8
+    assert_same_as_postgresql_alone(settings, now)
+
+    assert clickhouse_sync()["loaded"] == 12  # the 5-minute sync catches up
+    assert _clickhouse_rows() == 20
+    assert_same_as_postgresql_alone(settings, now)
+
+
+def test_a_rerun_or_a_crash_never_doubles_a_record(clickhouse, settings):
+    now = timezone.now()
+    _records(now)
+    backup_accounted_llmusage()
+    # A sync that died after writing and before moving its mark writes the same records again.
+    assert mirror._load(LLMUsageHistory.objects.all()) == 20
+    assert _clickhouse_rows() == 20
+    assert_same_as_postgresql_alone(settings, now)
+    assert clickhouse_backfill()["days_reloaded"] == 0
+
+
+def test_a_purge_clickhouse_misses_is_reconciled_by_the_next_sync(clickhouse, settings):
+    now = timezone.now()
+    _records(now)
+    backup_accounted_llmusage()
+    url, settings.CLICKHOUSE_URL = settings.CLICKHOUSE_URL, "clickhouse://default@127.0.0.1:1/default"
+    purge_history(before=timezone.localdate(now - timedelta(days=19)))
+    settings.CLICKHOUSE_URL = url
+    assert synced_through() is None  # ClickHouse still holds the purged records: not read
+    assert _clickhouse_rows() == 20
+    assert clickhouse_split(EVERY_RECORD, usage_matching(query=EVERY_RECORD)) is None
+
+    counts = clickhouse_sync()
+    assert counts["days_reloaded"] >= 2 and _clickhouse_rows() == 12
+    assert_same_as_postgresql_alone(settings, now)
+
+
+def test_backfill_command_loads_history_already_there_once(clickhouse, settings):
+    now = timezone.now()
+    for days in (3, 3, 4, 40):
+        make_usage(model=LLMUsageHistory, use_time=now - timedelta(days=days), amount=Decimal("0.33333"))
+    day = timezone.localdate(now - timedelta(days=3))
+
+    call_command("backfill_clickhouse", "--start", day.isoformat(), "--end", day.isoformat())
+    assert _clickhouse_rows() == 2 and synced_through() is None  # part of history: not read yet
+
+    call_command("backfill_clickhouse")
+    assert _clickhouse_rows() == 4 and synced_through() is not None
+    assert_same_as_postgresql_alone(settings, now)
+    assert clickhouse_backfill()["days_reloaded"] == 0  # idempotent
+
+
+def test_with_clickhouse_unset_nothing_changes_and_the_driver_is_never_imported(settings):
+    settings.CLICKHOUSE_URL = None
+    now = timezone.now()
+    _records(now)
+    counts = backup_accounted_llmusage()
+    assert "clickhouse" not in counts and "clickhouse" not in purge_history(before=timezone.localdate(now))
+    assert synced_through() is None
+    assert clickhouse_split(EVERY_RECORD, usage_matching(query=EVERY_RECORD)) is None
+    # A process that loads every module that reads or writes usage never imports the driver.
+    script = (
+        "import sys, django; django.setup(); import llmlog.tasks, llmlog.selectors.stats,"
+        " llmlog.selectors.totals, llmlog.retention, llmlog.api.urls;"
+        " assert 'clickhouse_driver' not in sys.modules; print('unset ok')"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "CLICKHOUSE_URL"}
+    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert "unset ok" in ran.stdout, ran.stderr[-2000:]
