@@ -1,19 +1,21 @@
 """Monthly statements: a closed month balances against the ledger, stays the same after late postings
 (they land in the next open month, once), and refuses a month that has not ended."""
 
+import threading
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection, transaction
 from django.db.models import Sum
 
 from accounting.ledger import account_create, ledger_adjust, ledger_post_usage, ledger_topup
 from accounting.models import Account, LedgerLine, Statement
-from accounting.statements import Outcome, month_bounds, parse_month
+from accounting.statements import Outcome, month_bounds, parse_month, statement_close
 from llmlog.models import AccountingStatus, LLMUsage
-from llmlog.statements import close_ended_periods, close_period
+from llmlog.statements import close_ended_periods, close_period, statement_breakdown
 from tests.factories import make_usage, move_to_history
 
 pytestmark = pytest.mark.django_db
@@ -275,3 +277,77 @@ def test_close_period_command_refuses_an_open_month_and_a_bad_one(acme):
 def test_parse_month_names_the_field(text):
     with pytest.raises(ValueError, match="^month: "):
         parse_month(text)
+
+
+# --- the close against concurrent postings (PostgreSQL: row locks across connections) ---------------
+
+
+def in_thread(target, *args) -> tuple[threading.Thread, threading.Event, list]:
+    """Run target(*args) on its own connection; the event is set when it has returned."""
+    done, errors = threading.Event(), []
+
+    def run() -> None:
+        try:
+            target(*args)
+        except Exception as exc:  # noqa: BLE001 - handed to the test
+            errors.append(exc)
+        finally:
+            connection.close()
+            done.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, done, errors
+
+
+@pytest.fixture
+def postgresql_only(transactional_db) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks between connections: PostgreSQL (SQLite serializes every writer)")
+
+
+def test_a_posting_that_commits_while_the_close_waits_is_the_closed_months(postgresql_only, acme):
+    committing, release = threading.Event(), threading.Event()
+
+    def post_slowly() -> None:
+        with transaction.atomic():
+            charge(at(11, 30, 23, 59, 59), amount="0.60")  # holds acme's lock until commit
+            committing.set()
+            release.wait(10)
+
+    poster, posted, poster_errors = in_thread(post_slowly)
+    assert committing.wait(10)
+    closer, closed, closer_errors = in_thread(lambda: close(NOV, AFTER_NOV))
+    waited = not closed.wait(0.5)  # the close waits for the lock
+    release.set()
+    poster.join(10)
+    closer.join(10)
+
+    assert waited and not poster_errors and not closer_errors
+    assert Statement.objects.get(month=NOV).charges == Decimal("0.60")
+
+
+def test_a_posting_stamped_in_the_month_that_commits_after_the_close_is_the_next_months(
+    postgresql_only, acme
+):
+    reading, release = threading.Event(), threading.Event()
+
+    def slow_breakdown(period):
+        reading.set()  # the close holds acme's lock and has read its last line id
+        release.wait(10)
+        return statement_breakdown(period)
+
+    closer, closed, closer_errors = in_thread(
+        lambda: statement_close(account=acme, month=NOV, breakdown=slow_breakdown, now=AFTER_NOV)
+    )
+    assert reading.wait(10)
+    poster, posted, poster_errors = in_thread(lambda: charge(at(11, 30, 23, 59, 59), amount="0.60"))
+    waited = not posted.wait(0.5)  # the posting waits for the lock the close holds
+    release.set()
+    closer.join(10)
+    poster.join(10)
+
+    assert waited and not closer_errors and not poster_errors
+    assert Statement.objects.get(month=NOV).charges == Decimal(0)
+    close(DEC, AFTER_DEC)
+    assert Statement.objects.get(month=DEC).charges == Decimal("0.60")
