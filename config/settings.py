@@ -241,6 +241,11 @@ LLMLOG_METADATA_MAX_BYTES = 8192
 # SQLite writes one at a time anyway and keeps its own path.
 LLMLOG_INGEST_GROUP_COMMIT = env_bool("LLMLOG_INGEST_GROUP_COMMIT", True)
 
+# The analytics store (llmlog.clickhouse), optional: clickhouse://user:password@host:9000/database. Set,
+# history is mirrored into it and stats, counts, totals and long pages read history there; unset, nothing
+# changes (and the driver, the `clickhouse` extra, is never imported).
+CLICKHOUSE_URL = env_str("CLICKHOUSE_URL") or None
+
 # --- Celery -------------------------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
@@ -280,16 +285,18 @@ CELERY_BEAT_SCHEDULE["purge_history"] = {
     "task": "llmlog.tasks.purge_history",
     "schedule": crontab(hour=LLMLOG_BACKUP_HOUR, minute=30),
 }
+# Every 5 minutes, with CLICKHOUSE_URL set: history moved since the last sync goes to ClickHouse (the
+# nightly move syncs at its end too; this catches up after ClickHouse was away). Unset: does nothing.
+if CLICKHOUSE_URL:
+    CELERY_BEAT_SCHEDULE["clickhouse_sync"] = {
+        "task": "llmlog.tasks.clickhouse_sync",
+        "schedule": timedelta(minutes=5),
+    }
 # Every 5 minutes: stats read hourly rollups for closed hours, so each hour is built soon after it
 # settles (10 minutes past its end) and hours that late records landed in are rebuilt within minutes.
 CELERY_BEAT_SCHEDULE["build_usage_rollups"] = {
     "task": "llmlog.tasks.build_usage_rollups",
     "schedule": crontab(minute="*/5"),
-# The analytics store (llmlog.clickhouse), optional: clickhouse://user:password@host:9000/database. Set,
-# history is mirrored into it and stats, counts, totals and long pages read history there; unset, nothing
-# changes (and the driver, the `clickhouse` extra, is never imported).
-CLICKHOUSE_URL = env_str("CLICKHOUSE_URL") or None
-
 }
 # Every minute: post pending usage to the ledger (ingest also asks for a run a few seconds after new
 # records). Expires before the next tick, so a worker that was down finds one run, not a pile of them.
@@ -329,13 +336,6 @@ CACHE_REDIS_URL = env_str("CACHE_REDIS_URL") or REDIS_URL
 if CACHE_REDIS_URL:
     # Shared by every gunicorn worker and host. By default the broker's Redis database: cache keys carry
     # the "llmlog" prefix, and nothing may call cache.clear() there (it would FLUSHDB the broker's queues
-# Every 5 minutes, with CLICKHOUSE_URL set: history moved since the last sync goes to ClickHouse (the
-# nightly move syncs at its end too; this catches up after ClickHouse was away). Unset: does nothing.
-if CLICKHOUSE_URL:
-    CELERY_BEAT_SCHEDULE["clickhouse_sync"] = {
-        "task": "llmlog.tasks.clickhouse_sync",
-        "schedule": timedelta(minutes=5),
-    }
     # too); CACHE_REDIS_URL gives the cache a database of its own. Short timeouts: the ingest throttle
     # fails open rather than wait on an unreachable Redis.
     CACHES = {

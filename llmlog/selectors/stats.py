@@ -91,6 +91,12 @@ def usage_stats(*, query: UsageQuery = EVERY_RECORD, now: datetime | None = None
     groups = clickhouse_grouped_sums(
         query=query, records=usage_matching(query=query), by=("model_name", "day")
     )
+    if groups is None:
+        groups, window = grouped_sums(
+            query=query,
+            now=now,
+            group_by=lambda time_column: {"model_name": None, "day": TruncDate(time_column, tzinfo=tz)},
+        )
     totals = empty_totals()
     by_model: dict[str, dict[str, Any]] = {}
     by_day: dict[date, dict[str, Any]] = {}

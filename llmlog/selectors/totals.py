@@ -30,12 +30,12 @@ def usage_total(*, query: UsageQuery, now: datetime | None = None) -> dict[str, 
     totals = empty_totals()
     if query.finds_nothing:
         return {**totals, "rollup_hours": None}
-    rows = usage_matching(query=query).order_by()
-    window = rollup_window(query, now=now or timezone.now())
     # History from ClickHouse when it holds it (llmlog.clickhouse.reads); None: read on here.
     answer = clickhouse_usage_total(query=query, records=usage_matching(query=query))
     if answer is not None:
         return answer
+    rows = usage_matching(query=query).order_by()
+    window = rollup_window(query, now=now or timezone.now())
     if window is not None:
         add_sums(totals, window.buckets(query).aggregate(**rollup_sums()))
         rows = rows.filter(window.rows_condition())
@@ -49,13 +49,13 @@ def usage_count(*, query: UsageQuery, now: datetime | None = None) -> dict[str, 
     with no rollups built, PostgreSQL answers from the planner's statistics, and says so (`_count`)."""
     if query.finds_nothing:
         return {"count": 0, "estimated": False}
-    records = usage_matching(query=query)
-    window = rollup_window(query, now=now or timezone.now())
-    if window is not None:
     # History from ClickHouse when it holds it (llmlog.clickhouse.reads); None: read on here.
     answer = clickhouse_usage_count(query=query, records=usage_matching(query=query))
     if answer is not None:
         return answer
+    records = usage_matching(query=query)
+    window = rollup_window(query, now=now or timezone.now())
+    if window is not None:
         edges = records.filter(window.rows_condition())
         count = _scalars(window.buckets(query), Sum("requests"), edges, Count("id"))
         return {"count": count, "estimated": False}
