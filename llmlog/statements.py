@@ -11,7 +11,7 @@ A day is the record's `use_date`: a late record (November's, posted in December)
 statement, under its November day.
 """
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -24,12 +24,18 @@ from accounting.models import Account, LedgerTransaction
 from accounting.statements import (
     Breakdown,
     CloseResult,
+    Outcome,
     Period,
     last_ended_month,
     money,
     statements_close,
 )
+from llmlog.jobs import job_run
 from llmlog.models import UsageAll
+
+CLOSE_JOB = "close_ended_periods"
+# The refusals a job run keeps (each names the org, month and reason); the command shows them all.
+MAX_REFUSALS_KEPT = 100
 
 
 def statement_breakdown(period: Period) -> Breakdown:
@@ -103,11 +109,16 @@ def close_ended_periods(*, now: datetime | None = None) -> list[CloseResult]:
     every zone's month has ended by the end of the 2nd in UTC."""
     now = now or timezone.now()
     results: list[CloseResult] = []
-    for account in Account.objects.filter(kind=Account.Kind.CUSTOMER).order_by("org"):
-        month = last_ended_month(time_zone=account.time_zone, now=now)
-        results.extend(
-            statements_close(
-                account=account, month=month, breakdown=statement_breakdown, now=now, closed_by="beat"
+    with job_run(CLOSE_JOB) as run:
+        for account in Account.objects.filter(kind=Account.Kind.CUSTOMER).order_by("org"):
+            month = last_ended_month(time_zone=account.time_zone, now=now)
+            results.extend(
+                statements_close(
+                    account=account, month=month, breakdown=statement_breakdown, now=now, closed_by="job"
+                )
             )
-        )
+        run.counts = dict(Counter(result.outcome.value for result in results))
+        refusals = [f"{r.org} {r.month}: {r.message}" for r in results if r.outcome == Outcome.REFUSED]
+        if refusals:  # on the Job runs page, where on-call looks
+            run.counts["refusals"] = refusals[:MAX_REFUSALS_KEPT]
     return results

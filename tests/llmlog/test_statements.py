@@ -10,12 +10,14 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 from django.db.models import Sum
+from django.utils import timezone
 
 from accounting.ledger import account_create, ledger_adjust, ledger_post_usage, ledger_topup
 from accounting.models import Account, LedgerLine, Statement
 from accounting.statements import Outcome, month_bounds, parse_month, statement_close
-from llmlog.models import AccountingStatus, LLMUsage
+from llmlog.models import AccountingStatus, JobRun, LLMUsage
 from llmlog.statements import close_ended_periods, close_period, statement_breakdown
+from llmlog.tasks import close_ended_periods as close_ended_periods_task
 from tests.factories import make_usage, move_to_history
 
 pytestmark = pytest.mark.django_db
@@ -255,6 +257,30 @@ def test_the_beat_job_closes_each_accounts_last_ended_month(acme):
         ("globex", "2026-11", Outcome.CLOSED),  # Auckland: already December 1st, 13:05
     }
     assert {r.outcome for r in close_ended_periods(now=AFTER_NOV)} == {Outcome.ALREADY_CLOSED}
+    runs = JobRun.objects.filter(job="close_ended_periods").order_by("started_at")
+    assert [run.counts for run in runs] == [{"closed": 2}, {"already_closed": 2}]
+
+
+def test_the_job_run_names_a_refused_month(acme):
+    Account.objects.filter(pk=acme.pk).update(balance=Decimal("999"))
+
+    close_ended_periods(now=AFTER_NOV)
+
+    run = JobRun.objects.get(job="close_ended_periods")
+    assert run.status == "succeeded"
+    assert run.counts["refused"] == 1
+    assert run.counts["refusals"][0].startswith("acme 2026-11: The account's balance 999")
+
+
+def test_the_monthly_task_runs_on_a_real_worker(celery_worker_process):
+    account_create(org="acme", kind="customer")
+    Account.objects.filter(org="acme").update(created_at=at(1, 1))
+
+    counts = close_ended_periods_task.delay().get(timeout=60)
+
+    assert counts == {"closed": 1}
+    month = Statement.objects.get().month
+    assert month < timezone.localdate().replace(day=1)  # the last month that has ended
 
 
 def test_close_period_command_reports_each_org(acme):
