@@ -4,8 +4,14 @@ One row per org, model and day (the day in TIME_ZONE; ChargePeriodStart/End are 
 UTC), in each currency the records were charged in. The rows are the records the ledger has charged:
 `accounted` ones (a `usage` ledger transaction each, of the record's `amount`) and `skipped` ones
 (nothing billable, so they add their tokens and no cost); a pending or failed record is not charged
-yet, and appears in the export of its month once it is posted. So the file's BilledCost adds up to
-the ledger's usage charges of the month, which a test holds.
+yet, and appears in the export of its month once it is posted. So the Usage rows' BilledCost adds up
+to the ledger's usage charges of the month's records, which a test holds.
+
+Re-pricing adjustments (`adjustment` transactions of an applied re-pricing) follow as ChargeCategory
+"Adjustment" rows in the month the ledger posted them (as the month's statement counts them), one per
+org, model, currency and day of the usage they adjust (ChargePeriodStart/End that day; ChargeClass
+"Correction" when that day is before the month: it corrects an earlier month's bill), with Δamount as
+their cost and no quantities. The whole file's BilledCost is then what the month's ledger charged.
 
 Costs, as FOCUS defines them, for a gateway without negotiated or commitment discounts:
 - BilledCost: what the org was charged (`amount`), the basis of its invoice;
@@ -21,15 +27,17 @@ Text cells that a spreadsheet would run as a formula are neutralised as in the a
 """
 
 import csv
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, DecimalField, F, Q, Sum
 from django.db.models.functions import TruncDate
 
+from accounting.models import RepricingItem
 from core.money import quantize_money
 from llmlog.csv_export import neutralise
 from llmlog.exports.period import ExportPeriod
@@ -43,6 +51,7 @@ CHARGED = (AccountingStatus.ACCOUNTED, AccountingStatus.SKIPPED)
 # Grouped rows fetched per round trip: a month of a big gateway is orgs x models x days rows.
 CHUNK_SIZE = 2000
 
+USAGE, ADJUSTMENT = "Usage", "Adjustment"
 SERVICE_CATEGORY = "AI and Machine Learning"
 SERVICE_SUBCATEGORY = "Generative AI"
 SERVICE_NAME = "LLM Gateway"
@@ -99,7 +108,9 @@ FOCUS_COLUMNS = (
 
 @dataclass(frozen=True)
 class FocusGroup:
-    """The charged records of one org, model, provider and currency on one day."""
+    """The charged records of one org, model, provider and currency on one day (category Usage), or
+    the re-pricing adjustments posted in the month for one org's model, currency and day of use
+    (category Adjustment: no tokens; `records` is how many records they adjust)."""
 
     day: date
     org: str
@@ -107,9 +118,10 @@ class FocusGroup:
     provider: str
     currency: str
     requests: int
-    tokens: dict[str, int]
-    total_tokens: int
+    tokens: dict[str, int] | None
+    total_tokens: int | None
     amount: Decimal
+    category: str = USAGE
 
 
 def focus_groups(
@@ -144,15 +156,49 @@ def focus_groups(
         )
 
 
+def adjustment_groups(
+    *, period: ExportPeriod, org: str = "", userorgid: str | None = None
+) -> Iterator[FocusGroup]:
+    """The re-pricing adjustments the ledger posted in the month (by the adjustment's time, as the
+    month's statement counts them), per day of use, org, model and currency: Δamount of each applied
+    item (`accounting.models.RepricingItem`), so they add up to the month's adjustment transactions of
+    re-pricings. A group whose charge did not change (only the owner's cost did) is left out."""
+    items = RepricingItem.objects.filter(
+        adjustment__isnull=False,
+        adjustment__created_at__gte=period.start,
+        adjustment__created_at__lt=period.end,
+    )
+    for scope in (org or None, userorgid):
+        if scope is not None:
+            items = items.filter(userorgid=scope)
+    keys = ("use_date", "userorgid", "model_name", "currency")
+    delta = Sum(F("new_amount") - F("old_amount"), output_field=DecimalField())
+    groups = items.values(*keys).annotate(records=Count("id"), amount=delta).order_by(*keys)
+    for group in groups.iterator(chunk_size=CHUNK_SIZE):
+        amount = quantize_money(group["amount"] or 0)  # SQLite sums decimals as floating point
+        if amount:
+            yield FocusGroup(
+                day=group["use_date"],
+                org=group["userorgid"],
+                model_name=group["model_name"],
+                provider="",
+                currency=group["currency"],
+                requests=group["records"],
+                tokens=None,
+                total_tokens=None,
+                amount=amount,
+                category=ADJUSTMENT,
+            )
+
+
 def focus_row(group: FocusGroup, *, period: ExportPeriod, provider_name: str) -> dict[str, str]:
-    """One FOCUS row (column -> text) for a group of usage."""
+    """One FOCUS row (column -> text) for a group of usage or of adjustments."""
     start, end = period.day_bounds(group.day)
     # The gateway's text (org, model, provider) made inert for a spreadsheet; numbers are ours.
     org, model, provider, currency = (
         neutralise(text) for text in (group.org, group.model_name, group.provider, group.currency)
     )
     money = str(group.amount)
-    tokens = str(group.total_tokens)
     row = {
         "BilledCost": money,
         "BillingAccountId": org,
@@ -160,22 +206,17 @@ def focus_row(group: FocusGroup, *, period: ExportPeriod, provider_name: str) ->
         "BillingCurrency": currency,
         "BillingPeriodEnd": utc_text(period.end),
         "BillingPeriodStart": utc_text(period.start),
-        "ChargeCategory": "Usage",
-        "ChargeClass": "",
-        "ChargeDescription": neutralise(
-            f"{group.model_name} usage on {group.day.isoformat()}: {group.requests} requests, {tokens} tokens"
-        ),
+        "ChargeCategory": group.category,
+        # An adjustment of usage of an earlier month corrects what that month's invoice billed.
+        "ChargeClass": "Correction" if start < period.start else "",
+        "ChargeDescription": neutralise(_description(group)),
         "ChargeFrequency": "Usage-Based",
         "ChargePeriodEnd": utc_text(end),
         "ChargePeriodStart": utc_text(start),
-        "ConsumedQuantity": tokens,
-        "ConsumedUnit": TOKENS,
         "ContractedCost": money,
         "EffectiveCost": money,
         "InvoiceIssuerName": provider_name,
         "ListCost": money,
-        "PricingQuantity": tokens,
-        "PricingUnit": TOKENS,
         "ProviderName": provider_name,
         "PublisherName": provider or provider_name,
         "ResourceId": model,
@@ -186,10 +227,34 @@ def focus_row(group: FocusGroup, *, period: ExportPeriod, provider_name: str) ->
         "ServiceSubcategory": SERVICE_SUBCATEGORY,
         "SubAccountId": org,
         "SubAccountName": org,
-        "x_Requests": str(group.requests),
     }
-    row.update({column: str(group.tokens[name]) for name, column in X_COLUMNS.items()})
-    return row
+    return row | _quantities(group)
+
+
+def _description(group: FocusGroup) -> str:
+    day = group.day.isoformat()
+    if group.category == ADJUSTMENT:
+        return f"Re-pricing adjustment of {group.model_name} usage on {day}: {group.requests} records"
+    return f"{group.model_name} usage on {day}: {group.requests} requests, {group.total_tokens} tokens"
+
+
+def _quantities(group: FocusGroup) -> dict[str, str]:
+    """What was consumed: tokens for usage; nothing for an adjustment (FOCUS: ConsumedQuantity is null
+    unless the charge is Usage)."""
+    if group.tokens is None:
+        return dict.fromkeys(("ConsumedQuantity", "ConsumedUnit", "PricingQuantity", "PricingUnit"), "") | {
+            "x_Requests": "",
+            **dict.fromkeys(X_COLUMNS.values(), ""),
+        }
+    tokens = str(group.total_tokens)
+    return {
+        "ConsumedQuantity": tokens,
+        "ConsumedUnit": TOKENS,
+        "PricingQuantity": tokens,
+        "PricingUnit": TOKENS,
+        "x_Requests": str(group.requests),
+        **{column: str(group.tokens[name]) for name, column in X_COLUMNS.items()},
+    }
 
 
 def utc_text(moment: datetime) -> str:
@@ -205,10 +270,15 @@ class _Echo:
 
 
 def focus_csv_lines(*, period: ExportPeriod, org: str = "", userorgid: str | None = None) -> Iterator[str]:
-    """The FOCUS CSV of `period` (as focus_groups), line by line: the header, then the rows."""
+    """The FOCUS CSV of `period` (as focus_groups), line by line: the header, the Usage rows, then the
+    Adjustment rows."""
     writer = csv.writer(_Echo(), lineterminator="\r\n")
     provider_name = settings.LLMLOG_FOCUS_PROVIDER_NAME
     yield writer.writerow(FOCUS_COLUMNS)
-    for group in focus_groups(period=period, org=org, userorgid=userorgid):
+    groups = itertools.chain(
+        focus_groups(period=period, org=org, userorgid=userorgid),
+        adjustment_groups(period=period, org=org, userorgid=userorgid),
+    )
+    for group in groups:
         row = focus_row(group, period=period, provider_name=provider_name)
         yield writer.writerow([row[column] for column in FOCUS_COLUMNS])

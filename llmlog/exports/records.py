@@ -24,6 +24,8 @@ from typing import Any
 
 import psycopg
 from django.db import connection, transaction
+from django.db.models import TextField
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from llmlog.exports.columns import ExportColumn, export_columns
@@ -38,6 +40,8 @@ FORMATS = tuple(WRITERS)
 # each cut to LLMLOG_IO_LIMIT (4096 characters) a batch stays within some tens of MB.
 BATCH_SIZE = 10_000
 MONEY_COLUMNS = ("amount", "cost")
+# Columns PostgreSQL gives as text (see record_batches).
+CAST_TO_TEXT = frozenset({"JSONField", "UUIDField"})
 
 
 class ExportError(ValueError):
@@ -110,11 +114,15 @@ def record_batches(
     transaction (the cursor lives in it)."""
     query = UsageQuery(org=org, start=period.start, end=period.end)
     records = usage_matching(query=query).order_by("use_time", "id")
-    rows = records.values_list(*(column.name for column in columns))
     if connection.vendor == "postgresql":
+        # jsonb and uuid read as text, cast by PostgreSQL: no decoding of JSON only to encode it again.
+        as_text = {f"_text_{c.name}": Cast(c.name, TextField()) for c in columns if c.kind in CAST_TO_TEXT}
+        names = [f"_text_{c.name}" if c.kind in CAST_TO_TEXT else c.name for c in columns]
+        rows = records.annotate(**as_text).values_list(*names)
         yield from _server_side_batches(rows.query.sql_with_params(), batch_size)
         return
     # Elsewhere (SQLite) the ORM reads in chunks and converts; JSON comes decoded: back to its text.
+    rows = records.values_list(*(column.name for column in columns))
     json_at = [index for index, column in enumerate(columns) if column.is_json]
     batch: list[tuple] = []
     for row in rows.iterator(chunk_size=batch_size):
@@ -132,15 +140,15 @@ def record_batches(
 
 
 def _server_side_batches(statement: tuple[str, tuple], batch_size: int) -> Iterator[list[tuple]]:
-    """The ORM's statement run on a named (server-side) cursor on Django's own connection, read plain:
-    its loaders give jsonb as text, numeric as Decimal and timestamptz as aware UTC times, and skipping
-    the ORM's per-value converters is most of an export's speed."""
+    """The ORM's statement run on a named (server-side) cursor on Django's own connection, in binary:
+    psycopg's C loaders give numeric as Decimal and timestamptz as aware times (the session's zone,
+    UTC), several times faster than the ORM's text loaders and per-value converters."""
     sql, params = statement
     connection.ensure_connection()
     server_cursor = psycopg.ServerCursor(connection.connection, "llmlog_export")
     with connection.wrap_database_errors, server_cursor as cursor:
         cursor.itersize = batch_size
-        cursor.execute(sql, params)
+        cursor.execute(sql, params, binary=True)
         while batch := cursor.fetchmany(batch_size):
             yield batch
 

@@ -4,18 +4,19 @@ org, model and day in TIME_ZONE, over hot and history, streamed; an org key expo
 import csv
 import io
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
-from django.db.models import Sum
+from django.db.models import Q, Sum
 
 from accounting.models import LedgerTransaction
 from llmlog.exports.focus import FOCUS_COLUMNS, X_COLUMNS
 from llmlog.exports.period import InvalidPeriod, month_period
-from llmlog.models import UsageAll
+from llmlog.models import ModelPrice, UsageAll
 from llmlog.posting import account_pending_usage
+from llmlog.repricing import repricing_create
 from tests.factories import make_accounts, make_usage, move_to_history
 
 pytestmark = pytest.mark.django_db
@@ -191,3 +192,44 @@ def test_month_period_bounds_are_the_zones_midnights():
     assert period.end.astimezone(UTC) - period.start.astimezone(UTC) == timedelta(days=31, hours=-1)
     with pytest.raises(InvalidPeriod, match="YYYY-MM"):
         month_period("March")
+
+
+def test_repricing_adjustments_are_rows_of_the_month_the_ledger_posted_them(api, platform_key, settings):
+    """Applied on 2 December, a re-pricing of November's and December's usage: December's file holds
+    both adjustments (November's as a correction of November's bill); November's file has none."""
+    settings.TIME_ZONE = ZONE
+    make_accounts(customers=("acme",), owners=("openai",))
+    november = make_usage(use_time=at(10, 12), input_tokens=100, output_tokens=50)  # 0.01 charged
+    december = make_usage(use_time=at(1, 10, month=12), input_tokens=100, output_tokens=50)
+    account_pending_usage()
+    for kind, unit in (("sale", "10"), ("cost", "5")):  # per 1M tokens; output twice the input
+        ModelPrice.objects.create(
+            model_name="gpt-4o",
+            kind=kind,
+            ownerid="openai",
+            effective_from=datetime(2026, 1, 1, tzinfo=UTC),
+            input_price=Decimal(unit),
+            output_price=2 * Decimal(unit),
+        )
+    posted = at(2, 10, month=12)
+    repricing_create(start=date(2026, 11, 1), end=date(2026, 12, 31), apply=True, now=posted)
+
+    rows = read_csv(get(api, platform_key, month="2026-12"))
+
+    usage, *adjustments = rows
+    assert usage["ChargeCategory"] == "Usage" and usage["BilledCost"] == "0.01000"
+    assert [(row["ChargeCategory"], row["ChargeClass"], row["ChargePeriodStart"]) for row in adjustments] == [
+        ("Adjustment", "Correction", "2026-11-10T05:00:00Z"),
+        ("Adjustment", "", "2026-12-01T05:00:00Z"),
+    ]
+    # 100 x 10 / 1M + 50 x 20 / 1M = 0.002 instead of 0.01
+    assert [row["BilledCost"] for row in adjustments] == ["-0.00800", "-0.00800"]
+    assert all(row["ConsumedQuantity"] == row["x_InputTokens"] == "" for row in adjustments)
+    period = month_period("2026-12")
+    ledger = LedgerTransaction.objects.filter(
+        Q(kind="usage", usage_id__in=[december.pk]) | Q(kind="adjustment", created_at__gte=period.start)
+    ).aggregate(total=Sum("amount"))["total"]
+    assert sum(Decimal(row["BilledCost"]) for row in rows) == ledger == Decimal("-0.00600")
+    (november_row,) = read_csv(get(api, platform_key, month="2026-11"))
+    assert november_row["ChargeCategory"] == "Usage"
+    assert november_row["ChargePeriodStart"] == f"{november.use_time:%Y-%m-%d}T05:00:00Z"
