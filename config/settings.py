@@ -73,21 +73,22 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": dj_database_url.parse(
-        env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'llmlog.sqlite3'}",
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0),
-        conn_health_checks=True,
+
+def _database(url: str) -> dict:
+    return dj_database_url.parse(
+        url, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0), conn_health_checks=True
     )
-}
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+
+
+def _postgresql_options(database: dict) -> None:
+    """The options of every PostgreSQL alias, the primary's and each replica's."""
     # Django's backend, with a health check that asks the socket instead of the server (no round trip).
-    DATABASES["default"]["ENGINE"] = "llmlog.backends.postgresql"
+    database["ENGINE"] = "llmlog.backends.postgresql"
     # llmlog.db's cursors prepare the hottest statements (get-item, RPM/TPM, list pages, single-record
     # ingest) on each connection; Django turns psycopg's prepared statements off unless asked, and its
     # own cursors never prepare. Off behind a pooler in transaction mode without prepared statement
     # support (PgBouncer before 1.21, or max_prepared_statements = 0).
-    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
+    database.setdefault("OPTIONS", {})["prepare_threshold"] = (
         5 if env_bool("DATABASE_PREPARED_STATEMENTS", True) else None
     )
     # Connections are per thread in Django. By default each of gunicorn's threads (config/gunicorn.py)
@@ -96,12 +97,38 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # instead (one per process, shared by its threads: fewer connections when threads sit idle). Django
     # refuses a pool with persistent connections, and psycopg_pool's default of 4 connections would
     # keep a process's other threads waiting: sized here to the threads (WEB_THREADS), opened on demand.
-    if DATABASES["default"]["OPTIONS"].get("pool") is True:
-        DATABASES["default"]["CONN_MAX_AGE"] = 0
-        DATABASES["default"]["OPTIONS"]["pool"] = {
+    if database["OPTIONS"].get("pool") is True:
+        database["CONN_MAX_AGE"] = 0
+        database["OPTIONS"]["pool"] = {
             "min_size": 1,
             "max_size": env_int("WEB_THREADS", 8, minimum=1),
         }
+
+
+DATABASES = {"default": _database(env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'llmlog.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    _postgresql_options(DATABASES["default"])
+# Read replicas (llmlog.replicas): streaming replicas of the primary, as aliases replica1, replica2…
+# Lists, counts, stats, search, the dialects and the dashboard read one that lags at most
+# LLMLOG_REPLICA_MAX_LAG_SECONDS; everything else reads the primary. A replica that does not answer is
+# given up on after connect_timeout (libpq's smallest: 2 s) and skipped for a while.
+LLMLOG_REPLICA_ALIASES: list[str] = []
+for _number, _url in enumerate(env_list("DATABASE_REPLICA_URLS", []), start=1):
+    _replica = _database(_url)
+    if _replica["ENGINE"] != "django.db.backends.postgresql" or DATABASES["default"]["ENGINE"] == (
+        "django.db.backends.sqlite3"
+    ):
+        raise ImproperlyConfigured(
+            "DATABASE_REPLICA_URLS must be PostgreSQL URLs (postgres://...) of replicas of a PostgreSQL "
+            f"DATABASE_URL; replica {_number} is not"
+        )
+    _postgresql_options(_replica)
+    _replica["OPTIONS"].setdefault("connect_timeout", 2)
+    _replica["TEST"] = {"MIRROR": "default"}  # a test run never creates a database on a replica
+    DATABASES[f"replica{_number}"] = _replica
+    LLMLOG_REPLICA_ALIASES.append(f"replica{_number}")
+LLMLOG_REPLICA_MAX_LAG_SECONDS = env_int("LLMLOG_REPLICA_MAX_LAG_SECONDS", 5, minimum=0)
+
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the web process read while the worker writes; the timeout rides out short write locks.
     DATABASES["default"]["OPTIONS"] = {

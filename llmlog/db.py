@@ -17,11 +17,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
 
 
 @contextmanager
-def bound_cursor() -> Iterator[psycopg.Cursor]:
+def bound_cursor(alias: str = DEFAULT_DB_ALIAS) -> Iterator[psycopg.Cursor]:
+    """A psycopg cursor on the Django connection of `alias` (the primary unless a read names a replica)."""
+    connection = connections[alias]
     connection.ensure_connection()
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         yield cursor

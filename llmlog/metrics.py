@@ -12,6 +12,10 @@
   {budget, org, period} = spent / limit in each budget's current period, for at most
   MAX_BUDGET_SERIES budgets, those whose latest counter is nearest their limit (so the series stay
   bounded whatever the number of budgets; the API and admin show every budget).
+- Read replicas (`ReplicaCollector`, when DATABASE_REPLICA_URLS names any): `llmlog_replica_up{replica}`
+  (1: it answered its last check and may serve reads) and `llmlog_replica_lag_seconds{replica}` (how
+  far its replay is behind the primary, llmlog.replicas says how it is measured; absent while down).
+  /healthz stays about the primary: a replica down is not a 503, reads just go to the primary.
 
 Access: a scrape job sends `Authorization: Bearer <LLMLOG_METRICS_TOKEN>`; an operator signed in to the
 admin as staff with the `llmlog.view_llmusage` permission (the figures are usage figures) can open it in
@@ -45,6 +49,7 @@ from prometheus_client.registry import Collector
 from accounting.budgets import period_bounds
 from accounting.models import AccountingFailure, Budget, BudgetSpend
 from llmlog.models import AccountingStatus, JobRun, LLMUsage
+from llmlog.replicas import replica_statuses
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +181,32 @@ class UsageCollector(Collector):
         ]
 
 
+class ReplicaCollector(Collector):
+    """Each read replica's state as this process last checked it (at most CHECK_SECONDS old)."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        statuses = replica_statuses()
+        if not statuses:
+            return
+        up = GaugeMetricFamily(
+            "llmlog_replica_up",
+            "1 when the read replica answered its last check; 0: reads skip it and go to the primary.",
+            labels=["replica"],
+        )
+        lag = GaugeMetricFamily(
+            "llmlog_replica_lag_seconds",
+            "Seconds the read replica's replay is behind the primary (0: caught up); absent while down. "
+            "Past LLMLOG_REPLICA_MAX_LAG_SECONDS reads go to the primary.",
+            labels=["replica"],
+        )
+        for alias, is_up, seconds in statuses:
+            up.add_metric([alias], 1 if is_up else 0)
+            if seconds is not None:
+                lag.add_metric([alias], seconds)
+        yield up
+        yield lag
+
+
 def budget_spent_ratios(*, now=None) -> list[tuple[int, str, str, float]]:
     """(id, org, period, spent / limit) of the MAX_BUDGET_SERIES budgets nearest their limit, now.
 
@@ -240,6 +271,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         processes = REGISTRY
     scrape = CollectorRegistry()
     scrape.register(UsageCollector())
+    scrape.register(ReplicaCollector())
     return HttpResponse(
         generate_latest(processes) + generate_latest(scrape), content_type=CONTENT_TYPE_LATEST
     )

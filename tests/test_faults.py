@@ -17,11 +17,9 @@ redis-server, not root).
 """
 
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -40,11 +38,18 @@ from accounting.models import LedgerTransaction
 from llmlog.keys import api_key_create
 from llmlog.models import JobRun, LLMUsage
 from tests.factories import balance, insert_usage, make_accounts, usage_row
-from tests.hardening import ROOT, celery_worker, free_port, gunicorn_server, url_of_the_test_database
+from tests.hardening import celery_worker, free_port, gunicorn_server, url_of_the_test_database
+from tests.pgclusters import (
+    cannot_make_clusters,
+    cluster_create,
+    cluster_ctl,
+    cluster_running,
+    database_create,
+    manage,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
-PG_VERSION = "15"
 FAULTS_CLUSTER = "llmlog_faults"
 FAULTS_DATABASE = "llmlog_faults"
 OUTAGE_SECONDS = 3  # seconds-short: long enough for requests to hit it, short like a real restart
@@ -54,68 +59,28 @@ REQUEST_TIMEOUT = 20
 # --- PostgreSQL: a cluster of the test's own ---------------------------------------------------------
 
 
-def _pg(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(args, capture_output=True, text=True, timeout=120)
-
-
-def cluster_port() -> int | None:
-    listed = _pg("pg_lsclusters", "--no-header")
-    for line in listed.stdout.splitlines():
-        version, name, port, *_ = line.split()
-        if (version, name) == (PG_VERSION, FAULTS_CLUSTER):
-            return int(port)
-    return None
-
-
 def ctl(action: str, *extra: str) -> None:
-    done = _pg("pg_ctlcluster", "--skip-systemctl-redirect", PG_VERSION, FAULTS_CLUSTER, action, *extra)
-    if done.returncode != 0 and not (action == "stop" and "not running" in done.stderr + done.stdout):
-        raise RuntimeError(f"pg_ctlcluster {action}: {done.stderr or done.stdout}")
+    cluster_ctl(FAULTS_CLUSTER, action, *extra)
 
 
 @contextmanager
 def faults_cluster() -> Iterator[str]:
     """The llmlog_faults cluster, running and migrated; yields its DATABASE_URL. Stopped after."""
-    if not (shutil.which("pg_createcluster") and shutil.which("pg_ctlcluster")) or os.geteuid() != 0:
-        pytest.skip("needs root and postgresql-common (pg_createcluster) to run a PostgreSQL of its own")
-    if cluster_port() is None:
-        # Trust on loopback, as the machine's own cluster: a test cluster with no data worth a password.
-        made = _pg("pg_createcluster", PG_VERSION, FAULTS_CLUSTER, "--", "--auth=trust")
-        if made.returncode != 0:
-            pytest.skip(f"could not create a PostgreSQL cluster here: {made.stderr[-500:]}")
-    port = cluster_port()
+    if reason := cannot_make_clusters():
+        pytest.skip(reason)
+    port = cluster_create(FAULTS_CLUSTER)
+    if isinstance(port, str):
+        pytest.skip(port)
     try:
-        if not _running():
+        if not cluster_running(FAULTS_CLUSTER):
             ctl("start")
-        url = f"postgres://postgres@127.0.0.1:{port}/{FAULTS_DATABASE}"
-        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", autocommit=True) as admin:
-            if not admin.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", [FAULTS_DATABASE]
-            ).fetchone():
-                admin.execute(f'CREATE DATABASE "{FAULTS_DATABASE}"')
+        url = database_create(port, FAULTS_DATABASE)
         manage("migrate", "--no-input", database_url=url)
         with psycopg.connect(url.replace("postgres://", "postgresql://", 1), autocommit=True) as conn:
             conn.execute("TRUNCATE llmusage, llmusage_history")
         yield url
     finally:
         ctl("stop", "-m", "fast")
-
-
-def _running() -> bool:
-    listed = _pg("pg_lsclusters", "--no-header")
-    return any(
-        line.split()[:2] == [PG_VERSION, FAULTS_CLUSTER] and "online" in line
-        for line in listed.stdout.splitlines()
-    )
-
-
-def manage(*args: str, database_url: str) -> str:
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings", DATABASE_URL=database_url)
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
 
 
 # --- load that remembers what was acknowledged ------------------------------------------------------

@@ -46,6 +46,7 @@ from llmlog.filters import TIME_FILTERS, UsageFilter, UsageFilterBackend
 from llmlog.ingest.service import usage_ingest
 from llmlog.ingest.wire import BodyError, UsageIn
 from llmlog.models import LLMUsage, LLMUsageHistory, UsageAll
+from llmlog.replicas import PRIMARY, reading_from
 from llmlog.selectors.records import usage_matching, usage_record, usage_records
 from llmlog.selectors.stats import usage_rates, usage_stats
 
@@ -228,7 +229,9 @@ class LLMUsageViewSet(
         changes.is_valid(raise_exception=True)
         with _edit_errors():
             usage_update(org=caller.userorgid, id=pk, changes=changes.validated_data, actor=actor_of(request))
-        return Response(usage_representation(usage_record(org=caller.userorgid, id=pk)))
+        with reading_from(PRIMARY):  # the record as just changed: never a replica's older copy
+            record = usage_record(org=caller.userorgid, id=pk)
+        return Response(usage_representation(record))
 
     @extend_schema(
         summary="Delete a record not yet accounted (platform admin)",

@@ -24,6 +24,7 @@ from django.db.models import Q, QuerySet, Value
 
 from llmlog.models import UsageRollup, UsageRollupStale, UsageRollupState
 from llmlog.queries import UsageQuery
+from llmlog.replicas import read_alias, replica_read
 from llmlog.selectors.records import usage_matching
 from llmlog.selectors.sums import rollup_sums, row_sums
 
@@ -39,6 +40,7 @@ def _ceil_hour(moment: datetime) -> datetime:
     return floor if floor == moment else floor + HOUR
 
 
+@replica_read
 def rollups_built_through() -> datetime | None:
     """Every UTC hour before this has its rollups built (None: none built yet)."""
     return _rollup_state()[0]
@@ -47,8 +49,9 @@ def rollups_built_through() -> datetime | None:
 def _rollup_state() -> tuple[datetime | None, list[datetime]]:
     """(built_through, the hours marked stale), in one query: marks are few (each is cleared by the
     rebuild that follows its change), so all of them are read."""
-    built = UsageRollupState.objects.filter(name="usage").annotate(stale=Value(False))
-    marks = UsageRollupStale.objects.annotate(stale=Value(True))
+    alias = read_alias()  # the same server as the rows and buckets read with it
+    built = UsageRollupState.objects.using(alias).filter(name="usage").annotate(stale=Value(False))
+    marks = UsageRollupStale.objects.using(alias).annotate(stale=Value(True))
     rows = built.values_list("stale", "built_through").union(marks.values_list("stale", "hour"), all=True)
     built_through, stale = None, []
     for is_mark, moment in rows:
@@ -69,7 +72,7 @@ class RollupWindow:
 
     def buckets(self, query: UsageQuery) -> QuerySet[UsageRollup]:
         """The buckets of the query's org, model and status in the window's built, unmarked hours."""
-        buckets = UsageRollup.objects.filter(hour__lt=self.hi).order_by()
+        buckets = UsageRollup.objects.using(read_alias()).filter(hour__lt=self.hi).order_by()
         if self.lo is not None:
             buckets = buckets.filter(hour__gte=self.lo)
         if self.stale:

@@ -5,13 +5,15 @@ import uuid
 from typing import Any
 
 from django.core.exceptions import EmptyResultSet
-from django.db import connection
+from django.db import connection, connections
 from django.db.models import QuerySet
 
 from llmlog.db import bound_cursor
 from llmlog.models import LLMUsageHistory, UsageAll
+from llmlog.replicas import read_alias, replica_read
 
 
+@replica_read
 def usage_record_values(
     *,
     org: str = "",
@@ -26,14 +28,15 @@ def usage_record_values(
     plain. Elsewhere (SQLite) the ORM does it, with its own conversions.
     """
     if connection.vendor != "postgresql":
-        queryset = model.objects.filter(userorgid=org) if org else model.objects.all()
-        return queryset.values().get(pk=id)
+        queryset = model.objects.using(read_alias())
+        return (queryset.filter(userorgid=org) if org else queryset).values().get(pk=id)
     row = fetch_one(_record_statement(model), [id], org=org)
     if row is None:
         raise model.DoesNotExist(f"No {model._meta.verbose_name} {id}.")
     return _plain_row(model, tuple(_attnames(model).values()), row)
 
 
+@replica_read
 def usage_rows(queryset: QuerySet, *, prepare: bool = False) -> list[dict[str, Any]]:
     """A queryset of usage records (any filters, order and slice) as {attname: value} rows, as get-item
     reads its one: what a page of the API shows.
@@ -42,7 +45,8 @@ def usage_rows(queryset: QuerySet, *, prepare: bool = False) -> list[dict[str, A
     converted: building twenty 50-column model instances and running each value through the ORM's
     converters costs as much as the query. With `prepare` the statement is prepared (llmlog.db): for
     statements whose plan does not hang on the values, not for a search, whose generic plan cannot use
-    the trigram index. Elsewhere (SQLite) `.values()`, with the ORM's conversions.
+    the trigram index. Elsewhere (SQLite) `.values()`, with the ORM's conversions. Read on the database
+    the queryset was built for (a replica, llmlog.replicas), the primary if that replica fails.
     """
     if connection.vendor != "postgresql":
         return list(queryset.values())
@@ -50,7 +54,7 @@ def usage_rows(queryset: QuerySet, *, prepare: bool = False) -> list[dict[str, A
         sql, params = queryset.query.sql_with_params()
     except EmptyResultSet:  # a condition nothing can meet (`id IN ()`): the ORM answers no rows unasked
         return []
-    with bound_cursor() as cursor:
+    with bound_cursor(queryset.db) as cursor:
         cursor.execute(sql, params, prepare=prepare)
         attnames = _attnames(queryset.model)
         names = tuple(attnames.get(column.name, column.name) for column in cursor.description)
@@ -62,7 +66,7 @@ def _plain_row(model, names: tuple[str, ...], row: tuple) -> dict[str, Any]:
     values = dict(zip(names, row, strict=True))
     for name, field in _json_fields(model):
         if name in values:  # Django's connection loads jsonb as text; the field decodes it
-            values[name] = field.from_db_value(values[name], None, connection)
+            values[name] = field.from_db_value(values[name], None, connections[read_alias()])
     return values
 
 
@@ -86,9 +90,10 @@ def _record_statement(model) -> str:
 
 
 def fetch_one(sql: str, params: list[Any], *, org: str) -> tuple | None:
-    """The first row of a composed statement (its WHERE ends the SQL), scoped to `org` unless "" (all)."""
+    """The first row of a composed statement (its WHERE ends the SQL), scoped to `org` unless "" (all);
+    on the read's database (llmlog.replicas.read_alias)."""
     if org:
         sql, params = f"{sql} AND userorgid = %s", [*params, org]
-    with bound_cursor() as cursor:
+    with bound_cursor(read_alias()) as cursor:
         cursor.execute(sql, params, prepare=True)
         return cursor.fetchone()

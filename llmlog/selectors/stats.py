@@ -11,6 +11,7 @@ from django.utils import timezone
 from core.money import quantize_money
 from llmlog.clickhouse.reads import clickhouse_grouped_sums
 from llmlog.queries import ALL, EVERY_RECORD, UsageQuery
+from llmlog.replicas import replica_read
 from llmlog.selectors.adjustments import usage_adjustments
 from llmlog.selectors.records import usage_matching, usage_records
 from llmlog.selectors.rollup_reads import grouped_sums
@@ -21,6 +22,7 @@ from llmlog.selectors.sums import add_sums, empty_totals, sum_of
 RATE_WINDOW = timedelta(seconds=60)
 
 
+@replica_read
 def usage_rpm_tpm(*, queryset: QuerySet, now: datetime | None = None) -> dict[str, int]:
     """{rpm, tpm}: requests and total tokens of the records in `queryset` that started in the last 60 s."""
     since = (now or timezone.now()) - RATE_WINDOW
@@ -29,6 +31,7 @@ def usage_rpm_tpm(*, queryset: QuerySet, now: datetime | None = None) -> dict[st
     return {"rpm": sums["rpm"] or 0, "tpm": int(sums["tpm"] or 0)}
 
 
+@replica_read
 def usage_rates(*, query: UsageQuery = EVERY_RECORD, now: datetime | None = None) -> dict[str, int]:
     """{rpm, tpm} of the records of `query` that started in the last 60 s, whatever its time range.
 
@@ -51,6 +54,7 @@ def usage_rates(*, query: UsageQuery = EVERY_RECORD, now: datetime | None = None
     return {"rpm": rpm, "tpm": int(tpm or 0)}
 
 
+@replica_read
 def usage_sums_by_org(*, query: UsageQuery, now: datetime | None = None) -> list[dict[str, Any]]:
     """[{userorgid, requests, <token kinds>, amount, cost}] of the records of `query`, most amount first."""
     # History from ClickHouse when it holds it (llmlog.clickhouse.reads); None: PostgreSQL alone.
@@ -68,6 +72,7 @@ def usage_sums_by_org(*, query: UsageQuery, now: datetime | None = None) -> list
     ]
 
 
+@replica_read
 def usage_stats(*, query: UsageQuery = EVERY_RECORD, now: datetime | None = None) -> dict[str, Any]:
     """Totals, rates and breakdowns of the records of `query`.
 

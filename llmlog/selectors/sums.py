@@ -9,6 +9,7 @@ from django.db.models import Count, FloatField, QuerySet, Sum
 from django.db.models.functions import Cast
 
 from llmlog.models import TOKEN_COUNT_FIELDS
+from llmlog.replicas import replica_read
 
 TOKEN_FIELDS = (*TOKEN_COUNT_FIELDS, "total_tokens")
 MONEY_FIELDS = ("amount", "cost")
@@ -46,6 +47,7 @@ def add_sums(into: dict[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
     return into
 
 
+@replica_read
 def usage_totals(*, queryset: QuerySet) -> dict[str, Any]:
     """Sums over `queryset` (usage rows): {requests, input_tokens, output_tokens, cached_tokens,
     cache_creation_tokens, reasoning_tokens, image_input_tokens, web_search_count, total_tokens: int,

@@ -12,18 +12,20 @@ from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import EmptyResultSet
-from django.db import connection
+from django.db import connection, connections
 from django.db.models import Count, QuerySet, Sum, Value
 from django.utils import timezone
 
 from llmlog.clickhouse.reads import clickhouse_usage_count, clickhouse_usage_total
 from llmlog.models import UsageAll
 from llmlog.queries import UsageQuery
+from llmlog.replicas import read_alias, replica_read
 from llmlog.selectors.records import usage_matching
 from llmlog.selectors.rollup_reads import rollup_window
 from llmlog.selectors.sums import add_sums, empty_totals, rollup_sums, row_sums
 
 
+@replica_read
 def usage_total(*, query: UsageQuery, now: datetime | None = None) -> dict[str, Any]:
     """{requests, <token kinds>: int, amount, cost: Decimal, rollup_hours: [lo, hi) read from the hourly
     rollups or None} of the records of `query`: from the rollups whenever they can answer, exactly."""
@@ -43,6 +45,7 @@ def usage_total(*, query: UsageQuery, now: datetime | None = None) -> dict[str, 
     return {**totals, "rollup_hours": window.hours if window else None}
 
 
+@replica_read
 def usage_count(*, query: UsageQuery, now: datetime | None = None) -> dict[str, Any]:
     """{count, estimated}: how many records `query` names. Exact whenever the rollups can answer (the
     buckets' requests plus the edges' rows) and under any other filter; for every record of every org
@@ -76,7 +79,7 @@ def _scalars(*pairs: Any) -> int:
         params += part_params
     if not parts:
         return 0
-    with connection.cursor() as cursor:
+    with connections[read_alias()].cursor() as cursor:
         cursor.execute("SELECT " + " + ".join(parts), params)
         return int(cursor.fetchone()[0])
 
@@ -117,7 +120,7 @@ def _count(*, queryset: QuerySet, estimate: bool = False) -> dict[str, Any]:
         return {"count": queryset.order_by().count(), "estimated": False}
     model = queryset.model
     tables = ["llmusage", "llmusage_history"] if model is UsageAll else [model._meta.db_table]
-    with connection.cursor() as cursor:
+    with connections[queryset.db].cursor() as cursor:
         cursor.execute(_ESTIMATE_SQL, [tables])
         estimates = [row[0] for row in cursor.fetchall()]
     # NULL when a table (or a partition holding rows) was never vacuumed or analysed: no estimate.

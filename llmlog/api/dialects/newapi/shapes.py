@@ -17,6 +17,7 @@ from llmlog.api.dialects.common import (
 from llmlog.api.dialects.newapi.params import LOG_TYPE_CONSUME, TYPE_OF_STATUS
 from llmlog.models import UsageStatus
 from llmlog.queries import UsageQuery
+from llmlog.replicas import replica_read
 from llmlog.selectors.records import usage_page
 
 # Only the columns an item shows: never the request/response bodies.
@@ -100,6 +101,7 @@ def exact_quota_of_sums() -> bool:
     return settings.LLMLOG_NEWAPI_QUOTA_PER_UNIT % 10**MONEY_PLACES == 0
 
 
+@replica_read  # on the records' database, the primary if that replica fails (llmlog.replicas)
 def quota_sum(records: QuerySet) -> int:
     """The sum of the records' quotas, each rounded on its own (quota_units), summed in the database."""
     total = records.order_by().aggregate(quota=Sum(QuotaUnits(F("amount"))))["quota"]
