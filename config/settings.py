@@ -1,6 +1,7 @@
 """Settings, from environment variables only (see README "Configuration")."""
 
 from datetime import timedelta
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import dj_database_url
@@ -242,6 +243,22 @@ LLMLOG_BACKUP_HOUR = env_int("LLMLOG_BACKUP_HOUR", 1, minimum=0)
 if LLMLOG_BACKUP_HOUR > 23:
     raise ImproperlyConfigured(f"LLMLOG_BACKUP_HOUR must be between 0 and 23, got {LLMLOG_BACKUP_HOUR}")
 LLMLOG_HISTORY_RETENTION_DAYS = env_int("LLMLOG_HISTORY_RETENTION_DAYS", None, minimum=1)
+# Provider cost drift (/api/llmusage/cost-drift/, the dashboard): a record whose reported cost differs
+# from the computed one by more than this percent of the computed one is over (0 to 10000, 2 places).
+try:
+    LLMLOG_COST_DRIFT_ALERT = Decimal(env_str("LLMLOG_COST_DRIFT_ALERT", "10").strip())
+except InvalidOperation:
+    LLMLOG_COST_DRIFT_ALERT = None
+if (
+    LLMLOG_COST_DRIFT_ALERT is None
+    or not LLMLOG_COST_DRIFT_ALERT.is_finite()
+    or not 0 <= LLMLOG_COST_DRIFT_ALERT <= 10_000
+    or LLMLOG_COST_DRIFT_ALERT.as_tuple().exponent < -2
+):
+    raise ImproperlyConfigured(
+        "LLMLOG_COST_DRIFT_ALERT must be a percent from 0 to 10000 with at most 2 decimal places, "
+        f"got {env_str('LLMLOG_COST_DRIFT_ALERT')!r}"
+    )
 # new-api's quota units per unit of money (new-api's QuotaPerUnit: 500,000 per US dollar): the new-api
 # dialect answers `quota` as round(amount x this), rounded half to even.
 LLMLOG_NEWAPI_QUOTA_PER_UNIT = env_int("LLMLOG_NEWAPI_QUOTA_PER_UNIT", 500_000, minimum=1)

@@ -7,7 +7,8 @@ the template from the geometry computed here: no script and no asset from the in
 Every chart can be narrowed to one org: `org` narrows the whole page, and `requests_org`, `tokens_org`,
 `amount_org`, `models_org`, `orgs_org` one chart each ("" follows `org`, "all" shows every org).
 Narrowed to an org, the page lists that org's budgets (spent, held, limit, remaining of the current period,
-as the budgets admin shows them) for viewers who may see budgets.
+as the budgets admin shows them) for viewers who may see budgets. "Provider cost drift" lists the rows of
+the last 30 days whose reported cost is furthest from the computed one (llmlog.selectors.drift).
 """
 
 from collections.abc import Mapping, Sequence
@@ -31,6 +32,7 @@ from core.formats import DEFAULT_CURRENCY, money_text
 from core.text import text_problem
 from llmlog.models import LLMUsage, LLMUsageHistory
 from llmlog.queries import UsageQuery
+from llmlog.selectors.drift import BY_DELTA, usage_cost_drift
 from llmlog.selectors.stats import usage_stats, usage_sums_by_org
 
 CHART_DAYS = 30
@@ -98,6 +100,14 @@ def dashboard_month(*, org: str = "", now: datetime, days: int = CHART_DAYS) -> 
     charges = {name: stats[name] for name in ("amount", "adjustments", "net_amount")}
     charges["display"] = {name: full(value) for name, value in charges.items()}
     return {"by_day": by_day, "by_model": by_model[:TOP], "charges": charges}
+
+
+def dashboard_drift(*, org: str = "", now: datetime) -> dict[str, Any]:
+    """Provider cost drift of the last CHART_DAYS days: the TOP (day, provider, model) rows by |delta|."""
+    report = usage_cost_drift(query=month_query(org=org, now=now), order=BY_DELTA, limit=TOP)
+    money = ("cost", "provider_cost", "delta")
+    rows = [{**row, "display": {name: full(row[name]) for name in money}} for row in report.rows]
+    return {"rows": rows, "threshold_percent": report.threshold_percent}
 
 
 def open_failures(*, org: str = "") -> int:
@@ -321,6 +331,7 @@ def dashboard_context(
         "charges": (months.get(org) or dashboard_month(org=org, now=now))["charges"],
         "open_failures": open_failures(org=org) if with_failures else None,
         "budgets": org_budgets(org=org, now=now) if org and with_budgets else None,
+        "drift": dashboard_drift(org=org, now=now),
         "days": CHART_DAYS,
         "charts": {
             **{chart: day_chart(chart) for chart in DAY_CHARTS},

@@ -60,6 +60,7 @@ NEEDED: dict[tuple[str, str], str | None] = {
     ("DELETE", "/api/holds/{id}/"): "accounting.delete_hold",
     ("POST", "/api/ingest/litellm/"): "llmlog.add_llmusage",
     ("GET", "/api/exports/focus/"): VIEW_USAGE,
+    ("GET", "/api/llmusage/cost-drift/"): VIEW_USAGE,
     ("POST", "/api/ingest/otlp/v1/traces"): "llmlog.add_llmusage",
     ("POST", "/v1/traces"): "llmlog.add_llmusage",
     ("GET", "/api/llm-log/{id}/get-item"): VIEW_USAGE,

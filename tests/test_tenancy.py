@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.db.models import F
 from django.http import HttpResponse
 from django.test import Client
 from drf_spectacular.generators import SchemaGenerator
@@ -224,6 +225,13 @@ def closed_month(world: World, persona: str) -> str:
     return f"{month:%Y-%m}"
 
 
+def cost_drift(world: World, persona: str) -> Call:
+    """Every org's records with a reported cost (their drift rows name their model, the org's mark)."""
+    for model in (LLMUsage, LLMUsageHistory):
+        model.objects.update(provider_cost=F("cost") * 2)
+    return Call("/api/llmusage/cost-drift/?start_time=2000-01-01T00:00:00Z")
+
+
 def hold(world: World, persona: str) -> Hold:
     request = HoldRequest(org=world.other(persona).org, transno="tenancy-hold", amount=Decimal("0.01"))
     return hold_grant(request=request)[0]  # the same transno again: the same hold
@@ -290,6 +298,7 @@ OPERATIONS = [
     ),
     Operation("GET", "/api/llmusage/stats/", lambda w, p: Call("/api/llmusage/stats/"), READ),
     Operation("GET", "/api/llmusage/rates/", lambda w, p: Call("/api/llmusage/rates/"), READ),
+    Operation("GET", "/api/llmusage/cost-drift/", cost_drift, READ),
     Operation("GET", "/api/llmusage-history/", lambda w, p: Call("/api/llmusage-history/"), READ),
     Operation(
         "GET",

@@ -1,6 +1,6 @@
 from rest_framework.routers import SimpleRouter
 
-from llmlog.api import budgets, exports
+from llmlog.api import budgets, drift, exports
 from llmlog.api.history import LLMUsageHistoryViewSet
 from llmlog.api.views import LLMUsageViewSet
 
@@ -12,6 +12,7 @@ router.register("llmusage", LLMUsageViewSet, basename="llmusage")
 router.register("llmusage-history", LLMUsageHistoryViewSet, basename="llmusage-history")
 
 # /api/budgets/ and /api/holds/ (issue 19: budgets that hold)
-urlpatterns = router.urls + budgets.urlpatterns
+# /api/llmusage/cost-drift/ (issue 20) first: the router would read "cost-drift" as a record's id
+urlpatterns = drift.urlpatterns + router.urls + budgets.urlpatterns
 # /api/exports/focus/ (issue 20: billing exports)
 urlpatterns += exports.urlpatterns
