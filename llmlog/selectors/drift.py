@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from core.money import MONEY_PLACES
 from llmlog.queries import UsageQuery
+from llmlog.replicas import replica_read
 from llmlog.selectors.records import usage_matching
 
 # The most rows one answer holds; the API says when there were more (`truncated`).
@@ -69,6 +70,7 @@ def over_threshold(threshold: Decimal) -> GreaterThan:
     return GreaterThan(gap, limit)
 
 
+@replica_read  # one server for the whole report, as every usage read (llmlog.replicas)
 def usage_cost_drift(
     *,
     query: UsageQuery,
