@@ -9,7 +9,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from accounting.admin import AccountingFailureAdmin
+from accounting.admin.failures import AccountingFailureAdmin
 from accounting.models import AccountingFailure
 from core.admin import (
     ExactValueFilter,

@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 from uuid_utils.compat import uuid7
 
-from accounting.admin import AccountingFailureAdmin
+from accounting.admin.failures import AccountingFailureAdmin
 from accounting.failures import failure_record, failure_resolve
 from accounting.ledger import account_update, ledger_topup
 from accounting.models import Account, AccountingFailure

@@ -1,7 +1,8 @@
 """The budgets page (spent / held / limit bars, filter by org, its alert log), holds and alert deliveries.
 
-Imported by accounting.admin, which registers everything of the app. Saving a budget goes through the
-services (budget_create seeds its counter from the rows; budget_update locks it like admission does).
+Imported by accounting.admin (the package), which registers every page of the app. Saving a budget goes
+through the services (budget_create seeds its counter from the rows; budget_update locks it like
+admission does).
 """
 
 from decimal import Decimal
