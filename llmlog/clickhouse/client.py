@@ -16,6 +16,11 @@ CONNECT_TIMEOUT_SECONDS = 2
 # A mutation (ALTER ... DELETE) runs in the background; the purges wait for it this long at most.
 MUTATION_WAIT_SECONDS = 300
 
+PENDING_MUTATIONS_SQL = (
+    "SELECT count() FROM system.mutations"
+    " WHERE database = currentDatabase() AND table = %(t)s AND is_done = 0"
+)
+
 _local = threading.local()
 
 
@@ -57,11 +62,7 @@ def clickhouse_wait_for_mutations(table: str) -> None:
     """Wait until every mutation (ALTER ... DELETE) of `table` is done: on servers before 19.x there is
     no mutations_sync, and a purge must not return while ClickHouse still answers the deleted rows."""
     deadline = time.monotonic() + MUTATION_WAIT_SECONDS
-    sql = (
-        "SELECT count() FROM system.mutations"
-        " WHERE database = currentDatabase() AND table = %(t)s AND is_done = 0"
-    )
-    while clickhouse_execute(sql, {"t": table})[0][0]:
+    while clickhouse_execute(PENDING_MUTATIONS_SQL, {"t": table})[0][0]:
         if time.monotonic() > deadline:
             raise ClickHouseUnavailable(f"mutations of {table} not done after {MUTATION_WAIT_SECONDS} s")
         time.sleep(0.05)

@@ -48,6 +48,11 @@ from llmlog.models import JobRun, LLMUsageHistory, UsageRollupState
 logger = logging.getLogger(__name__)
 
 STATE_NAME = "clickhouse"
+# A table's monthly partitions (their ids are YYYYMM).
+PARTITIONS_SQL = (
+    "SELECT DISTINCT partition FROM system.parts"
+    " WHERE database = currentDatabase() AND table = %(t)s AND active"
+)
 # The nightly move's job name (llmlog.backup.BACKUP_JOB, which imports this module).
 MOVE_JOB = "backup_accounted_llmusage"
 # Rows per INSERT: ClickHouse wants big blocks (each insert makes a part to merge); 50,000 rows of
@@ -237,10 +242,7 @@ def clickhouse_delete_end(
         return {}
     try:
         dropped = _drop_months(months_before) if months_before is not None else 0
-        clickhouse_execute(
-            f"ALTER TABLE {TABLE} DELETE WHERE backup_time <= %(_mark)s AND ({where})",
-            {**params, "_mark": micros(mark)},
-        )
+        clickhouse_execute(delete_sql(where), {**params, "_mark": micros(mark)})
         clickhouse_wait_for_mutations(TABLE)
     except ClickHouseUnavailable as exc:
         logger.warning("clickhouse: purge not mirrored, the next sync reconciles: %s", exc)
@@ -253,14 +255,15 @@ def clickhouse_delete_end(
     return {"partitions_dropped": dropped}
 
 
+def delete_sql(where: str) -> str:
+    """The mutation deleting the records of `where` mirrored by the mark (%(_mark)s)."""
+    return f"ALTER TABLE {TABLE} DELETE WHERE backup_time <= %(_mark)s AND ({where})"
+
+
 def _drop_months(before: date) -> int:
     """Drop the monthly partitions wholly before `before` (partition ids are YYYYMM)."""
     last = before.replace(day=1) - timedelta(days=1)  # the last month wholly before `before`
-    sql = (
-        "SELECT DISTINCT partition FROM system.parts"
-        " WHERE database = currentDatabase() AND table = %(t)s AND active"
-    )
-    months = [row[0] for row in clickhouse_execute(sql, {"t": TABLE})]
+    months = [row[0] for row in clickhouse_execute(PARTITIONS_SQL, {"t": TABLE})]
     doomed = [month for month in months if int(month) <= last.year * 100 + last.month]
     for month in doomed:
         clickhouse_execute(f"ALTER TABLE {TABLE} DROP PARTITION {int(month)}")
