@@ -91,76 +91,102 @@ def demo_rows(*, rows: int, days: int = 30, seed: int = 7, orgs: int = 20) -> It
     span = (now - start).total_seconds()
     for _ in range(rows):
         org = rng.choices(org_ids, org_weights)[0]
-        name, owner, ptype, _sale, _cost, reasoning = rng.choices(DEMO_MODELS, model_weights)[0]
+        model = rng.choices(DEMO_MODELS, model_weights)[0]
         use_time = start + timedelta(seconds=rng.random() * span)
-        failed = rng.random() < 0.03
-        input_tokens = int(rng.lognormvariate(6.5, 1.2))
-        cached = int(input_tokens * rng.choice((0, 0, 0.3, 0.8)))
-        output_tokens = 0 if failed else int(rng.lognormvariate(5.5, 1.0))
-        reasoning_tokens = int(output_tokens * 0.6) if reasoning else 0
-        counts = TokenCounts(
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cached_tokens=cached,
-            reasoning_tokens=reasoning_tokens,
-        )
-        sale = book.find(name, "sale", use_time)
-        cost = book.find(name, "cost", use_time)
-        amount = Decimal(0) if failed or sale is None else charge(sale, counts)
-        cost_amount = Decimal(0) if failed or cost is None else charge(cost, counts)
-        if not failed and rng.random() < 0.002:
-            name, owner, ptype = UNPRICED_MODEL
-            amount = cost_amount = sale = None
-        code, error = rng.choice(ERRORS) if failed else (200, "")
-        user = rng.choice(users[org])
-        latency = rng.uniform(0.2, 3.0)
-        yield {
-            "id": uuid7(),
-            "transno": f"demo-{uuid7().hex}",
-            "taskid": "",
-            "use_date": timezone.localtime(use_time).date(),
-            "use_time": use_time,
-            "responsed_seconds": round(latency, 3),
-            "finish_seconds": round(latency + output_tokens / rng.uniform(40, 120), 3),
-            "created_at": use_time + timedelta(seconds=1),
-            "userid": user,
-            "username": user.replace("-", " ").title(),
-            "userorgid": org,
-            "token_id": f"{user}-tok",
-            "token_name": f"{user.rsplit('-', 1)[-1]} key",
-            "token_key_hash": "",
-            "group": rng.choice(("default", "default", "vip")),
-            "request_ip": f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
-            "feature": rng.choice(FEATURES),
-            "llmid": name,
-            "model_name": name,
-            "ownerid": owner,
-            "provider": owner,
-            "provider_type": ptype,
-            "channel_id": f"ch-{owner}",
-            "is_local": ptype == "ollama",
-            "is_global_provider": ptype != "ollama",
-            "endpoint": "/v1/chat/completions",
-            "is_stream": rng.random() < 0.6,
-            **counts.__dict__,
-            "total_tokens": input_tokens + output_tokens,
-            "usages": None,
-            "amount": amount,
-            "cost": cost_amount,
-            "currency": "USD",
-            "price": {"sale": price_snapshot(sale)} if sale and not failed else None,
-            "status": "failed" if failed else "success",
-            "code": code,
-            "error_message": error,
-            "retry_times": 0,
-            "ioinfo": None,
-            "accounting_status": AccountingStatus.PENDING
-            if amount is None or amount or cost_amount
-            else AccountingStatus.SKIPPED,
-            "accounted_at": None,
-            "metadata": {},
-            "payload_hash": "",
-        }
+        yield _demo_row(rng, book, org=org, users=users[org], model=model, use_time=use_time)
+
+
+def _demo_row(
+    rng: random.Random, book: PriceBook, *, org: str, users: list[str], model: tuple, use_time: datetime
+) -> dict[str, Any]:
+    """One record of `model` for `org` at `use_time`; `rng` is drawn in a fixed order (seeded data)."""
+    name, owner, ptype, _sale, _cost, reasoning = model
+    failed = rng.random() < 0.03
+    counts = _demo_counts(rng, failed=failed, reasoning=reasoning)
+    sale = book.find(name, "sale", use_time)
+    cost = book.find(name, "cost", use_time)
+    amount = Decimal(0) if failed or sale is None else charge(sale, counts)
+    cost_amount = Decimal(0) if failed or cost is None else charge(cost, counts)
+    if not failed and rng.random() < 0.002:
+        name, owner, ptype = UNPRICED_MODEL
+        amount = cost_amount = sale = None
+    code, error = rng.choice(ERRORS) if failed else (200, "")
+    user = rng.choice(users)
+    latency = rng.uniform(0.2, 3.0)
+    return {
+        "id": uuid7(),
+        "transno": f"demo-{uuid7().hex}",
+        "taskid": "",
+        "use_date": timezone.localtime(use_time).date(),
+        "use_time": use_time,
+        "responsed_seconds": round(latency, 3),
+        "finish_seconds": round(latency + counts.output_tokens / rng.uniform(40, 120), 3),
+        "created_at": use_time + timedelta(seconds=1),
+        **_demo_caller(rng, org=org, user=user),
+        **_demo_model(name=name, owner=owner, ptype=ptype),
+        "is_stream": rng.random() < 0.6,
+        **counts.__dict__,
+        "total_tokens": counts.input_tokens + counts.output_tokens,
+        "usages": None,
+        "amount": amount,
+        "cost": cost_amount,
+        "provider_cost": None,
+        "currency": "USD",
+        "price": {"sale": price_snapshot(sale)} if sale and not failed else None,
+        "status": "failed" if failed else "success",
+        "code": code,
+        "error_message": error,
+        "retry_times": 0,
+        "ioinfo": None,
+        "accounting_status": AccountingStatus.PENDING
+        if amount is None or amount or cost_amount
+        else AccountingStatus.SKIPPED,
+        "accounted_at": None,
+        "metadata": {},
+        "payload_hash": "",
+    }
+
+
+def _demo_counts(rng: random.Random, *, failed: bool, reasoning: bool) -> TokenCounts:
+    input_tokens = int(rng.lognormvariate(6.5, 1.2))
+    cached = int(input_tokens * rng.choice((0, 0, 0.3, 0.8)))
+    output_tokens = 0 if failed else int(rng.lognormvariate(5.5, 1.0))
+    return TokenCounts(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cached_tokens=cached,
+        reasoning_tokens=int(output_tokens * 0.6) if reasoning else 0,
+    )
+
+
+def _demo_caller(rng: random.Random, *, org: str, user: str) -> dict[str, Any]:
+    """Who called: the org, the user and their key, the group, an address, the feature."""
+    return {
+        "userid": user,
+        "username": user.replace("-", " ").title(),
+        "userorgid": org,
+        "token_id": f"{user}-tok",
+        "token_name": f"{user.rsplit('-', 1)[-1]} key",
+        "token_key_hash": "",
+        "group": rng.choice(("default", "default", "vip")),
+        "request_ip": f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
+        "feature": rng.choice(FEATURES),
+    }
+
+
+def _demo_model(*, name: str, owner: str, ptype: str) -> dict[str, Any]:
+    """Which model and provider served the call."""
+    return {
+        "llmid": name,
+        "model_name": name,
+        "ownerid": owner,
+        "provider": owner,
+        "provider_type": ptype,
+        "channel_id": f"ch-{owner}",
+        "is_local": ptype == "ollama",
+        "is_global_provider": ptype != "ollama",
+        "endpoint": "/v1/chat/completions",
+    }
 
 
 def load_demo_data(*, rows: int, days: int = 30, seed: int = 7, batch_size: int = 5000) -> int:
