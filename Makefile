@@ -10,7 +10,7 @@ DEV_STAMP := $(VENV)/.dev-stamp
 MIN_PYTHON := 3.11
 
 .DEFAULT_GOAL := help
-.PHONY: help run reset-demo test lint install install-dev bench clean chromium python-check
+.PHONY: help run reset-demo test lint install install-dev bench clean chromium clickhouse python-check
 
 help: ## List the targets
 	@echo "llmlog: make <target>"
@@ -48,7 +48,7 @@ lint: $(DEV_STAMP) ## ruff check, ruff format --check, missing migrations
 	$(BIN)/ruff format --check .
 	$(BIN)/python manage.py makemigrations --check --dry-run --settings tests.settings
 
-test: lint chromium ## Lint, then every test (PostgreSQL + Redis when DATABASE_URL / REDIS_URL are set)
+test: lint chromium clickhouse ## Lint, then every test (PostgreSQL + Redis when DATABASE_URL / REDIS_URL are set)
 	$(BIN)/pytest
 
 # The browser tests (tests/e2e) drive Debian's Chromium; Playwright never downloads a browser here.
@@ -60,10 +60,20 @@ chromium: ## Install Debian's Chromium for the browser tests, when missing
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
 	@test -x $(CHROMIUM)
 
+# The ClickHouse tests (tests/llmlog/test_clickhouse*.py) start Debian's server on ports of their own,
+# with a config and data under var/ (tests/clickhouse_server.py); the system's server is never started.
+CLICKHOUSE_SERVER := /usr/sbin/clickhouse-server
+clickhouse: ## Install Debian's clickhouse-server for the ClickHouse tests, when missing
+	@test -x $(CLICKHOUSE_SERVER) || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq clickhouse-server clickhouse-client; }
+	@test -x $(CLICKHOUSE_SERVER)
+
 # The benchmarks need PostgreSQL (BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/llmlog_bench).
 ROWS ?= 1000000
-bench: $(DEV_STAMP) ## Benchmarks against PostgreSQL (ROWS=N, default 1000000)
+bench: $(DEV_STAMP) ## Benchmarks against PostgreSQL (ROWS=N, default 1000000; CLICKHOUSE=1: with and without ClickHouse)
 	$(BIN)/python benchmarks/run.py --rows $(ROWS)
+	@if [ -n "$(CLICKHOUSE)" ]; then $(MAKE) --no-print-directory clickhouse && \
+	  $(BIN)/python benchmarks/bench_clickhouse.py --rows $(ROWS); fi
 
 clean: ## Remove .venv and var/ (the SQLite database, logs, the saved login and key)
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
