@@ -117,6 +117,7 @@ def usage_row(**overrides: Any) -> dict[str, Any]:
         "usages": None,
         "amount": Decimal("0.00600"),
         "cost": Decimal("0.00480"),
+        "provider_cost": None,
         "currency": "USD",
         "price": None,
         "status": "success",
