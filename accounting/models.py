@@ -545,6 +545,10 @@ class Statement(models.Model):
     closing_line_id = models.BigIntegerField(
         help_text="The account's highest ledger line id when the close held its lock."
     )
+    carried_from_line_id = models.BigIntegerField(
+        help_text="The lowest line id this statement left to the next (created at or after period_end), "
+        "or closing_line_id + 1: the next close reads the account's lines from there on."
+    )
     opening_balance = money_field()
     charges = money_field(help_text="What usage took from the account (positive: charged).")
     topups = money_field()

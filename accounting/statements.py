@@ -14,8 +14,11 @@ A line committed after the close has an id above W, whatever its created_at, so 
 open month, exactly once; a late record (November's, posted in December) is December's charge.
 
 The close checks what it writes against the ledger and refuses a month that does not balance: the
-previous closing balance must still be what the lines up to the previous close sum to, opening +
-movements must be the lines' sum at the month's end, and the account's balance its lines' sum.
+movements (charges, top-ups, adjustments) must be the month's lines' sum, and the previous closing balance
+plus every line since (this month's and the next month's early ones) must be the account's balance under
+its lock. So each close reads about a month of lines (from the previous statement's
+`carried_from_line_id`, through the (account, id) index), not the account's whole history; the first
+statement of an account reads its earlier lines once, for its opening balance.
 """
 
 import re
@@ -28,7 +31,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.db import transaction
-from django.db.models import Count, Max, Q, QuerySet, Sum
+from django.db.models import Count, Max, Min, Q, QuerySet, Sum
 from django.utils import timezone
 
 from accounting.budgets import zone_of
@@ -44,7 +47,7 @@ class StatementRefused(Exception):
 
 
 def parse_month(text: str) -> date:
-    """"2026-11" -> date(2026, 11, 1), or ValueError naming `month`."""
+    """ "2026-11" -> date(2026, 11, 1), or ValueError naming `month`."""
     match = MONTH_PATTERN.fullmatch(text.strip()) if isinstance(text, str) else None
     if match is None or not 1 <= int(match[2]) <= 12 or int(match[1]) < 1:
         raise ValueError(f"month: expected a month as YYYY-MM, such as 2026-11, got {text!r}")
@@ -78,6 +81,8 @@ class Period:
     """Which ledger lines of an account a statement counts (see the module's docstring)."""
 
     account_id: int
+    org: str
+    lowest_line_id: int  # no line below it is the month's (the previous statement's carried_from_line_id)
     opening_before: datetime
     opening_line_id: int
     period_end: datetime
@@ -93,7 +98,8 @@ class Period:
 
     def lines(self) -> QuerySet[LedgerLine]:
         """The month's lines: in its cover, not in the previous statement's."""
-        return LedgerLine.objects.filter(Q(account_id=self.account_id) & self.in_closing & ~self.in_opening)
+        within = Q(account_id=self.account_id, id__gte=self.lowest_line_id)
+        return LedgerLine.objects.filter(within & self.in_closing & ~self.in_opening)
 
 
 @dataclass(frozen=True)
@@ -209,13 +215,15 @@ def statement_close(
         highest = LedgerLine.objects.filter(account_id=locked.pk).aggregate(top=Max("id"))["top"] or 0
         period = Period(
             account_id=locked.pk,
+            org=locked.org,
+            lowest_line_id=previous.carried_from_line_id if previous else 0,
             opening_before=previous.period_end if previous else period_start,
             opening_line_id=previous.closing_line_id if previous else highest,
             period_end=period_end,
             closing_line_id=highest,
         )
-        totals = _totals(period)
-        _check(locked, previous, totals)
+        totals = _totals(period, opening=previous.closing_balance if previous else None)
+        _check(locked, totals)
         parts = breakdown(period)
         _check_breakdown(parts, totals)
         statement = Statement(
@@ -228,14 +236,10 @@ def statement_close(
             opening_before=period.opening_before,
             opening_line_id=period.opening_line_id,
             closing_line_id=period.closing_line_id,
-            opening_balance=totals.opening,
-            charges=totals.charges,
-            topups=totals.topups,
-            adjustments=totals.adjustments,
-            closing_balance=totals.closing,
-            requests=totals.requests,
+            carried_from_line_id=totals.carried_from or highest + 1,
             closed_at=now,
             closed_by=closed_by[:150],
+            **totals.figures,
         )
         statement.data = statement_data(statement, parts)
         statement.save()
@@ -244,18 +248,36 @@ def statement_close(
 
 @dataclass(frozen=True)
 class _Totals:
-    everything: Decimal  # every line up to W: the account's balance when locked
-    opening: Decimal  # the lines the previous statement counted
-    closing: Decimal  # the month's cover: the ledger's balance at the month's end
+    opening: Decimal  # the previous statement's closing balance (the first: its lines' sum)
+    month: Decimal  # the month's lines
+    after: Decimal  # lines at or below W created at or after the month's end: the next month's
     charges: Decimal
     topups: Decimal
     adjustments: Decimal
     other: Decimal  # a kind no statement column names: must be zero
     requests: int
+    carried_from: int | None  # the lowest id among `after`'s lines
+
+    @property
+    def closing(self) -> Decimal:
+        return self.opening + self.month
+
+    @property
+    def figures(self) -> dict[str, Any]:
+        return {
+            "opening_balance": self.opening,
+            "charges": self.charges,
+            "topups": self.topups,
+            "adjustments": self.adjustments,
+            "closing_balance": self.closing,
+            "requests": self.requests,
+        }
 
 
-def _totals(period: Period) -> _Totals:
-    """Every figure of the close in one pass over the account's lines up to W."""
+def _totals(period: Period, *, opening: Decimal | None) -> _Totals:
+    """Every figure of the close in one pass over the account's lines from `lowest_line_id` to W: the
+    month's lines and the next month's early ones (a month's worth, through the (account, id) index).
+    The first statement (`opening` None) reads the account's earlier lines too: its opening balance."""
     in_month = period.in_closing & ~period.in_opening
     kind = "transaction__kind"
     usage, topup, adjustment = (
@@ -263,10 +285,14 @@ def _totals(period: Period) -> _Totals:
         LedgerTransaction.Kind.TOPUP,
         LedgerTransaction.Kind.ADJUSTMENT,
     )
-    sums = LedgerLine.objects.filter(account_id=period.account_id, id__lte=period.closing_line_id).aggregate(
-        everything=Sum("amount"),
+    lines = LedgerLine.objects.filter(
+        account_id=period.account_id, id__gte=period.lowest_line_id, id__lte=period.closing_line_id
+    )
+    sums = lines.aggregate(
         opening=Sum("amount", filter=period.in_opening),
-        closing=Sum("amount", filter=period.in_closing),
+        month=Sum("amount", filter=in_month),
+        after=Sum("amount", filter=~period.in_closing & ~period.in_opening),
+        carried_from=Min("id", filter=~period.in_closing & ~period.in_opening),
         usage=Sum("amount", filter=in_month & Q(**{kind: usage})),
         topups=Sum("amount", filter=in_month & Q(**{kind: topup})),
         adjustments=Sum("amount", filter=in_month & Q(**{kind: adjustment})),
@@ -274,14 +300,15 @@ def _totals(period: Period) -> _Totals:
         requests=Count("id", filter=in_month & Q(**{kind: usage})),
     )
     return _Totals(
-        everything=money(sums["everything"]),
-        opening=money(sums["opening"]),
-        closing=money(sums["closing"]),
+        opening=money(sums["opening"]) if opening is None else opening,
+        month=money(sums["month"]),
+        after=money(sums["after"]),
         charges=-money(sums["usage"]),
         topups=money(sums["topups"]),
         adjustments=money(sums["adjustments"]),
         other=money(sums["other"]),
         requests=sums["requests"],
+        carried_from=sums["carried_from"],
     )
 
 
@@ -290,25 +317,24 @@ def money(value: Any) -> Decimal:
     return quantize_money(Decimal(value or 0))
 
 
-def _check(account: Account, previous: Statement | None, totals: _Totals) -> None:
-    if previous is not None and previous.closing_balance != totals.opening:
-        raise StatementRefused(
-            f"The ledger's lines up to the close of {previous.month_text} sum to {totals.opening}, but that "
-            f"statement closed at {previous.closing_balance}: a closed period's lines changed."
-        )
+def _check(account: Account, totals: _Totals) -> None:
+    """The month against the ledger: its movements are its lines' sum, and the previous closing balance
+    plus every line since is the account's balance (read under its lock)."""
     if totals.other:
         raise StatementRefused(f"Lines of an unknown transaction kind move {totals.other} in the month.")
-    computed = totals.opening - totals.charges + totals.topups + totals.adjustments
-    if computed != totals.closing:
+    movements = -totals.charges + totals.topups + totals.adjustments
+    if movements != totals.month:
         raise StatementRefused(
             f"The statement does not balance: opening {totals.opening} - charges {totals.charges} + top-ups "
-            f"{totals.topups} + adjustments {totals.adjustments} = {computed}, but the ledger's balance at "
-            f"the month's end is {totals.closing}."
+            f"{totals.topups} + adjustments {totals.adjustments} = {totals.opening + movements}, but the "
+            f"ledger's balance at the month's end is {totals.closing}."
         )
-    if account.balance != totals.everything:
+    if totals.closing + totals.after != account.balance:
         raise StatementRefused(
-            f"The account's balance {account.balance} differs from the sum of its ledger lines "
-            f"{totals.everything}: run the ledger check before closing."
+            f"The account's balance {account.balance} is not the ledger's balance at the month's end "
+            f"{totals.closing} (opening {totals.opening} + the month's lines {totals.month}) plus the "
+            f"{totals.after} posted since: a closed period's lines or the balance changed; run the ledger "
+            "check before closing."
         )
 
 

@@ -4,15 +4,16 @@ The ledger (accounting.statements) decides which lines a month counts and checks
 usage line only by its record's id. The breakdowns need the record's model and use_date, so they are
 built here, where the usage tables are: one grouped query per account and month joins the month's usage
 lines to `llmusage_all` (hot and history alike) by id, grouped by (model_name, use_date); the by-model
-and by-day lists are folded from its rows. A record purged before its month closed (retention shorter
-than the delay) still counts, under an empty model name and no day.
+and by-day lists are folded from its rows. On PostgreSQL the join reads the org's records of the
+month's days only (index and partitions), never the whole history. A record purged before its month
+closed (retention shorter than the delay) still counts, under an empty model name and no day.
 
 A day is the record's `use_date`: a late record (November's, posted in December) is in December's
 statement, under its November day.
 """
 
 from collections import Counter, defaultdict
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -38,6 +39,13 @@ CLOSE_JOB = "close_ended_periods"
 MAX_REFUSALS_KEPT = 100
 
 
+# The records a month's lines post were used around the month: looked up among the org's records of these
+# days through the (userorgid, use_time) index and the history partitions of those days (use_date). A
+# line whose record is outside them (a record accounted weeks late) is looked up by its id, one by one.
+WINDOW_BEFORE = timedelta(days=7)
+WINDOW_AFTER = timedelta(days=2)  # a record's use_time may be a little ahead of its posting
+
+
 def statement_breakdown(period: Period) -> Breakdown:
     """Charges by model and by day of the period's usage lines (the customer's lines: -amount)."""
     lines = (
@@ -48,12 +56,31 @@ def statement_breakdown(period: Period) -> Breakdown:
     )
     sql, params = lines.query.sql_with_params()
     usage = connection.ops.quote_name(UsageAll._meta.db_table)
-    grouped = (
-        "SELECT u.model_name, u.use_date, COUNT(*), SUM(p.line_amount), "
-        "SUM(u.input_tokens), SUM(u.output_tokens) "
-        f"FROM ({sql}) p LEFT JOIN {usage} u ON u.id = p.usage_ref "
-        "GROUP BY u.model_name, u.use_date"
-    )
+    if connection.vendor != "postgresql":  # the embedded database: a plain join
+        grouped = (
+            "SELECT u.model_name, u.use_date, COUNT(*), SUM(p.line_amount), "
+            "SUM(u.input_tokens), SUM(u.output_tokens) "
+            f"FROM ({sql}) p LEFT JOIN {usage} u ON u.id = p.usage_ref "
+            "GROUP BY u.model_name, u.use_date"
+        )
+    else:
+        low, high = period.opening_before - WINDOW_BEFORE, period.period_end + WINDOW_AFTER
+        # use_date is in TIME_ZONE: a day either side covers any zone's offset from UTC
+        days = (low.date() - timedelta(days=1), high.date() + timedelta(days=1))
+        params = (*params, period.org, low, high, *days)
+        fields = "model_name, use_date, input_tokens, output_tokens"
+        grouped = (
+            "SELECT COALESCE(n.model_name, f.model_name), COALESCE(n.use_date, f.use_date), COUNT(*), "
+            "SUM(p.line_amount), SUM(COALESCE(n.input_tokens, f.input_tokens)), "
+            "SUM(COALESCE(n.output_tokens, f.output_tokens)) "
+            f"FROM ({sql}) p "
+            f"LEFT JOIN (SELECT id, {fields} FROM {usage} WHERE userorgid = %s AND use_time >= %s "
+            "AND use_time < %s AND use_date BETWEEN %s AND %s) n ON n.id = p.usage_ref "
+            # LIMIT 1 keeps the look-up by id a look-up: a plain subquery would be flattened into a
+            # join with every record, hot and history
+            f"LEFT JOIN LATERAL (SELECT {fields} FROM {usage} o WHERE n.id IS NULL AND o.id = p.usage_ref "
+            "LIMIT 1) f ON true GROUP BY 1, 2"
+        )
     with connection.cursor() as cursor:
         cursor.execute(grouped, params)
         rows = cursor.fetchall()

@@ -30,6 +30,7 @@ class Migration(migrations.Migration):
                 ('opening_before', models.DateTimeField(help_text="The previous statement's period_end (or this period_start for the first statement).")),
                 ('opening_line_id', models.BigIntegerField(help_text="The highest line id the previous statement counted (or this close's, for the first).")),
                 ('closing_line_id', models.BigIntegerField(help_text="The account's highest ledger line id when the close held its lock.")),
+                ('carried_from_line_id', models.BigIntegerField(help_text='The lowest line id this statement left to the next (created at or after period_end), or closing_line_id + 1: the next close reads the account\'s lines from there on.')),
                 ('opening_balance', models.DecimalField(decimal_places=5, max_digits=18)),
                 ('charges', models.DecimalField(decimal_places=5, help_text='What usage took from the account (positive: charged).', max_digits=18)),
                 ('topups', models.DecimalField(decimal_places=5, max_digits=18)),

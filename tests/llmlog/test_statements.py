@@ -153,6 +153,20 @@ def test_late_postings_land_in_the_next_month_and_the_closed_one_stays_the_same(
     assert {row["date"] for row in statement.data["by_day"]} == {"2026-11-28", "2026-11-30", "2026-12-01"}
 
 
+def test_a_record_accounted_weeks_late_is_found_by_its_id(acme):
+    close(NOV, AFTER_NOV)
+    record = charge(at(12, 10), model_name="o1", amount="3.00", use_time=at(9, 20))
+    move_to_history(record)
+
+    close(DEC, AFTER_DEC)
+
+    data = Statement.objects.get(month=DEC).data
+    assert data["by_model"] == [
+        model_row("o1", requests=1, input_tokens=100, output_tokens=50, charges="3.00000")
+    ]
+    assert data["by_day"] == [{"date": "2026-09-20", "requests": 1, "charges": "3.00000"}]
+
+
 def test_history_records_are_in_the_breakdowns(acme):
     record = charge(at(11, 10), model_name="gpt-4o", amount="1.25")
     move_to_history(record)
@@ -193,7 +207,7 @@ def test_a_month_that_does_not_balance_is_refused(acme):
     result = close(NOV, AFTER_NOV)
 
     assert result.outcome == Outcome.REFUSED
-    assert "differs from the sum of its ledger lines" in result.message
+    assert "is not the ledger's balance at the month's end" in result.message
     assert not Statement.objects.exists()
 
 
@@ -205,7 +219,7 @@ def test_a_changed_closed_period_refuses_the_next_close(acme):
     result = close(DEC, AFTER_DEC)
 
     assert result.outcome == Outcome.REFUSED
-    assert "a closed period's lines changed" in result.message
+    assert "a closed period's lines or the balance changed" in result.message
 
 
 def test_months_a_missed_run_left_open_close_in_order(acme):
