@@ -28,10 +28,10 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import F, Sum
+from django.db.models import Case, F, Sum, UUIDField, Value, When
 from django.utils import timezone
 
-from accounting.adjustments import AdjustmentGroup, ledger_post_repricing
+from accounting.adjustments import AdjustmentGroup, ledger_post_repricing, repricing_items_insert
 from accounting.models import Repricing, RepricingItem
 from core.money import quantize_money
 from llmlog.models import TOKEN_COUNT_FIELDS, AccountingStatus, LLMUsage, UsageAll, UsageStatus
@@ -142,7 +142,7 @@ def _compute(repricing: Repricing) -> None:
             _count(group, row, new)
             if new is not None and (new["amount"], new["cost"]) != (row["amount"], row["cost"]):
                 items.append(_item(repricing, row, new))
-        RepricingItem.objects.bulk_create(items, batch_size=BATCH_SIZE)
+        repricing_items_insert(items)
     repricing.summary = [
         {"userorgid": org, "model_name": model, **_json_money(group)}
         for (org, model), group in sorted(summary.items())
@@ -223,22 +223,24 @@ def _priced(rows: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
     return priced
 
 
-def _item(repricing: Repricing, row: dict[str, Any], new: dict[str, Any]) -> RepricingItem:
+def _item(repricing: Repricing, row: dict[str, Any], new: dict[str, Any]) -> tuple:
+    """An item in accounting.adjustments.ITEM_COLUMNS order."""
     accounted = row["accounting_status"] == AccountingStatus.ACCOUNTED
-    return RepricingItem(
-        repricing=repricing,
-        usage_id=row["id"],
-        transno=row["transno"],
-        userorgid=row["userorgid"],
-        ownerid=new["ownerid"],
-        model_name=row["model_name"],
-        use_date=row["use_date"],
-        currency=row["currency"],
-        treatment=Treatment.ADJUSTMENT if accounted else Treatment.IN_PLACE,
-        old_amount=row["amount"],
-        new_amount=new["amount"],
-        old_cost=row["cost"],
-        new_cost=new["cost"],
+    treatment = Treatment.ADJUSTMENT.value if accounted else Treatment.IN_PLACE.value
+    return (
+        repricing.pk,
+        row["id"],
+        row["transno"],
+        row["userorgid"],
+        new["ownerid"],
+        row["model_name"],
+        row["use_date"],
+        row["currency"],
+        treatment,
+        row["amount"],
+        new["amount"],
+        row["cost"],
+        new["cost"],
     )
 
 
@@ -320,8 +322,15 @@ def _apply(repricing: Repricing, *, applied_by: str, now: datetime) -> None:
         .annotate(amount=Sum(F("new_amount") - F("old_amount")), cost=Sum(F("new_cost") - F("old_cost")))
     ]
     posted = ledger_post_repricing(repricing_id=repricing.pk, groups=groups, created_by=applied_by, now=now)
-    for (userorgid, ownerid, currency), txn in posted.items():
-        adjusted.filter(userorgid=userorgid, ownerid=ownerid, currency=currency).update(adjustment=txn)
+    if posted:  # every item to its group's adjustment, in one pass over the items
+        adjustment_of = Case(
+            *(
+                When(userorgid=userorgid, ownerid=ownerid, currency=currency, then=Value(txn.pk))
+                for (userorgid, ownerid, currency), txn in posted.items()
+            ),
+            output_field=UUIDField(),
+        )
+        adjusted.update(adjustment_id=adjustment_of)
     _reprice_in_place(repricing)
     repricing.status = Repricing.Status.APPLIED
     repricing.applied_by = applied_by[:150]
