@@ -32,7 +32,7 @@ def validate_time_zone(name: str) -> None:
     """An IANA zone name that zoneinfo knows, or a ValidationError naming it."""
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "America" is a folder of zones
         raise ValidationError(f"{name!r} is not an IANA time zone such as Europe/Paris.") from None
 
 

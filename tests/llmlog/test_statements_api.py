@@ -51,7 +51,8 @@ def test_an_org_key_lists_its_closed_months(api, acme_reader_key, closed, django
     assert response.status_code == 200
     (item,) = response.json()["results"]
     assert item["month"] == "2026-11"
-    assert (item["opening_balance"], item["charges"], item["closing_balance"]) == ("0.00000", "2.00000", "98.00000")
+    assert (item["opening_balance"], item["charges"]) == ("0.00000", "2.00000")
+    assert item["closing_balance"] == "98.00000"
     assert item["topups"] == "100.00000"
 
 
@@ -60,7 +61,7 @@ def test_the_statement_answers_the_snapshot(api, acme_key, closed):
 
     assert response.status_code == 200
     body = response.json()
-    assert FIELDS <= body.keys()
+    assert body.keys() >= FIELDS
     assert (body["charges"], body["closing_balance"], body["currency"]) == ("2.00000", "98.00000", "USD")
     assert [row["model_name"] for row in body["by_model"]] == ["gpt-4o", "claude-3"]
     assert [row["date"] for row in body["by_day"]] == ["2026-11-10", "2026-11-11"]
@@ -129,13 +130,19 @@ def test_a_staff_session_needs_view_statement(api, make_staff, closed):
     assert api.get("/api/accounts/acme/statements/2026-11").status_code == 200
 
 
-def test_a_platform_admin_sets_an_orgs_time_zone(api, platform_key, closed):
-    url = "/api/accounts/acme/"
-    bad = api.patch(url, {"time_zone": "Mars/Olympus"}, format="json", **bearer(platform_key))
-    good = api.patch(url, {"time_zone": "Europe/Paris"}, format="json", **bearer(platform_key))
+@pytest.mark.parametrize("zone", ["Mars/Olympus", "America", "x" * 64, "../etc/passwd", ""])
+def test_a_time_zone_that_is_not_one_is_a_400_naming_it(api, platform_key, closed, zone):
+    bad = api.patch("/api/accounts/acme/", {"time_zone": zone}, format="json", **bearer(platform_key))
 
     assert bad.status_code == 400
     assert "time_zone" in bad.json()
+    assert Account.objects.get(org="acme", kind="customer").time_zone == "UTC"
+
+
+def test_a_platform_admin_sets_an_orgs_time_zone(api, platform_key, closed):
+    url = "/api/accounts/acme/"
+    good = api.patch(url, {"time_zone": "Europe/Paris"}, format="json", **bearer(platform_key))
+
     assert good.status_code == 200
     assert good.json()["time_zone"] == "Europe/Paris"
     assert Account.objects.get(org="acme", kind="customer").time_zone == "Europe/Paris"
