@@ -339,7 +339,8 @@ def budget_update(*, budget: Budget, **changes) -> Budget:
         changes["thresholds"] = checked_thresholds(changes["thresholds"])
     if "action" in changes and changes["action"] not in Budget.Action.values:
         raise ValueError(f"action: must be one of {', '.join(Budget.Action.values)}")
-    # Locked like admission locks it: a hold being granted sees the old limit or the new, never half.
+    # Locked against a concurrent update of the same budget (admission reads the limit under the
+    # org account's lock, in one statement: the old limit or the new, never half).
     locked = Budget.objects.select_for_update().get(pk=budget.pk)
     for name, value in changes.items():
         setattr(locked, name, value)

@@ -1,13 +1,15 @@
 """Holds: reserve a call's worst case before it is made; the call's usage record settles it.
 
 Admission (`hold_grant`) is safe under any concurrency on PostgreSQL: in one transaction it locks the
-org's customer account and then every blocking budget in the call's scope (accounts before budgets,
-each in primary-key order: the one lock order of admission; posting locks accounts only), reads what
-each has spent and holds in ONE statement, checks, and inserts the hold before the locks go. Two
-admissions for the same org queue on the account row, so the second sees the first's hold: a blocking
-budget is never exceeded by the holds it admitted, whatever their number. Reading spent and held in
-one statement matters: under READ COMMITTED two statements may see two moments, and a posting that
-commits between them would be missed twice over (its hold gone, its amount not yet seen).
+org's customer account, then reads in ONE statement everything it decides on (the balance, whether the
+transno has a hold, the active holds, the org's blocking budgets with their limits and counters),
+checks, and inserts the hold before the lock goes. Two admissions for the same org queue on the account
+row, so the second sees the first's hold: a blocking budget is never exceeded by the holds it admitted,
+whatever their number. One statement after the lock matters: under READ COMMITTED two statements may
+see two moments (a posting that commits between them would be missed twice over: its hold gone, its
+amount not yet seen), and a statement that began before the lock was granted would not see the hold
+its predecessor just committed. The lock and the read travel in one pipeline: an admission is three
+round trips (lock and read, insert, commit), and the lock is held for all three.
 
 The account rule: balance - active holds >= -credit_limit. A budget's rule: spent (every record of
 the period in scope, `accounting.budgets`) + active holds in scope + the new hold <= limit. A hold
@@ -19,9 +21,10 @@ skipped): the hold ends when its record's money is on the books. A hold past `ex
 counting at once; `holds_expire` only marks it for the admin.
 """
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -29,7 +32,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from accounting.budgets import in_scope, period_bounds
+from accounting.budgets import TOTAL_PERIOD_START, in_scope, period_bounds
 from accounting.models import Account, Budget, BudgetSpend, Hold
 from core.money import quantize_money
 
@@ -78,17 +81,17 @@ def hold_grant(*, request: HoldRequest, now: datetime | None = None) -> tuple[Ho
     ttl = request.ttl_seconds if request.ttl_seconds is not None else default_ttl()
     if not 1 <= ttl <= MAX_TTL_SECONDS:
         raise ValueError(f"ttl_seconds: from 1 to {MAX_TTL_SECONDS}")
-    existing = Hold.objects.filter(org=request.org, transno=request.transno).first()
-    if existing is not None:
-        return _same_hold(existing, request, amount), False
     try:
         with transaction.atomic():
-            return _grant_locked(request, amount, ttl, now), True
+            hold = _grant_locked(request, amount, ttl, now)
     except IntegrityError:  # the same transno, granted concurrently
-        existing = Hold.objects.filter(org=request.org, transno=request.transno).first()
-        if existing is None:
-            raise
-        return _same_hold(existing, request, amount), False
+        hold = None
+    if hold is not None:
+        return hold, True
+    existing = Hold.objects.filter(org=request.org, transno=request.transno).first()
+    if existing is None:
+        raise IntegrityError(f"transno: the hold of {request.transno!r} could neither be made nor found")
+    return _same_hold(existing, request, amount), False
 
 
 def _same_hold(existing: Hold, request: HoldRequest, amount: Decimal) -> Hold:
@@ -101,128 +104,176 @@ def _same_hold(existing: Hold, request: HoldRequest, amount: Decimal) -> Hold:
     return existing
 
 
-def _grant_locked(request: HoldRequest, amount: Decimal, ttl: int, now: datetime) -> Hold:
-    account = (
-        Account.objects.select_for_update()
-        .filter(org=request.org, kind=Account.Kind.CUSTOMER)
-        .only("id", "org", "currency", "balance", "credit_limit", "status")
-        .first()
-    )
-    if account is None:
+@dataclass
+class _Room:
+    """What admission reads under the account's lock, as of one moment."""
+
+    currency: str
+    credit_limit: Decimal
+    status: str
+    balance: Decimal
+    exists: bool  # the transno has a hold already
+    budgets: list[Budget]  # the org's blocking budgets, limits as of now
+    spent: dict[tuple[int, datetime], Decimal]  # (budget, period start) -> counter
+    holds: list[tuple]  # active: (userid, token_name, model_name, feature, amount)
+
+
+def _grant_locked(request: HoldRequest, amount: Decimal, ttl: int, now: datetime) -> Hold | None:
+    """The new hold, or None when the transno has one already (the caller returns that one)."""
+    room = _lock_and_read(request, now)
+    if room is None:
         raise HoldRefused(
             "insufficient_balance",
             f"Org {request.org!r} has no customer account: nothing to reserve against.",
             remaining=Decimal(0),
         )
-    if account.status == Account.Status.FROZEN:
+    if room.exists:
+        return None
+    if room.status == Account.Status.FROZEN:
         raise HoldRefused(
             "insufficient_balance",
             f"The customer account of {request.org!r} is frozen.",
             remaining=Decimal(0),
         )
-    budgets = [
-        budget
-        for budget in Budget.objects.select_for_update()
-        .filter(org=request.org, action=Budget.Action.BLOCK)
-        .order_by("pk")
-        if in_scope(
-            budget,
-            userid=request.userid,
-            token_name=request.token_name,
-            model_name=request.model_name,
-            feature=request.feature,
-        )
-    ]
-    periods = {b.pk: period_bounds(period=b.period, time_zone=b.time_zone, at=now)[0] for b in budgets}
-    balance, account_held, spent, holds = _read_room(account, periods, now)
-
-    room = balance - account_held + account.credit_limit
-    if amount > room:
+    account_held = sum((h[4] for h in room.holds), Decimal(0))
+    available = room.balance - account_held + room.credit_limit
+    if amount > available:
         raise HoldRefused(
             "insufficient_balance",
-            f"Org {request.org!r} has {room} {account.currency} to spend (balance {balance}, held "
-            f"{account_held}, credit limit {account.credit_limit}): it cannot reserve {amount}.",
-            remaining=room,
+            f"Org {request.org!r} has {available} {room.currency} to spend (balance {room.balance}, held "
+            f"{account_held}, credit limit {room.credit_limit}): it cannot reserve {amount}.",
+            remaining=available,
         )
-    for budget in budgets:
-        held = sum(
-            (
-                held_amount
-                for userid, token_name, model_name, feature, held_amount in holds
-                if in_scope(
-                    budget, userid=userid, token_name=token_name, model_name=model_name, feature=feature
-                )
-            ),
-            Decimal(0),
-        )
-        remaining = budget.limit - spent.get(budget.pk, Decimal(0)) - held
-        if amount > remaining:
-            raise HoldRefused(
-                "budget_exceeded",
-                f"Budget {budget.pk} ({budget}) has {max(remaining, Decimal(0))} of {budget.limit} left "
-                f"this {budget.period}: it cannot reserve {amount}.",
-                budget=budget.pk,
-                remaining=quantize_money(remaining),
-            )
+    scope = {name: getattr(request, name) for name in Budget.SCOPE_FIELDS}
+    for budget in room.budgets:
+        if in_scope(budget, **scope):
+            _check_budget(budget, amount, room, now)
     return Hold.objects.create(
         org=request.org,
         transno=request.transno,
-        userid=request.userid,
-        token_name=request.token_name,
-        model_name=request.model_name,
-        feature=request.feature,
         amount=amount,
-        currency=account.currency,
+        currency=room.currency,
         created_at=now,
         expires_at=now + timedelta(seconds=ttl),
         created_by=request.created_by[:150],
+        **scope,
     )
 
 
-def _read_room(
-    account: Account, periods: dict[int, datetime], now: datetime
-) -> tuple[Decimal, Decimal, dict[int, Decimal], list[tuple]]:
-    """The account's balance, its active holds and each budget's counter, as of one moment.
+def _check_budget(budget: Budget, amount: Decimal, room: _Room, now: datetime) -> None:
+    start = period_bounds(period=budget.period, time_zone=budget.time_zone, at=now)[0]
+    held = sum(
+        (
+            held_amount
+            for userid, token_name, model_name, feature, held_amount in room.holds
+            if in_scope(budget, userid=userid, token_name=token_name, model_name=model_name, feature=feature)
+        ),
+        Decimal(0),
+    )
+    remaining = budget.limit - room.spent.get((budget.pk, start), Decimal(0)) - held
+    if amount > remaining:
+        raise HoldRefused(
+            "budget_exceeded",
+            f"Budget {budget.pk} ({budget}) has {max(remaining, Decimal(0))} of {budget.limit} left "
+            f"this {budget.period}: it cannot reserve {amount}.",
+            budget=budget.pk,
+            remaining=quantize_money(remaining),
+        )
 
-    One statement on PostgreSQL (a UNION ALL of the three reads); on SQLite, whose single writer holds
-    the database for the whole transaction, three plain reads see the same moment anyway."""
+
+# The counters admission reads: every period that can be current now (a month is at most 31 days, plus
+# an hour when a time zone leaves summer time) and the `total` period's. Which one is current is
+# decided in Python (`period_bounds`), once the budgets are read under the lock.
+_COUNTER_WINDOW = timedelta(days=32)
+_BUDGET_COLUMNS = ("id", "name", "limit", "period", "time_zone", *Budget.SCOPE_FIELDS)
+
+
+def _lock_and_read(request: HoldRequest, now: datetime) -> _Room | None:
+    """Lock the org's customer account, then read everything admission decides on as of one moment
+    after the lock: None when the org has no customer account.
+
+    On PostgreSQL two statements sent together in a pipeline (one round trip): the lock, then ONE
+    read, so that under READ COMMITTED it sees one snapshot, taken once the lock is ours. On SQLite,
+    whose single writer holds the database for the whole transaction, plain reads see that moment."""
     if connection.vendor != "postgresql":
-        balance = Account.objects.values_list("balance", flat=True).get(pk=account.pk)
-        holds = list(
-            Hold.objects.filter(org=account.org, status=Hold.Status.ACTIVE, expires_at__gt=now).values_list(
+        return _lock_and_read_portable(request, now)
+    org, since = request.org, now - _COUNTER_WINDOW
+    connection.ensure_connection()
+    with connection.cursor() as lock, connection.cursor() as read, connection.connection.pipeline():
+        lock.execute(
+            "SELECT 1 FROM accounting_account WHERE org = %s AND kind = 'customer' FOR UPDATE", [org]
+        )
+        read.execute(
+            _ROOM_SQL,
+            {"org": org, "transno": request.transno, "now": now, "total": TOTAL_PERIOD_START, "since": since},
+        )
+        row = read.fetchone()
+    if row is None:
+        return None
+    currency, credit_limit, status, balance, exists, budgets, holds, counters = row
+    return _Room(
+        currency=currency,
+        credit_limit=credit_limit,
+        status=status,
+        balance=balance,
+        exists=exists,
+        budgets=[Budget(org=org, **dict(zip(_BUDGET_COLUMNS, b, strict=True))) for b in _json(budgets)],
+        spent={(b, datetime.fromtimestamp(float(start), UTC)): value for b, start, value in _json(counters)},
+        holds=[tuple(h) for h in _json(holds)],
+    )
+
+
+def _json(text: str) -> list:
+    return json.loads(text, parse_float=Decimal)  # money exact; ids stay int
+
+
+# One statement, one snapshot: the account, whether the transno has a hold, the active holds, the
+# blocking budgets and their counters that can be current. Arrays travel as JSON text, numbers exact.
+_ROOM_SQL = """
+SELECT a.currency, a.credit_limit, a.status, a.balance,
+  EXISTS (SELECT 1 FROM accounting_hold WHERE org = %(org)s AND transno = %(transno)s),
+  (SELECT coalesce(json_agg(json_build_array(id, name, "limit", period, time_zone, userid, token_name,
+      model_name, feature) ORDER BY id), '[]')::text
+     FROM accounting_budget WHERE org = %(org)s AND action = 'block'),
+  (SELECT coalesce(json_agg(json_build_array(userid, token_name, model_name, feature, amount)), '[]')::text
+     FROM accounting_hold WHERE org = %(org)s AND status = 'active' AND expires_at > %(now)s),
+  (SELECT coalesce(json_agg(json_build_array(s.budget_id, extract(epoch FROM s.period_start), s.spent)),
+      '[]')::text
+     FROM accounting_budget_spend s JOIN accounting_budget b ON b.id = s.budget_id
+     WHERE b.org = %(org)s AND b.action = 'block'
+       AND (s.period_start = %(total)s OR s.period_start BETWEEN %(since)s AND %(now)s))
+FROM accounting_account a WHERE a.org = %(org)s AND a.kind = 'customer'
+"""
+
+
+def _lock_and_read_portable(request: HoldRequest, now: datetime) -> _Room | None:
+    org = request.org
+    account = (
+        Account.objects.select_for_update()
+        .filter(org=org, kind=Account.Kind.CUSTOMER)
+        .values_list("currency", "credit_limit", "status", "balance")
+        .first()
+    )
+    if account is None:
+        return None
+    budgets = list(
+        Budget.objects.filter(org=org, action=Budget.Action.BLOCK).order_by("pk").only(*_BUDGET_COLUMNS)
+    )
+    counters = BudgetSpend.objects.filter(
+        Q(period_start=TOTAL_PERIOD_START) | Q(period_start__range=(now - _COUNTER_WINDOW, now)),
+        budget__in=budgets,
+    ).values_list("budget_id", "period_start", "spent")
+    return _Room(
+        *account,
+        exists=Hold.objects.filter(org=org, transno=request.transno).exists(),
+        budgets=budgets,
+        spent={(budget_id, start): value for budget_id, start, value in counters},
+        holds=list(
+            Hold.objects.filter(org=org, status=Hold.Status.ACTIVE, expires_at__gt=now).values_list(
                 "userid", "token_name", "model_name", "feature", "amount"
             )
-        )
-        condition = Q(pk__in=[])
-        for budget_id, start in periods.items():
-            condition |= Q(budget_id=budget_id, period_start=start)
-        spent = dict(BudgetSpend.objects.filter(condition).values_list("budget_id", "spent"))
-        return balance, sum((h[4] for h in holds), Decimal(0)), spent, holds
-    sql = [
-        "SELECT 'a', NULL::bigint, NULL, NULL, NULL, NULL, balance FROM accounting_account WHERE id = %s",
-        "UNION ALL SELECT 'h', NULL, userid, token_name, model_name, feature, amount FROM accounting_hold "
-        "WHERE org = %s AND status = 'active' AND expires_at > %s",
-    ]
-    params: list = [account.pk, account.org, now]
-    if periods:
-        pairs = ", ".join(["(%s::bigint, %s::timestamptz)"] * len(periods))
-        sql.append(
-            "UNION ALL SELECT 's', s.budget_id, NULL, NULL, NULL, NULL, s.spent "
-            f"FROM accounting_budget_spend s WHERE (s.budget_id, s.period_start) IN (VALUES {pairs})"
-        )
-        for budget_id, start in periods.items():
-            params += [budget_id, start]
-    balance, spent, holds = Decimal(0), {}, []
-    with connection.cursor() as cursor:
-        cursor.execute(" ".join(sql), params)
-        for kind, budget_id, userid, token_name, model_name, feature, value in cursor.fetchall():
-            if kind == "a":
-                balance = value
-            elif kind == "h":
-                holds.append((userid, token_name, model_name, feature, value))
-            else:
-                spent[budget_id] = value
-    return balance, sum((h[4] for h in holds), Decimal(0)), spent, holds
+        ),
+    )
 
 
 def hold_release(*, hold: Hold, now: datetime | None = None) -> Hold:

@@ -190,3 +190,42 @@ def test_settling_ends_only_the_holds_of_the_records_given_in_their_own_org():
         "globex": "active",
     }
     assert Hold.objects.get(org="acme", transno="t-2").status == "active"
+
+
+@pytest.mark.django_db
+def test_asking_again_for_a_granted_hold_returns_it_even_when_the_budget_is_full():
+    make_accounts()
+    budget_create(org="acme", limit=TENTH, action="block", now=NOW)
+    first, created = hold_grant(request=request("call-1"), now=NOW)
+
+    again, created_again = hold_grant(request=request("call-1"), now=NOW)
+
+    assert (created, created_again, again.pk) == (True, False, first.pk)
+    with pytest.raises(HoldConflict):
+        hold_grant(request=request("call-1", Decimal("0.05")), now=NOW)
+
+
+@pytest.mark.django_db
+def test_admission_reads_the_current_periods_counter_of_each_period_kind():
+    """Counters of past periods sit beside the current one; only the current one counts."""
+    make_accounts()
+    limits = {"day": "2.00", "week": "2.00", "month": "2.00", "total": "3.00"}
+    budgets = {
+        period: budget_create(org="acme", limit=Decimal(limit), period=period, action="block", now=NOW)
+        for period, limit in limits.items()
+    }
+    for days_ago in (40, 8, 1):  # NOW is Friday 20 November: October, last week, this week
+        budget_usage_apply(changes=[change(Decimal("0.95"), at=NOW - timedelta(days=days_ago))])
+    budget_usage_apply(changes=[change(Decimal("0.02"))])
+    # Spent: day 0.02, week 0.97, month 1.92, total 2.87: the month has the least room (0.08).
+
+    with pytest.raises(HoldRefused) as refused:
+        hold_grant(request=request("too-big", Decimal("0.09")), now=NOW)
+    assert (refused.value.budget, refused.value.remaining) == (budgets["month"].pk, Decimal("0.08"))
+    assert hold_grant(request=request("fits", Decimal("0.08")), now=NOW)[1] is True
+
+    budgets["month"].delete()  # now the total has the least room: 3.00 - 2.87 - 0.08 held
+    assert hold_grant(request=request("fits-the-total", Decimal("0.05")), now=NOW)[1] is True
+    with pytest.raises(HoldRefused) as refused:
+        hold_grant(request=request("one-more", Decimal("0.00001")), now=NOW)
+    assert refused.value.budget == budgets["total"].pk
