@@ -27,6 +27,7 @@ from django.utils import timezone
 from llmlog.clickhouse.client import ClickHouseUnavailable, clickhouse_configured, clickhouse_execute
 from llmlog.clickhouse.mirror import history_rows_condition, synced_through
 from llmlog.clickhouse.schema import TABLE, history_columns, micros, quote
+from llmlog.models import UsageRollupState
 from llmlog.queries import ALL, EQUALITY_COLUMNS, HISTORY, NULLABLE_ORDERING_FIELDS, Ordering, UsageQuery
 from llmlog.selectors.sums import MONEY_FIELDS, TOKEN_FIELDS, add_sums, empty_totals, row_sums
 
@@ -90,8 +91,14 @@ def _where(query: UsageQuery, mark: datetime) -> tuple[str, dict[str, Any]] | No
 def clickhouse_split(query: UsageQuery, records: QuerySet) -> Split | None:
     """The query split at the mark, or None when ClickHouse is not to answer it. `records` are the
     query's records in PostgreSQL (llmlog.selectors.records.usage_matching: the selectors pass them, as
-    they read through this module)."""
+    they read through this module).
+
+    A query PostgreSQL's hourly rollups answer (org, model, status, time range) stays there once they
+    are built: a few thousand buckets beat any scan, ClickHouse's included (docs/scaling.md measures it).
+    """
     if not clickhouse_configured() or query.finds_nothing:
+        return None
+    if query.rollups_can_answer and _rollups_built():
         return None
     mark = synced_through()
     found = _where(query, mark) if mark is not None else None
@@ -99,6 +106,12 @@ def clickhouse_split(query: UsageQuery, records: QuerySet) -> Split | None:
         return None
     rest = records.order_by().filter(history_rows_condition(mark))
     return Split(where=found[0], params=found[1], rest=rest)
+
+
+def _rollups_built() -> bool:
+    """Whether PostgreSQL's hourly rollups are built (llmlog.selectors.rollup_reads reads the same row;
+    not imported: the selectors import this module)."""
+    return UsageRollupState.objects.filter(name="usage", built_through__isnull=False).exists()
 
 
 def _run(sql: str, params: dict[str, Any]) -> list[tuple] | None:
