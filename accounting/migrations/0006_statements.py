@@ -16,7 +16,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='account',
             name='time_zone',
-            field=models.CharField(default=accounting.models.default_time_zone, help_text="The zone whose months the org's statements cover (accounting.statements).", max_length=64, validators=[accounting.models.validate_time_zone]),
+            field=models.CharField(default=accounting.models.default_time_zone, editable=False, help_text="The zone whose months the org's statements cover (accounting.statements).", max_length=64, validators=[accounting.models.validate_time_zone]),
         ),
         migrations.CreateModel(
             name='Statement',
