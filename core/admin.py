@@ -161,12 +161,15 @@ class BigTableAdmin(ExactSearchAdmin, BigListAdmin):
 # --- filters --------------------------------------------------------------------------------------
 
 
-def distinct_values(*, model: type[models.Model], column: str, limit: int = MAX_FILTER_VALUES) -> list[Any]:
+def distinct_values(
+    *, model: type[models.Model], column: str, limit: int = MAX_FILTER_VALUES, using: str | None = None
+) -> list[Any]:
     """The distinct values of `column` (ascending, at most `limit`), read from an index that starts
     with the column: one index probe per value (a "loose index scan", which PostgreSQL 15 does not do
     by itself), instead of a DISTINCT that reads every row. Without such an index each probe scans
-    the table: use Django's AllValuesFieldListFilter for small tables."""
-    connection = connections[model.objects.db]
+    the table: use Django's AllValuesFieldListFilter for small tables. `using`: the database alias
+    (default: the model's)."""
+    connection = connections[using or model.objects.db]
     quote = connection.ops.quote_name
     table, name = quote(model._meta.db_table), quote(model._meta.get_field(column).column)
     sql = f"""

@@ -32,6 +32,7 @@ from core.formats import DEFAULT_CURRENCY, money_text
 from core.text import text_problem
 from llmlog.models import LLMUsage, LLMUsageHistory
 from llmlog.queries import UsageQuery
+from llmlog.replicas import read_alias, replica_read
 from llmlog.selectors.drift import BY_DELTA, usage_cost_drift
 from llmlog.selectors.stats import usage_stats, usage_sums_by_org
 
@@ -116,11 +117,13 @@ def open_failures(*, org: str = "") -> int:
     return (failures.filter(userorgid=org) if org else failures).count()
 
 
+@replica_read
 def known_orgs() -> list[str]:
-    """Every userorgid in usage, hot or history (read from their indexes), for the org selects."""
+    """Every userorgid in usage, hot or history (read from their indexes), for the org selects; on a
+    replica when one is fresh, as the dashboard's other usage reads (llmlog.replicas)."""
     orgs = {
-        *distinct_values(model=LLMUsage, column="userorgid"),
-        *distinct_values(model=LLMUsageHistory, column="userorgid"),
+        *distinct_values(model=LLMUsage, column="userorgid", using=read_alias()),
+        *distinct_values(model=LLMUsageHistory, column="userorgid", using=read_alias()),
     }
     return sorted(org for org in orgs if org)[:MAX_FILTER_VALUES]
 
