@@ -7,6 +7,7 @@ from decimal import Decimal
 from io import StringIO
 
 import pytest
+from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 from django.db.models import Sum
@@ -391,3 +392,12 @@ def test_a_posting_stamped_in_the_month_that_commits_after_the_close_is_the_next
     assert Statement.objects.get(month=NOV).charges == Decimal(0)
     close(DEC, AFTER_DEC)
     assert Statement.objects.get(month=DEC).charges == Decimal("0.60")
+
+
+def test_beat_closes_months_hourly_on_the_first_two_days():
+    entry = settings.CELERY_BEAT_SCHEDULE["close_ended_periods"]
+
+    assert entry["task"] == close_ended_periods_task.name
+    assert entry["schedule"].day_of_month == {1, 2}
+    assert len(entry["schedule"].hour) == 24 and entry["schedule"].minute == {15}
+    assert close_ended_periods_task.acks_late and close_ended_periods_task.time_limit
