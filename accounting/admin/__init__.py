@@ -1,6 +1,8 @@
 """The accounting app's admin: accounts (top-up, freeze), the ledger (read-only), the ledger's half of the
 failed-postings page, and budgets, holds and the alert log.
 
+Monthly statements: the closed months and their print-ready pages (statements.py).
+
 The failed-postings page is registered by llmlog's admin (`llmlog.admin.failures`): it subclasses
 `accounting.admin.failures.AccountingFailureAdmin` with what reads usage rows, because accounting never
 imports llmlog.
@@ -12,4 +14,4 @@ A new page of the app goes in a module of this package, imported below.
 """
 
 # Importing them registers their pages (Django's autodiscover imports this package only).
-from accounting.admin import accounts, budgets, failures, ledger  # noqa: F401
+from accounting.admin import accounts, budgets, failures, ledger, statements  # noqa: F401

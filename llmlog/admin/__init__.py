@@ -6,7 +6,7 @@ llmlog.csv_export."""
 from django.contrib import admin
 
 # Importing them registers their pages (Django's autodiscover imports this package only).
-from llmlog.admin import failures, jobs, keys, repricing, statements, usage  # noqa: F401
+from llmlog.admin import failures, jobs, keys, repricing, usage  # noqa: F401
 
 admin.site.site_header = admin.site.site_title = "llmlog"
 admin.site.index_title = "Usage, accounting and keys"

@@ -1,9 +1,8 @@
 """Monthly statements in the admin: the closed months (read-only: a closed period never changes) and a
-print-ready page of each (no asset from the internet; the browser's print makes the PDF).
-
-It lives in llmlog's admin package, which registers on import, beside the page that closes months
-(`close_period` is llmlog's: the breakdowns read usage records). The account admin links to an
-account's statements from its change page (templates/admin/accounting/account/change_form.html).
+print-ready page of each (no asset from the internet; the browser's print makes the PDF). They read the
+stored snapshot only; months are closed by `close_period` and its job (llmlog.statements). The account
+admin links to an account's statements from its change page (templates/admin/accounting/account/
+change_form.html).
 """
 
 from datetime import timedelta
