@@ -8,6 +8,7 @@ in both passes and on today's engine too (test_clickhouse_sql.py)."""
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -35,6 +36,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.clickhouse, pytest.mark.django_d
 
 PAGE_COLUMNS = ("id", "use_time", "use_date", "userorgid", "model_name", "amount", "cost", "total_tokens")
 PAGE_COLUMNS += ("metadata", "usages", "request_ip", "is_stream", "accounted_at")
+BY_COST = Ordering(field="cost", descending=True)  # pages by use_time are PostgreSQL's; these ClickHouse's
 
 
 @pytest.fixture
@@ -79,6 +81,9 @@ def _answers(queries: list[UsageQuery], now) -> list[Any]:
                 "by_org": usage_sums_by_org(query=query, now=now),
                 "page": usage_page(query=query, offset=0, limit=40, columns=PAGE_COLUMNS),
                 "deep": usage_page(query=query, offset=7, limit=5, columns=PAGE_COLUMNS),
+                "by_cost": usage_page(
+                    query=replace(query, ordering=BY_COST), offset=3, limit=9, columns=PAGE_COLUMNS
+                ),
             }
         )
     return answers
