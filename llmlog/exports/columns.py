@@ -52,9 +52,8 @@ class ExportColumn:
         return pa.field(self.name, self.arrow_type, nullable=True, metadata=metadata)
 
     def arrow_values(self, values: tuple[Any, ...]) -> pa.Array:
-        """A batch of this column's values (as the reader gives them: JSON already as text) as Arrow."""
-        if self.kind in ("UUIDField", "GenericIPAddressField"):
-            values = [None if value is None else str(value) for value in values]
+        """A batch of this column's values as Arrow, as the reader gives them (JSON, ids and addresses
+        already as text)."""
         return pa.array(values, type=self.arrow_type)
 
     @property
@@ -69,6 +68,17 @@ def export_columns(model: type[models.Model]) -> tuple[ExportColumn, ...]:
         ExportColumn(name=field.attname, kind=field.get_internal_type(), arrow_type=arrow_type(field))
         for field in model._meta.concrete_fields
     )
+
+
+def arrow_schema(columns: tuple[ExportColumn, ...]) -> pa.Schema:
+    return pa.schema([column.arrow_field for column in columns])
+
+
+def arrow_table(batch: list[tuple], *, columns: tuple[ExportColumn, ...], schema: pa.Schema) -> pa.Table:
+    """A batch of record tuples (as record_batches reads them) as an Arrow table of `schema`."""
+    values = list(zip(*batch, strict=True)) or [()] * len(columns)
+    arrays = [column.arrow_values(values[index]) for index, column in enumerate(columns)]
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def arrow_type(field: models.Field) -> pa.DataType:

@@ -23,12 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
 from django.db import connection, transaction
-from django.db.models import TextField
+from django.db.models import Func, QuerySet, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from llmlog.exports.columns import ExportColumn, export_columns
+from llmlog.exports.arrow_copy import copy_tables
+from llmlog.exports.columns import ExportColumn, arrow_schema, arrow_table, export_columns
 from llmlog.exports.period import ExportPeriod
 from llmlog.exports.writers import WRITERS
 from llmlog.models import UsageAll
@@ -40,8 +43,8 @@ FORMATS = tuple(WRITERS)
 # each cut to LLMLOG_IO_LIMIT (4096 characters) a batch stays within some tens of MB.
 BATCH_SIZE = 10_000
 MONEY_COLUMNS = ("amount", "cost")
-# Columns PostgreSQL gives as text (see record_batches).
-CAST_TO_TEXT = frozenset({"JSONField", "UUIDField"})
+# Columns read as text (see record_batches).
+READ_AS_TEXT = frozenset({"JSONField", "UUIDField", "GenericIPAddressField"})
 
 
 class ExportError(ValueError):
@@ -78,11 +81,11 @@ def export_usage(
     rows = 0
     try:
         with WRITERS[fmt](partial, columns) as writer, transaction.atomic():
-            for batch in record_batches(period=period, org=org, columns=columns, batch_size=batch_size):
-                writer.write(batch)
-                rows += len(batch)
+            for chunk in _chunks(fmt=fmt, period=period, org=org, columns=columns, batch_size=batch_size):
+                writer.write(chunk)
+                rows += chunk.num_rows if isinstance(chunk, pa.Table) else len(chunk)
                 for index in money:
-                    sums[columns[index].name] += sum(row[index] for row in batch if row[index] is not None)
+                    sums[columns[index].name] += _money_sum(chunk, index)
         os.replace(partial, out)
     finally:
         partial.unlink(missing_ok=True)
@@ -106,37 +109,77 @@ def export_usage(
     return ExportResult(path=out, manifest_path=manifest_path, manifest=manifest)
 
 
+def _chunks(
+    *, fmt: str, period: ExportPeriod, org: str, columns: tuple[ExportColumn, ...], batch_size: int
+) -> Iterator[pa.Table] | Iterator[list[tuple]]:
+    """What the format's writer takes: Arrow tables for Parquet, batches of tuples for JSON Lines. On
+    PostgreSQL a Parquet export reads by COPY straight into Arrow (llmlog.exports.arrow_copy)."""
+    if fmt != "parquet":
+        return record_batches(period=period, org=org, columns=columns, batch_size=batch_size)
+    schema = arrow_schema(columns)
+    if connection.vendor == "postgresql":
+        records = _records(period=period, org=org)
+        return copy_tables(records, columns=columns, schema=schema, batch_size=batch_size)
+    batches = record_batches(period=period, org=org, columns=columns, batch_size=batch_size)
+    return (arrow_table(batch, columns=columns, schema=schema) for batch in batches)
+
+
+def _money_sum(chunk: pa.Table | list[tuple], index: int) -> Decimal:
+    if isinstance(chunk, pa.Table):
+        return pc.sum(chunk.column(index)).as_py() or Decimal(0)  # decimal128: exact; all null: None
+    return sum((row[index] for row in chunk if row[index] is not None), Decimal(0))
+
+
+def _records(*, period: ExportPeriod, org: str) -> QuerySet:
+    """The records of `period` (of `org`, "" = every org), oldest first: use_time, then id."""
+    query = UsageQuery(org=org, start=period.start, end=period.end)
+    return usage_matching(query=query).order_by("use_time", "id")
+
+
 def record_batches(
     *, period: ExportPeriod, org: str, columns: tuple[ExportColumn, ...], batch_size: int
 ) -> Iterator[list[tuple]]:
     """The records of `period`, oldest first (use_time, then id), as tuples in `columns`' order, in
-    lists of at most `batch_size`; JSON columns as their JSON text. PostgreSQL: call inside a
-    transaction (the cursor lives in it)."""
-    query = UsageQuery(org=org, start=period.start, end=period.end)
-    records = usage_matching(query=query).order_by("use_time", "id")
+    lists of at most `batch_size`; JSON columns as their JSON text, ids and addresses as text.
+    PostgreSQL: call inside a transaction (the cursor lives in it)."""
+    records = _records(period=period, org=org)
     if connection.vendor == "postgresql":
-        # jsonb and uuid read as text, cast by PostgreSQL: no decoding of JSON only to encode it again.
-        as_text = {f"_text_{c.name}": Cast(c.name, TextField()) for c in columns if c.kind in CAST_TO_TEXT}
-        names = [f"_text_{c.name}" if c.kind in CAST_TO_TEXT else c.name for c in columns]
+        # jsonb, uuid and inet read as text, made by PostgreSQL: no decoding of JSON only to encode it
+        # again, no UUID or ipaddress objects only to print them (host(): the address without /32).
+        as_text = {f"_text_{c.name}": _as_text(c) for c in columns if c.kind in READ_AS_TEXT}
+        names = [f"_text_{c.name}" if c.kind in READ_AS_TEXT else c.name for c in columns]
         rows = records.annotate(**as_text).values_list(*names)
         yield from _server_side_batches(rows.query.sql_with_params(), batch_size)
         return
-    # Elsewhere (SQLite) the ORM reads in chunks and converts; JSON comes decoded: back to its text.
+    # Elsewhere (SQLite) the ORM reads in chunks and converts: JSON back to its text, UUIDs to text.
     rows = records.values_list(*(column.name for column in columns))
-    json_at = [index for index, column in enumerate(columns) if column.is_json]
+    to_text = {
+        index: _json_text if column.is_json else str
+        for index, column in enumerate(columns)
+        if column.kind in READ_AS_TEXT
+    }
     batch: list[tuple] = []
     for row in rows.iterator(chunk_size=batch_size):
-        if json_at:
-            row = list(row)
-            for index in json_at:
-                row[index] = None if row[index] is None else json.dumps(row[index], ensure_ascii=False)
-            row = tuple(row)
-        batch.append(row)
+        row = list(row)
+        for index, convert in to_text.items():
+            if row[index] is not None:
+                row[index] = convert(row[index])
+        batch.append(tuple(row))
         if len(batch) == batch_size:
             yield batch
             batch = []
     if batch:
         yield batch
+
+
+def _as_text(column: ExportColumn) -> Func:
+    if column.kind == "GenericIPAddressField":
+        return Func(column.name, function="host", output_field=TextField())
+    return Cast(column.name, TextField())
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _server_side_batches(statement: tuple[str, tuple], batch_size: int) -> Iterator[list[tuple]]:

@@ -1,6 +1,6 @@
 """The export's file formats: each takes batches of record tuples and writes them as they come.
 
-- Parquet (pyarrow): each batch is one row group, zstd-compressed; the schema is the columns' Arrow
+- Parquet (pyarrow): takes Arrow tables, each one row group, zstd-compressed; the schema is the columns' Arrow
   types (money decimal128(18, 5), times UTC timestamps), so a reader gets exact Decimals and instants.
 - JSON Lines: one JSON object per record, money as strings, times as ISO 8601 in UTC with Z.
 """
@@ -13,13 +13,12 @@ from typing import IO, Self
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from llmlog.exports.columns import ExportColumn
+from llmlog.exports.columns import ExportColumn, arrow_schema
 
 
 class ParquetWriter:
     def __init__(self, path: Path, columns: tuple[ExportColumn, ...]) -> None:
-        self.columns = columns
-        self.schema = pa.schema([column.arrow_field for column in columns])
+        self.schema = arrow_schema(columns)
         self.path = path
         self._writer: pq.ParquetWriter | None = None
 
@@ -27,10 +26,9 @@ class ParquetWriter:
         self._writer = pq.ParquetWriter(self.path, self.schema, compression="zstd")
         return self
 
-    def write(self, batch: list[tuple]) -> None:
-        values = list(zip(*batch, strict=True))
-        arrays = [column.arrow_values(values[index]) for index, column in enumerate(self.columns)]
-        self._writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema), row_group_size=len(batch))
+    def write(self, table: pa.Table) -> None:
+        """One table (a batch of records) as one row group."""
+        self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None

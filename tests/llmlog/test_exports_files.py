@@ -37,7 +37,11 @@ def month(settings) -> list:
     records just outside it."""
     settings.TIME_ZONE = ZONE
     inside = [
-        make_usage(use_time=datetime(2026, 11, 1, 0, 0, tzinfo=TOKYO), amount=Decimal("0.00001")),
+        make_usage(
+            use_time=datetime(2026, 11, 1, 0, 0, tzinfo=TOKYO),
+            amount=Decimal("0.00001"),
+            request_ip="10.0.0.1",
+        ),
         make_usage(
             use_time=datetime(2026, 11, 15, 12, 30, 15, 123456, tzinfo=TOKYO),
             amount=Decimal("123456.78901"),
@@ -50,7 +54,15 @@ def month(settings) -> list:
             is_stream=True,
             accounting_status="accounted",
         ),
-        make_usage(userorgid="globex", use_time=datetime(2026, 11, 30, 23, 59, tzinfo=TOKYO)),
+        make_usage(  # text a CSV must keep apart: newlines, quotes, commas, words that read as null
+            userorgid="globex",
+            use_time=datetime(2026, 11, 30, 23, 59, tzinfo=TOKYO),
+            error_message='line one\nline "two", three\r\n',
+            username="NULL",
+            feature="N/A",
+            token_name="",
+            finish_seconds=0.1,
+        ),
         make_usage(use_time=datetime(2026, 11, 20, tzinfo=TOKYO), amount=None, cost=None, code=None),
     ]
     move_to_history(inside[1])
