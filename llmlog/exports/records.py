@@ -1,11 +1,13 @@
 """`export_usage`: every record of a month (hot and history), every column, as Parquet or JSON Lines,
 with a manifest beside the file.
 
-Memory stays flat in the month's size: the records are read in batches of `batch_size` from one
-server-side cursor (PostgreSQL; one statement, so one snapshot: a record the nightly move carries from
-llmusage to llmusage_history meanwhile is read once, from where it was) and each batch is written as
-it comes, a Parquet row group or that many lines, then dropped. The file is written under a temporary
-name and renamed when complete, so PATH never holds half an export; the manifest is written last.
+Memory stays flat in the month's size: the records are read by one statement (so one snapshot: a
+record the nightly move carries from llmusage to llmusage_history meanwhile is read once, from where
+it was) in batches of `batch_size`, each written as it comes, a Parquet row group or that many lines,
+then dropped. On PostgreSQL a Parquet export reads by COPY straight into Arrow
+(llmlog.exports.arrow_copy); JSON Lines reads a server-side cursor; SQLite the ORM's iterator. The
+file is written under a temporary name and renamed when complete, so PATH never holds half an export;
+the manifest is written last.
 
 The manifest (`PATH.manifest.json`) says what the file holds, for whoever loads it to check: rows, the
 sums of amount and cost (summed from the rows written, as exact Decimals; a record not priced adds
