@@ -25,12 +25,14 @@ from llmlog.clickhouse.reads import clickhouse_split
 from llmlog.edits import UsageImmutable, usage_delete, usage_update
 from llmlog.models import LLMUsage, LLMUsageHistory, UsageRollupState
 from llmlog.queries import EVERY_RECORD, HISTORY, Ordering, UsageQuery
+from llmlog.repricing import repricing_create
 from llmlog.retention import usage_delete_before
 from llmlog.rollups import build_usage_rollups
 from llmlog.selectors.records import usage_matching, usage_page
 from llmlog.selectors.stats import usage_stats, usage_sums_by_org
 from llmlog.selectors.totals import usage_count, usage_total
-from tests.factories import make_usage
+from tests.factories import make_accounts, make_usage
+from tests.llmlog.test_repricing import set_prices
 
 pytestmark = [pytest.mark.postgres, pytest.mark.clickhouse, pytest.mark.django_db]
 
@@ -164,6 +166,17 @@ def test_every_answer_equals_postgresql_alone_across_move_edits_and_purges(click
     usage_delete(id=LLMUsage.objects.get(use_time__gt=now - timedelta(hours=1)).pk, actor="ops")
     with pytest.raises(UsageImmutable):
         usage_update(id=LLMUsageHistory.objects.first().pk, changes={"amount": Decimal(1)}, actor="ops")
+    assert_same_as_postgresql_alone(settings, now)
+
+    # A re-pricing: accounted records (history) keep their figures, the ledger takes the adjustments;
+    # the pending record is re-priced in place, on PostgreSQL.
+    make_accounts(customers=("acme", "globex"), funds=Decimal(100))
+    set_prices()
+    repricing = repricing_create(
+        start=timezone.localdate(now - timedelta(days=12)), end=timezone.localdate(now), apply=True
+    )
+    assert repricing.status == "applied" and repricing.changed >= 2
+    assert LLMUsage.objects.get(accounting_status="pending").amount != Decimal("0.77777")
     assert_same_as_postgresql_alone(settings, now)
 
     # The retention purge: whole months dropped, the rest of the days deleted, in ClickHouse too.
