@@ -232,18 +232,25 @@ def statement_close(
             time_zone=locked.time_zone,
             currency=locked.currency,
             period_start=period_start,
-            period_end=period_end,
-            opening_before=period.opening_before,
-            opening_line_id=period.opening_line_id,
-            closing_line_id=period.closing_line_id,
-            carried_from_line_id=totals.carried_from or highest + 1,
             closed_at=now,
             closed_by=closed_by[:150],
+            **_watermarks(period, totals),
             **totals.figures,
         )
         statement.data = statement_data(statement, parts)
         statement.save()
     return statement, True
+
+
+def _watermarks(period: Period, totals: "_Totals") -> dict[str, Any]:
+    """Where the statement's lines end, and where the next statement's start."""
+    return {
+        "period_end": period.period_end,
+        "opening_before": period.opening_before,
+        "opening_line_id": period.opening_line_id,
+        "closing_line_id": period.closing_line_id,
+        "carried_from_line_id": totals.carried_from or period.closing_line_id + 1,
+    }
 
 
 @dataclass(frozen=True)
