@@ -12,8 +12,7 @@ from llmlog.posting import account_pending_usage
 from llmlog.queries import UsageQuery
 from llmlog.repricing import RepricingInvalid, RepricingStale, repricing_apply, repricing_create
 from llmlog.selectors.stats import usage_stats
-from tests.factories import USE_TIME, balance, insert_usage, make_accounts, move_to_history
-from tests.factories import usage_row as factory_row
+from tests.factories import USE_TIME, balance, insert_usage, make_accounts, move_to_history, usage_row
 
 pytestmark = pytest.mark.django_db
 
@@ -22,14 +21,6 @@ DAY = USE_TIME.date()
 # amount 1200 * 10 / 1M + 300 * 20 / 1M = 0.018, cost 1200 * 5 / 1M + 300 * 10 / 1M = 0.009.
 NEW_AMOUNT, NEW_COST = Decimal("0.01800"), Decimal("0.00900")
 DELTA_AMOUNT, DELTA_COST = NEW_AMOUNT - Decimal("0.006"), NEW_COST - Decimal("0.0048")
-
-
-def usage_row(**overrides):
-    # TEMP while provider_cost (H1) lands in tests/factories.py
-    row = factory_row(**overrides)
-    if any(f.name == "provider_cost" for f in LLMUsage._meta.fields):
-        row.setdefault("provider_cost", None)
-    return row
 
 
 def set_prices(*, model_name: str = "gpt-4o", sale: str = "10", cost: str = "5", factor: str = "2") -> None:
