@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 
 from llmlog.db import bound_cursor
 from llmlog.models import LLMUsageHistory, UsageAll
-from llmlog.replicas import read_alias, replica_read
+from llmlog.replicas import PRIMARY, read_alias, reading_from, replica_read
 
 
 @replica_read
@@ -26,7 +26,25 @@ def usage_record_values(
     Get-item is the hottest read, and on PostgreSQL compiling its 50-column SELECT and building a model
     instance cost twice the query itself: the statement is composed once per model and its rows read
     plain. Elsewhere (SQLite) the ORM does it, with its own conversions.
+
+    Read from a replica, a record not there yet (written within the replica's lag: a gateway reading
+    back what it just sent) is asked of the primary before it is a 404; only misses pay the second read.
     """
+    try:
+        return _record_values(org=org, id=id, model=model)
+    except model.DoesNotExist:
+        if read_alias() == PRIMARY:
+            raise
+    with reading_from(PRIMARY):
+        return _record_values(org=org, id=id, model=model)
+
+
+def _record_values(
+    *,
+    org: str,
+    id: str | uuid.UUID,
+    model: type[UsageAll] | type[LLMUsageHistory],  # noqa: A002
+) -> dict[str, Any]:
     if connection.vendor != "postgresql":
         queryset = model.objects.using(read_alias())
         return (queryset.filter(userorgid=org) if org else queryset).values().get(pk=id)
