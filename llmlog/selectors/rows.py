@@ -42,8 +42,8 @@ def usage_record_values(
 def _record_values(
     *,
     org: str,
-    id: str | uuid.UUID,
-    model: type[UsageAll] | type[LLMUsageHistory],  # noqa: A002
+    id: str | uuid.UUID,  # noqa: A002 - the design's name
+    model: type[UsageAll] | type[LLMUsageHistory],
 ) -> dict[str, Any]:
     if connection.vendor != "postgresql":
         queryset = model.objects.using(read_alias())
