@@ -85,8 +85,11 @@ def replica_aliases() -> list[str]:
 
 
 def _state(alias: str) -> ReplicaState:
-    with _states_lock:
-        return _states.setdefault(alias, ReplicaState(alias))
+    state = _states.get(alias)  # every read asks: no lock, no new state, once it exists
+    if state is None:
+        with _states_lock:
+            state = _states.setdefault(alias, ReplicaState(alias))
+    return state
 
 
 def forget_replica_states() -> None:
