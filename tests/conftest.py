@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 from config.celery import app
 from llmlog.keys import api_key_create
 from tests.clickhouse_server import clickhouse_server
-from tests.hardening import celery_worker
+from tests.servers import celery_worker
 
 
 def pytest_collection_modifyitems(config, items) -> None:

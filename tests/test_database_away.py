@@ -9,7 +9,7 @@ import time
 import pytest
 from django.db import connection
 
-from tests.hardening import free_port, gunicorn_server
+from tests.servers import free_port, gunicorn_server
 
 pytestmark = pytest.mark.django_db
 

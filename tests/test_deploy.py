@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import connection
 
 from config.celery import app
-from tests.hardening import url_of_the_test_database
+from tests.servers import stop, url_of_the_test_database
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -144,12 +144,7 @@ def test_the_worker_units_command_answers_a_ping(db, tmp_path) -> None:
             assert worker.poll() is None, (tmp_path / "worker.log").read_text()
             assert time.monotonic() < deadline, "the worker did not answer within 60 s"
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        stop(worker)
         log.close()
 
 
@@ -170,8 +165,7 @@ def test_the_beat_units_command_starts_its_schedule(transactional_db, tmp_path) 
             time.sleep(2)
             assert beat.poll() is None, log_path.read_text()  # still running: its scheduler loaded
         finally:
-            beat.terminate()
-            beat.wait(timeout=20)
+            stop(beat)
 
 
 @pytest.fixture

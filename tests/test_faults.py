@@ -38,7 +38,6 @@ from accounting.models import LedgerTransaction
 from llmlog.keys import api_key_create
 from llmlog.models import JobRun, LLMUsage
 from tests.factories import balance, insert_usage, make_accounts, usage_row
-from tests.hardening import celery_worker, free_port, gunicorn_server, url_of_the_test_database
 from tests.pgclusters import (
     cannot_make_clusters,
     cluster_create,
@@ -46,6 +45,12 @@ from tests.pgclusters import (
     cluster_running,
     database_create,
     manage,
+)
+from tests.servers import (
+    celery_worker,
+    connect_to_the_test_database,
+    free_port,
+    gunicorn_server,
 )
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -341,7 +346,7 @@ def test_a_worker_killed_mid_task_gets_its_task_again_and_posts_each_record_once
         'CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 5, "unacked_restore_interval": 0.5}\n'
     )
     with private_redis(tmp_path) as broker:
-        blocker = psycopg.connect(url_of_the_test_database().replace("postgres://", "postgresql://", 1))
+        blocker = connect_to_the_test_database()
         try:
             # Hold the platform account: the worker claims its batch, then waits for this lock.
             blocker.execute("SELECT id FROM accounting_account WHERE kind = 'platform' FOR UPDATE")

@@ -14,7 +14,7 @@ import pytest
 from benchmarks.bench_load import run_load
 from llmlog.keys import api_key_create
 from llmlog.models import UsageAll
-from tests.hardening import gunicorn_server
+from tests.servers import gunicorn_server
 
 SECONDS = float(os.environ.get("LLMLOG_LOAD_SECONDS", "15"))
 CLIENTS = 50

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from django.db import connection
 
-from tests.hardening import free_port, url_of_the_test_database
+from tests.servers import free_port, url_of_the_test_database
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY_LINE = re.compile(r"API key \(platform, ingest \+ read\): (llk_\S+)")

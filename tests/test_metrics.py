@@ -1,18 +1,12 @@
 """/metrics: protected, with the figures on-call needs, summed over gunicorn's worker processes."""
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.conf import settings
 from django.contrib.auth.models import Permission
 from django.db import DatabaseError, connection
 from django.utils import timezone
@@ -23,9 +17,9 @@ from uuid_utils.compat import uuid7
 from accounting.models import AccountingFailure
 from llmlog.metrics import UsageCollector
 from llmlog.models import JobRun, LLMUsage
+from tests import servers
 from tests.conftest import bearer
 from tests.factories import org_payload, usage_payload
-from tests.hardening import url_of_the_test_database
 
 URL = "/metrics"
 TOKEN = "scrape-token-for-tests"
@@ -354,47 +348,12 @@ def test_scrape_queries_use_the_indexes(token):
 # --- gunicorn: several worker processes, one answer ------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def gunicorn_server(transactional_db, tmp_path):
     """gunicorn with config/gunicorn.py and two workers on the test database, as `make run` serves."""
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings", LLMLOG_METRICS_TOKEN=TOKEN)
-    env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "prometheus")
-    env["DATABASE_URL"] = url_of_the_test_database()
-    port = _free_port()
-    log = tmp_path / "gunicorn.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "config.wsgi", "--config", "config/gunicorn.py"]
-        + ["--bind", f"127.0.0.1:{port}", "--workers", "2"],
-        cwd=settings.BASE_DIR,
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/api/schema/", timeout=2)
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"gunicorn did not start:\n{log.read_text()}") from None
-                time.sleep(0.2)
-        yield base, tmp_path / "prometheus", log
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    env = {"LLMLOG_METRICS_TOKEN": TOKEN, "LOG_LEVEL": "INFO"}  # INFO: the request lines are read
+    with servers.gunicorn_server(tmp_path, workers=2, env=env) as port:
+        yield f"http://127.0.0.1:{port}", tmp_path / "prometheus", tmp_path / "gunicorn.log"
 
 
 def test_counts_add_up_over_gunicorn_workers(gunicorn_server, acme_key):

@@ -5,7 +5,6 @@ import functools
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from config.celery import app as celery_app
 from llmlog.keys import _recent, api_key_lookup
 from llmlog.management.commands.prepare_run import credentials_path
 from llmlog.models import LLMUsage
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,19 +99,13 @@ def test_healthz_answers_ok_when_database_and_broker_answer(db) -> None:
     assert response.json() == {"database": "ok", "broker": "ok"}
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]  # closed again when the socket is: nothing listens there
-
-
 def test_healthz_names_the_broker_when_it_does_not_answer(db, monkeypatch) -> None:
     # The broker URL pointed at a closed port, for this app's connections only (the app's settings are
-    # left alone: its pools would keep the dead URL for the tests after this one).
+    # left alone: its pools would keep the dead URL for the tests after this one). A free port is closed
+    # again once found: nothing listens there.
+    closed = f"redis://127.0.0.1:{free_port()}/0"
     monkeypatch.setattr(
-        celery_app,
-        "connection_for_write",
-        functools.partial(celery_app.connection_for_write, url=f"redis://127.0.0.1:{closed_port()}/0"),
+        celery_app, "connection_for_write", functools.partial(celery_app.connection_for_write, url=closed)
     )
 
     response = Client().get("/healthz")

@@ -25,7 +25,7 @@ from llmlog.ingest.service import GROUP_COMMIT, usage_ingest
 from llmlog.keys import api_key_create
 from llmlog.models import LLMUsage
 from tests.factories import usage_payload
-from tests.hardening import gunicorn_server
+from tests.servers import gunicorn_server
 
 postgresql_only = pytest.mark.skipif(
     os.environ.get("DATABASE_URL", "").split(":")[0] not in ("postgres", "postgresql"),
@@ -304,7 +304,7 @@ def _children(pid: int) -> list[int]:
 
 
 def _gunicorn_master(port: int) -> int:
-    """The gunicorn that tests.hardening started for this test: our child, bound to `port`."""
+    """The gunicorn that tests.servers started for this test: our child, bound to `port`."""
     bind = f"--bind=127.0.0.1:{port}".encode()
     (master,) = [
         pid

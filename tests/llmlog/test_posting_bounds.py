@@ -5,7 +5,6 @@ import threading
 import time
 from decimal import Decimal
 
-import psycopg
 import pytest
 from django.db import connection
 
@@ -13,8 +12,8 @@ from accounting.models import LedgerTransaction
 from llmlog.models import JobRun, LLMUsage
 from llmlog.posting import account_pending_usage, retry_failed_accounting
 from tests.factories import insert_usage, make_accounts, usage_row
-from tests.hardening import url_of_the_test_database
 from tests.llmlog.test_posting_reliability import blocked_backend_pids
+from tests.servers import connect_to_the_test_database
 
 
 @pytest.mark.django_db
@@ -48,9 +47,7 @@ def hold_the_platform_account(seconds: float) -> None:
 
     def hold() -> None:
         try:
-            with psycopg.connect(
-                url_of_the_test_database().replace("postgres://", "postgresql://", 1)
-            ) as blocker:
+            with connect_to_the_test_database() as blocker:
                 blocker.execute("SELECT id FROM accounting_account WHERE kind = 'platform' FOR UPDATE")
                 held.set()
                 blocked_backend_pids(1)

@@ -11,7 +11,6 @@ from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
-import psycopg
 import pytest
 from django.db import connection, transaction
 
@@ -19,7 +18,7 @@ from accounting.ledger import ledger_check
 from accounting.models import AccountingFailure, LedgerTransaction
 from llmlog.models import JobRun, LLMUsage
 from tests.factories import balance, insert_usage, make_accounts, usage_row
-from tests.hardening import url_of_the_test_database
+from tests.servers import connect_to_the_test_database, url_of_the_test_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -151,7 +150,7 @@ def test_a_worker_killed_in_the_middle_of_a_batch_loses_nothing_and_doubles_noth
 
     # Hold the platform account's lock from outside, so the next worker stops inside its first batch:
     # it has claimed 500 records and waits to lock the accounts.
-    blocker = psycopg.connect(url_of_the_test_database().replace("postgres://", "postgresql://", 1))
+    blocker = connect_to_the_test_database()
     blocker.execute("SELECT id FROM accounting_account WHERE kind = 'platform' FOR UPDATE")
     victim = start_worker("--batch-size", "500")
     try:
@@ -210,7 +209,7 @@ def test_a_retry_racing_a_posting_run_posts_once():
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings", DATABASE_URL=url_of_the_test_database())
     # Hold the platform account's lock from outside so that the three runs are provably at the same
     # point at once: each has claimed a batch of failed records and waits to lock the accounts.
-    blocker = psycopg.connect(url_of_the_test_database().replace("postgres://", "postgresql://", 1))
+    blocker = connect_to_the_test_database()
     blocker.execute("SELECT id FROM accounting_account WHERE kind = 'platform' FOR UPDATE")
     try:
         retries = [

@@ -3,15 +3,14 @@ failover, a restart) is an OperationalError, which the task retries on a fresh c
 
 from decimal import Decimal
 
-import psycopg
 import pytest
 
 from accounting.models import LedgerTransaction
 from llmlog.models import JobRun, LLMUsage
 from llmlog.tasks import account_pending_usage
 from tests.factories import insert_usage, make_accounts, usage_row
-from tests.hardening import url_of_the_test_database
 from tests.llmlog.test_posting_reliability import blocked_backend_pids
+from tests.servers import connect_to_the_test_database
 
 pytestmark = pytest.mark.postgres
 
@@ -19,14 +18,13 @@ pytestmark = pytest.mark.postgres
 def test_a_connection_lost_mid_run_is_retried_and_the_retry_posts_everything(celery_worker_process):
     make_accounts(funds=Decimal(1000))
     insert_usage([usage_row() for _ in range(20)])
-    url = url_of_the_test_database().replace("postgres://", "postgresql://", 1)
-    blocker = psycopg.connect(url)
+    blocker = connect_to_the_test_database()
     try:
         # Stop the worker inside its first batch, then end its database session from outside.
         blocker.execute("SELECT id FROM accounting_account WHERE kind = 'platform' FOR UPDATE")
         result = account_pending_usage.delay()
         (pid,) = blocked_backend_pids(1)
-        with psycopg.connect(url, autocommit=True) as ops:
+        with connect_to_the_test_database(autocommit=True) as ops:
             ops.execute("SELECT pg_terminate_backend(%s)", [pid])
     finally:
         blocker.rollback()
