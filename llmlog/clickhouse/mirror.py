@@ -62,11 +62,14 @@ LOAD_BATCH_SIZE = 50_000
 _tables_made: set[str] = set()
 
 
-def synced_through() -> datetime | None:
-    """Every history record with backup_time <= this is in ClickHouse (None: not in sync)."""
+def synced_through(*, using: str = "default") -> datetime | None:
+    """Every history record with backup_time <= this is in ClickHouse (None: not in sync). Readers ask
+    the database they read the records from (a replica's mark is as old as its rows, so a record the
+    replica still shows hot is never also counted from ClickHouse)."""
     if not clickhouse_configured():
         return None
-    return UsageRollupState.objects.filter(name=STATE_NAME).values_list("built_through", flat=True).first()
+    state = UsageRollupState.objects.using(using).filter(name=STATE_NAME)
+    return state.values_list("built_through", flat=True).first()
 
 
 def ensure_clickhouse_table() -> None:

@@ -98,9 +98,9 @@ def clickhouse_split(query: UsageQuery, records: QuerySet) -> Split | None:
     """
     if not clickhouse_configured() or query.finds_nothing:
         return None
-    if query.rollups_can_answer and _rollups_built():
+    if query.rollups_can_answer and _rollups_built(records.db):
         return None
-    mark = synced_through()
+    mark = synced_through(using=records.db)
     found = _where(query, mark) if mark is not None else None
     if found is None:
         return None
@@ -108,10 +108,10 @@ def clickhouse_split(query: UsageQuery, records: QuerySet) -> Split | None:
     return Split(where=found[0], params=found[1], rest=rest)
 
 
-def _rollups_built() -> bool:
+def _rollups_built(using: str) -> bool:
     """Whether PostgreSQL's hourly rollups are built (llmlog.selectors.rollup_reads reads the same row;
     not imported: the selectors import this module)."""
-    return UsageRollupState.objects.filter(name="usage", built_through__isnull=False).exists()
+    return UsageRollupState.objects.using(using).filter(name="usage", built_through__isnull=False).exists()
 
 
 def _run(sql: str, params: dict[str, Any]) -> list[tuple] | None:
