@@ -50,10 +50,7 @@ class BudgetForm(forms.ModelForm):
         fields = (
             "org",
             "name",
-            "userid",
-            "token_name",
-            "model_name",
-            "feature",
+            *Budget.SCOPE_FIELDS,
             "period",
             "time_zone",
             "limit",

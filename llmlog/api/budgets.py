@@ -17,7 +17,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 
-from accounting.budgets import MAX_THRESHOLDS, budget_create, budget_statuses, budget_update
+from accounting.budgets import (
+    MAX_THRESHOLDS,
+    UPDATABLE_FIELDS,
+    budget_create,
+    budget_statuses,
+    budget_update,
+)
 from accounting.models import Budget
 from llmlog.api.access import RoleForAction, given_params, own_org
 from llmlog.api.auth import HasScope, actor_of, caller_of
@@ -42,10 +48,7 @@ class BudgetSerializer(serializers.ModelSerializer):
             "id",
             "org",
             "name",
-            "userid",
-            "token_name",
-            "model_name",
-            "feature",
+            *Budget.SCOPE_FIELDS,
             "period",
             "time_zone",
             "limit",
@@ -114,10 +117,7 @@ class BudgetUpdateSerializer(BudgetWriteSerializer):
     limit = money_field(min_value=Decimal("0.00001"), required=False)
 
     def validate(self, attrs: dict) -> dict:
-        fixed = sorted(
-            set(self.initial_data)
-            & {"org", "userid", "token_name", "model_name", "feature", "period", "time_zone", "currency"}
-        )
+        fixed = sorted(set(self.initial_data) & (set(self.fields) - set(UPDATABLE_FIELDS)))
         if fixed:
             raise serializers.ValidationError(
                 {name: "Fixed once the budget exists; create another budget instead." for name in fixed}
