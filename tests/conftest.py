@@ -1,3 +1,4 @@
+import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -6,6 +7,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import Permission
 from django.db import connection
+from django.test import Client
 from rest_framework.test import APIClient
 
 from config.celery import app
@@ -82,6 +84,20 @@ def make_staff(django_user_model) -> Callable[..., Any]:
         return user
 
     return make
+
+
+@pytest.fixture
+def staff_session(make_staff) -> Callable[..., Client]:
+    """An admin session (a logged-in test client) of a new staff user holding exactly the permissions
+    named ("accounting.view_account"), for what each admin page shows or refuses."""
+    made = itertools.count(1)
+
+    def login(*perms: str) -> Client:
+        client = Client()
+        client.force_login(make_staff(f"staff-{next(made)}", perms=perms))
+        return client
+
+    return login
 
 
 def bearer(raw: str) -> dict[str, str]:

@@ -5,7 +5,7 @@ import re
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -285,18 +285,6 @@ def test_ledger_lists_never_count_the_whole_table(operator, ledger, url, params)
 # --- permissions ----------------------------------------------------------------------------------
 
 
-def staff_client(*perms: str) -> Client:
-    user = User.objects.create_user(f"staff-{User.objects.count()}", password="x", is_staff=True)
-    for perm in perms:
-        app_label, codename = perm.split(".")
-        user.user_permissions.add(
-            Permission.objects.get(content_type__app_label=app_label, codename=codename)
-        )
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 ACCOUNTING_PAGES = [
     "/admin/accounting/account/",
     "/admin/accounting/ledgertransaction/",
@@ -305,8 +293,8 @@ ACCOUNTING_PAGES = [
 ]
 
 
-def test_staff_without_rights_see_nothing_of_accounting(ledger):
-    client = staff_client("llmlog.view_modelprice")
+def test_staff_without_rights_see_nothing_of_accounting(ledger, staff_session):
+    client = staff_session("llmlog.view_modelprice")
 
     index = client.get(reverse("admin:index"))
 
@@ -317,8 +305,8 @@ def test_staff_without_rights_see_nothing_of_accounting(ledger):
         assert client.get(url).status_code == 403, url
 
 
-def test_staff_who_may_view_the_ledger_see_only_that(ledger):
-    client = staff_client("accounting.view_ledgertransaction", "accounting.view_ledgerline")
+def test_staff_who_may_view_the_ledger_see_only_that(ledger, staff_session):
+    client = staff_session("accounting.view_ledgertransaction", "accounting.view_ledgerline")
 
     index = client.get(reverse("admin:index"))
 
@@ -328,8 +316,8 @@ def test_staff_who_may_view_the_ledger_see_only_that(ledger):
     assert client.get("/admin/accounting/account/").status_code == 403
 
 
-def test_staff_who_may_only_view_accounts_cannot_top_up_or_freeze(ledger):
-    client = staff_client("accounting.view_account")
+def test_staff_who_may_only_view_accounts_cannot_top_up_or_freeze(ledger, staff_session):
+    client = staff_session("accounting.view_account")
     account = Account.objects.get(org="acme", kind="customer")
 
     page = client.get("/admin/accounting/account/")

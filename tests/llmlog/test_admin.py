@@ -6,9 +6,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth.models import Permission, User
 from django.db import connection
-from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import formats, timezone
@@ -38,26 +36,6 @@ def unbounded_scans(queries: list[dict], table: str) -> list[str]:
         if ("COUNT(" in upper and "LIMIT" not in upper) or "DISTINCT" in upper:
             found.append(sql)
     return found
-
-
-@pytest.fixture
-def staff(db) -> callable:
-    """A staff user with exactly the given permissions ("app.codename"), logged in."""
-
-    def make(*perms: str) -> Client:
-        user = User.objects.create_user(
-            f"staff-{len(perms)}-{User.objects.count()}", password="x", is_staff=True
-        )
-        for perm in perms:
-            app_label, codename = perm.split(".")
-            user.user_permissions.add(
-                Permission.objects.get(content_type__app_label=app_label, codename=codename)
-            )
-        client = Client()
-        client.force_login(user)
-        return client
-
-    return make
 
 
 # --- every ModelAdmin: a changelist and a search ------------------------------------------------
@@ -303,8 +281,8 @@ def test_revoke_action(admin_client) -> None:
 # --- staff permissions ---------------------------------------------------------------------------
 
 
-def test_staff_without_rights_on_a_model_does_not_see_it(staff) -> None:
-    client = staff("llmlog.view_modelprice")
+def test_staff_without_rights_on_a_model_does_not_see_it(staff_session) -> None:
+    client = staff_session("llmlog.view_modelprice")
     index = client.get(reverse("admin:index"))
     models = {model["object_name"] for app in index.context["app_list"] for model in app["models"]}
     assert models == {"ModelPrice"}
@@ -315,9 +293,9 @@ def test_staff_without_rights_on_a_model_does_not_see_it(staff) -> None:
     assert "Dashboard" not in index.content.decode()
 
 
-def test_staff_with_view_rights_reads_usage_but_changes_nothing(staff) -> None:
+def test_staff_with_view_rights_reads_usage_but_changes_nothing(staff_session) -> None:
     record = make_usage()
-    client = staff("llmlog.view_llmusage")
+    client = staff_session("llmlog.view_llmusage")
     assert client.get(USAGE_LIST).status_code == 200
     page = client.get(reverse("admin:llmlog_llmusage_change", args=[record.pk]))
     assert page.status_code == 200 and not page.context["has_change_permission"]
@@ -328,9 +306,10 @@ def test_staff_with_view_rights_reads_usage_but_changes_nothing(staff) -> None:
     assert "Dashboard" in client.get(reverse("admin:index")).content.decode()
 
 
-def test_the_dashboard_hides_failures_from_staff_who_may_not_see_them(staff) -> None:
-    assert staff("llmlog.view_llmusage").get(reverse("admin-dashboard")).context["open_failures"] is None
-    with_failures = staff("llmlog.view_llmusage", "accounting.view_accountingfailure")
+def test_the_dashboard_hides_failures_from_staff_who_may_not_see_them(staff_session) -> None:
+    without = staff_session("llmlog.view_llmusage")
+    assert without.get(reverse("admin-dashboard")).context["open_failures"] is None
+    with_failures = staff_session("llmlog.view_llmusage", "accounting.view_accountingfailure")
     assert with_failures.get(reverse("admin-dashboard")).context["open_failures"] == 0
 
 

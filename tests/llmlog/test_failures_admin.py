@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 from django.contrib import admin
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -75,24 +75,6 @@ def operator(db) -> Client:
     client = Client()
     client.force_login(User.objects.create_superuser("ops", "ops@example.com", "pw"))
     return client
-
-
-@pytest.fixture
-def staff(db):
-    """A staff user with exactly the given permissions ("app.codename"), logged in."""
-
-    def make(*perms: str) -> Client:
-        user = User.objects.create_user(f"staff-{User.objects.count()}", password="x", is_staff=True)
-        for perm in perms:
-            app_label, codename = perm.split(".")
-            user.user_permissions.add(
-                Permission.objects.get(content_type__app_label=app_label, codename=codename)
-            )
-        client = Client()
-        client.force_login(user)
-        return client
-
-    return make
 
 
 @pytest.fixture
@@ -405,9 +387,9 @@ def test_the_dashboards_open_failures_tile_links_to_the_same_failures(operator, 
 # --- permissions ----------------------------------------------------------------------------------
 
 
-def test_staff_without_rights_do_not_see_the_failures(staff) -> None:
+def test_staff_without_rights_do_not_see_the_failures(staff_session) -> None:
     failure()
-    client = staff("llmlog.view_llmusage")
+    client = staff_session("llmlog.view_llmusage")
     index = client.get(reverse("admin:index"))
     models = {model["object_name"] for app in index.context["app_list"] for model in app["models"]}
     assert "AccountingFailure" not in models
@@ -415,8 +397,8 @@ def test_staff_without_rights_do_not_see_the_failures(staff) -> None:
     assert client.get(EXPORT).status_code == 403
 
 
-def test_staff_who_may_only_view_failures_cannot_act_on_them(staff, postings) -> None:
-    client = staff("accounting.view_accountingfailure")
+def test_staff_who_may_only_view_failures_cannot_act_on_them(staff_session, postings) -> None:
+    client = staff_session("accounting.view_accountingfailure")
     page = client.get(FAILURES)
     assert page.status_code == 200
     actions = [name for name, _ in page.context["action_form"].fields["action"].choices if name]
@@ -429,8 +411,8 @@ def test_staff_who_may_only_view_failures_cannot_act_on_them(staff, postings) ->
     assert AccountingFailure.objects.get(transno="g-1").attempts == 1
 
 
-def test_staff_with_change_rights_act_on_failures(staff, postings) -> None:
-    client = staff("accounting.view_accountingfailure", "accounting.change_accountingfailure")
+def test_staff_with_change_rights_act_on_failures(staff_session, postings) -> None:
+    client = staff_session("accounting.view_accountingfailure", "accounting.change_accountingfailure")
     shown = [
         str(m)
         for m in client.post(
