@@ -102,16 +102,17 @@ def usage_ingest_records(
     Raises StatedByOrgKey, before anything is stored, when an org key's record states amount, cost,
     ownerid or price.
     """
-    refuse_stated_by_org(
-        org=org,
-        stated=[
-            name
-            for record in records
-            if isinstance(record, UsageIn)
-            for name in PLATFORM_ONLY_FIELDS
-            if getattr(record, name) not in (None, "")
-        ],
-    )
+    if org:  # a platform key may state anything: its records are not read for it
+        refuse_stated_by_org(
+            org=org,
+            stated=[
+                name
+                for record in records
+                if isinstance(record, UsageIn)
+                for name in PLATFORM_ONLY_FIELDS
+                if getattr(record, name) not in (None, "")
+            ],
+        )
     result = IngestResult(
         is_bulk=is_bulk, items=[ItemResult(index=i, status="error") for i in range(len(records))]
     )

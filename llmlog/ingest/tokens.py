@@ -41,12 +41,32 @@ def token_counts(record: UsageIn, errors: dict[str, str]) -> TokenCounts:
     return tokens
 
 
+# Each count's path in the raw usage objects below, split once here rather than for every record.
+PATH_PARTS = {
+    path: tuple(path.split("."))
+    for path in (
+        "prompt_tokens",
+        "completion_tokens",
+        "prompt_tokens_details.cached_tokens",
+        "prompt_tokens_details.image_tokens",
+        "completion_tokens_details.reasoning_tokens",
+        "cache_read_input_tokens",
+        "cache_creation_input_tokens",
+        "input_tokens",
+        "output_tokens",
+        "server_tool_use.web_search_requests",
+        "input_tokens_details.cached_tokens",
+        "output_tokens_details.reasoning_tokens",
+    )
+}
+
+
 def usage_counts_from_raw(usages: dict[str, Any], errors: dict[str, str]) -> dict[str, int]:
     """Token counts from a provider's raw usage object, OpenAI's or Anthropic's shape."""
 
     def number(path: str) -> int:
         value: Any = usages
-        for part in path.split("."):
+        for part in PATH_PARTS[path]:
             value = value.get(part) if isinstance(value, dict) else None
         if value is None:
             return 0
