@@ -7,13 +7,13 @@ them (rows), and saved (hot or history); plus the ledger accounts posting needs.
   query tests' record (a fixed day, accounted, 1000 + 200 tokens), passed first: make_usage(QUERY_RECORD,
   userorgid="globex").
 - `ingest_records`, `move_to_history`: through the ingest service; the nightly move by hand.
-- `make_accounts`, `balance`: funded ledger accounts.
+- `make_accounts`, `balance`: funded ledger accounts; `make_failure`: one failed posting, recorded.
 """
 
 import itertools
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -21,8 +21,9 @@ from django.db import transaction
 from django.utils import timezone
 from uuid_utils.compat import uuid7
 
+from accounting.failures import failure_record
 from accounting.ledger import account_create, ledger_topup
-from accounting.models import Account
+from accounting.models import Account, AccountingFailure
 from llmlog.ingest.service import usage_ingest
 from llmlog.ingest.storage import write_usage_rows
 from llmlog.models import AccountingStatus, LLMUsage, LLMUsageHistory, UsageRecord
@@ -235,3 +236,24 @@ def make_accounts(
 
 def balance(org: str, kind: str = "customer") -> Decimal:
     return Account.objects.get(org=org, kind=kind).balance
+
+
+def make_failure(**overrides: Any) -> AccountingFailure:
+    """One failed posting, recorded as posting records it (open, one attempt): acme's gpt-4o call of
+    2026-11-20 that found no customer account, under a transno of its own unless given."""
+    values = {
+        "usage_id": uuid7(),
+        "transno": f"req-{uuid7().hex[-8:]}",
+        "use_date": date(2026, 11, 20),
+        "error_code": "no_account",
+        "error_message": "Org 'acme' has no customer account.",
+        "userid": "u-1",
+        "userorgid": "acme",
+        "ownerid": "openai",
+        "llmid": "gpt-4o",
+        "model_name": "gpt-4o",
+        "amount": Decimal("0.00600"),
+        "cost": Decimal("0.00480"),
+    }
+    values.update(overrides)
+    return failure_record(**values)

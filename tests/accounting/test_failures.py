@@ -1,5 +1,4 @@
 from datetime import date, datetime, timedelta
-from decimal import Decimal
 
 import pytest
 from django.utils import timezone
@@ -9,7 +8,6 @@ from accounting.failures import (
     FailedPosting,
     FailureStateError,
     failure_ignore,
-    failure_record,
     failure_resolve,
     failures_record,
     failures_resolve_posted,
@@ -17,6 +15,7 @@ from accounting.failures import (
     retry_delay,
 )
 from accounting.models import AccountingFailure
+from tests.factories import make_failure
 
 pytestmark = pytest.mark.django_db
 
@@ -24,23 +23,8 @@ T0 = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.get_fixed_timezone(0))
 
 
 def record(**overrides) -> AccountingFailure:
-    values = {
-        "usage_id": uuid7(),
-        "transno": "req-1",
-        "use_date": date(2026, 11, 20),
-        "error_code": "no_account",
-        "error_message": "Org 'acme' has no customer account.",
-        "userid": "u-1",
-        "userorgid": "acme",
-        "ownerid": "openai",
-        "llmid": "gpt-4o",
-        "model_name": "gpt-4o",
-        "amount": Decimal("0.006"),
-        "cost": Decimal("0.0048"),
-        "now": T0,
-    }
-    values.update(overrides)
-    return failure_record(**values)
+    """The one failure of these tests (transno req-1, at T0) unless overridden."""
+    return make_failure(**{"transno": "req-1", "now": T0, **overrides})
 
 
 def test_a_first_failure_creates_its_row_with_one_attempt():

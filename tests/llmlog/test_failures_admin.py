@@ -16,43 +16,22 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
-from uuid_utils.compat import uuid7
 
 from accounting.admin.failures import AccountingFailureAdmin
-from accounting.failures import failure_record, failure_resolve
+from accounting.failures import failure_resolve
 from accounting.ledger import account_update, ledger_topup
 from accounting.models import Account, AccountingFailure
 from core.admin import BoundedCountPaginator
 from llmlog.admin.failures import AccountingFailureRetryAdmin
 from llmlog.models import LLMUsage
 from llmlog.posting import account_pending_usage
-from tests.factories import insert_usage, make_accounts, usage_row
+from tests.factories import insert_usage, make_accounts, make_failure, usage_row
 
 pytestmark = pytest.mark.django_db
 
 FAILURES = reverse("admin:accounting_accountingfailure_changelist")
 EXPORT = reverse("admin:accounting_accountingfailure_export_csv")
 TABLE = "llmusage_accounting_failed"
-
-
-def failure(**overrides) -> AccountingFailure:
-    """One open failure row: acme's gpt-4o call of 2026-11-20 with no customer account."""
-    values = {
-        "usage_id": uuid7(),
-        "transno": f"req-{uuid7().hex[-8:]}",
-        "use_date": date(2026, 11, 20),
-        "error_code": "no_account",
-        "error_message": "Org 'acme' has no customer account.",
-        "userid": "u-1",
-        "userorgid": "acme",
-        "ownerid": "openai",
-        "llmid": "gpt-4o",
-        "model_name": "gpt-4o",
-        "amount": Decimal("0.00600"),
-        "cost": Decimal("0.00480"),
-    }
-    values.update(overrides)
-    return failure_record(**values)
 
 
 def listed(client: Client, params: dict | None = None) -> set[str]:
@@ -110,8 +89,8 @@ def test_the_failures_page_is_registered_once_with_retry_now() -> None:
 
 def test_the_list_shows_attempts_the_short_last_error_and_money(operator) -> None:
     long_error = "Org 'acme' has insufficient balance: " + "x" * 200
-    row = failure(transno="req-long", error_code="insufficient_balance", error_message=long_error)
-    failure(
+    row = make_failure(transno="req-long", error_code="insufficient_balance", error_message=long_error)
+    make_failure(
         usage_id=row.usage_id, transno="req-long", error_code="insufficient_balance", error_message=long_error
     )
 
@@ -129,8 +108,8 @@ def test_the_list_shows_attempts_the_short_last_error_and_money(operator) -> Non
 
 
 def test_search_finds_a_transno_exactly_or_a_usage_id(operator) -> None:
-    target = failure(transno="req-42")
-    failure(transno="req-43")
+    target = make_failure(transno="req-42")
+    make_failure(transno="req-43")
 
     assert listed(operator, {"q": "req-42"}) == {"req-42"}
     assert listed(operator, {"q": f"  {target.usage_id} "}) == {"req-42"}
@@ -162,12 +141,12 @@ def test_search_finds_a_transno_exactly_or_a_usage_id(operator) -> None:
     ],
 )
 def test_each_filter(operator, params, expected) -> None:
-    failure(transno="base")
-    failure_resolve(failure=failure(transno="resolved"), by="ops")
-    failure(transno="next-day", use_date=date(2026, 11, 21))
-    failure(transno="globex", userorgid="globex", use_date=date(2026, 11, 21))
-    failure(transno="other-user", userid="u-7", use_date=date(2026, 11, 21))
-    failure(
+    make_failure(transno="base")
+    failure_resolve(failure=make_failure(transno="resolved"), by="ops")
+    make_failure(transno="next-day", use_date=date(2026, 11, 21))
+    make_failure(transno="globex", userorgid="globex", use_date=date(2026, 11, 21))
+    make_failure(transno="other-user", userid="u-7", use_date=date(2026, 11, 21))
+    make_failure(
         transno="claude", model_name="claude-sonnet-4", error_code="no_price", use_date=date(2026, 11, 22)
     )
 
@@ -175,8 +154,8 @@ def test_each_filter(operator, params, expected) -> None:
 
 
 def test_the_filters_are_on_the_page(operator) -> None:
-    failure(userorgid="acme")
-    failure(userorgid="globex")
+    make_failure(userorgid="acme")
+    make_failure(userorgid="globex")
 
     html = operator.get(FAILURES, {"userid": "u-1", "q": "x"}).content.decode()
 
@@ -213,7 +192,7 @@ def test_the_page_never_counts_or_scans_the_whole_table(
     operator, django_assert_max_num_queries, params
 ) -> None:
     for n in range(60):
-        failure(transno=f"req-{n}")
+        make_failure(transno=f"req-{n}")
     with CaptureQueriesContext(connection) as captured, django_assert_max_num_queries(12):
         response = operator.get(FAILURES, params)
     assert response.status_code == 200
@@ -231,17 +210,17 @@ def test_the_page_never_counts_or_scans_the_whole_table(
 def test_a_list_longer_than_the_bound_says_more_than(operator, monkeypatch) -> None:
     monkeypatch.setattr(BoundedCountPaginator, "bound", 5)
     for _ in range(8):
-        failure()
+        make_failure()
     response = operator.get(FAILURES)
     assert response.context["cl"].paginator.is_estimate
     assert "more than 5 accounting failures" in response.content.decode()
 
 
 def test_a_bad_filter_value_is_not_a_server_error(operator) -> None:
-    failure()
+    make_failure()
     response = operator.get(FAILURES, {"use_date__range__gte": "yesterday-ish", "attempts__gt": "many"})
     assert response.status_code in (200, 302)
-    failure(userid="u-2")
+    make_failure(userid="u-2")
     assert len(listed(operator, {"userid": "u-1\x00"})) == 2  # not text: no filter, not an error
     assert operator.get(EXPORT, {"attempts__gt": "many"}).status_code == 400
 
@@ -274,7 +253,7 @@ def test_retry_now_when_everything_posts(operator, postings) -> None:
 
 
 def test_retry_now_counts_a_gone_record_and_a_busy_one(operator, postings) -> None:
-    gone = failure(transno="gone")  # no usage record with that id
+    gone = make_failure(transno="gone")  # no usage record with that id
     LLMUsage.objects.filter(transno="g-1").update(accounting_status="pending")  # a worker will post it
 
     shown = act(operator, "retry_now", [gone, postings["g-1"]])
@@ -336,11 +315,11 @@ def test_a_failure_is_read_only_and_links_to_its_usage_record(operator, postings
 def test_export_csv_of_the_filtered_list_with_totals_in_the_operators_time_zone(operator, settings) -> None:
     settings.TIME_ZONE = "Asia/Tokyo"
     when = datetime(2026, 11, 20, 20, 0, tzinfo=timezone.get_fixed_timezone(0))
-    failure(transno="acme-1", now=when)
-    failure(
+    make_failure(transno="acme-1", now=when)
+    make_failure(
         transno="acme-2", amount=Decimal("1.5"), cost=Decimal("1"), error_message="=HYPERLINK(1)", now=when
     )
-    failure(transno="globex-1", userorgid="globex", now=when)
+    make_failure(transno="globex-1", userorgid="globex", now=when)
 
     response = operator.get(EXPORT, {"userorgid": "acme"})
 
@@ -355,7 +334,7 @@ def test_export_csv_of_the_filtered_list_with_totals_in_the_operators_time_zone(
 
 
 def test_export_selected_rows_to_csv(operator) -> None:
-    chosen, _ = failure(transno="chosen"), failure(transno="not-chosen")
+    chosen, _ = make_failure(transno="chosen"), make_failure(transno="not-chosen")
     response = operator.post(FAILURES, {"action": "export_csv", "_selected_action": [chosen.pk]})
     text = b"".join(response.streaming_content).decode("utf-8-sig")
     rows = list(csv.DictReader(io.StringIO(text)))
@@ -368,10 +347,10 @@ def test_export_selected_rows_to_csv(operator) -> None:
 
 @pytest.mark.parametrize("org", ["", "acme"])
 def test_the_dashboards_open_failures_tile_links_to_the_same_failures(operator, org) -> None:
-    failure(transno="acme-open")
-    failure(transno="acme-open-2", use_date=date(2026, 11, 1))
-    failure_resolve(failure=failure(transno="acme-resolved"), by="ops")
-    failure(transno="globex-open", userorgid="globex")
+    make_failure(transno="acme-open")
+    make_failure(transno="acme-open-2", use_date=date(2026, 11, 1))
+    failure_resolve(failure=make_failure(transno="acme-resolved"), by="ops")
+    make_failure(transno="globex-open", userorgid="globex")
 
     dashboard = operator.get(reverse("admin-dashboard"), {"org": org} if org else {})
     url = dashboard.context["failures_url"]
@@ -388,7 +367,7 @@ def test_the_dashboards_open_failures_tile_links_to_the_same_failures(operator, 
 
 
 def test_staff_without_rights_do_not_see_the_failures(staff_session) -> None:
-    failure()
+    make_failure()
     client = staff_session("llmlog.view_llmusage")
     index = client.get(reverse("admin:index"))
     models = {model["object_name"] for app in index.context["app_list"] for model in app["models"]}
@@ -438,7 +417,7 @@ def test_a_frozen_account_shows_as_account_frozen_and_retries_after_unfreezing(o
 
 def test_use_date_filter_is_by_day(operator) -> None:
     today = timezone.localdate()
-    failure(transno="today", use_date=today)
-    failure(transno="yesterday", use_date=today - timedelta(days=1))
+    make_failure(transno="today", use_date=today)
+    make_failure(transno="yesterday", use_date=today - timedelta(days=1))
     day = today.isoformat()
     assert listed(operator, {"use_date__range__gte": day, "use_date__range__lte": day}) == {"today"}
