@@ -17,6 +17,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
+from llmlog import tasks
 from llmlog.backup import backup_accounted_llmusage, purge_history
 from llmlog.clickhouse import mirror
 from llmlog.clickhouse.client import clickhouse_execute
@@ -210,7 +211,7 @@ def test_clickhouse_away_during_the_move_then_behind_then_caught_up(clickhouse, 
     assert _clickhouse_rows() == 8
     assert_same_as_postgresql_alone(settings, now)
 
-    assert clickhouse_sync()["loaded"] == 12  # the 5-minute sync catches up
+    assert tasks.clickhouse_sync.apply().get()["loaded"] == 12  # the 5-minute beat task catches up
     assert _clickhouse_rows() == 20
     assert_same_as_postgresql_alone(settings, now)
 
