@@ -78,7 +78,7 @@ def records_per_commit(prefix: str) -> float:
         return cursor.fetchone()[0]
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -86,7 +86,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--singles", type=int, default=4000, help="single-record requests per measurement")
     parser.add_argument("--clients", type=int, default=8)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
 
     setup_django()
 

@@ -131,7 +131,7 @@ def single_insert_ceiling(conn, tag: str, count: int) -> float:
 # --- the app over HTTP -----------------------------------------------------------------------------
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -147,7 +147,11 @@ def main() -> None:
         help="give every org the records name a blocking monthly budget and a per-key one, so that each "
         "ingest moves their counters (without: no org has a budget, and ingest only looks)",
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
 
     setup_django()
 
