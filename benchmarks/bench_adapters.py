@@ -97,21 +97,7 @@ def litellm_record(tag: str, i: int) -> dict:
         "model_id": "",
         "model_group": "gpt-4o",
         "api_base": "https://api.openai.com",
-        "metadata": {
-            "user_api_key_hash": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
-            "user_api_key_alias": "default",
-            "user_api_key_spend": 12.5,
-            "user_api_key_max_budget": None,
-            "user_api_key_team_id": f"team-{i % 10}",
-            "user_api_key_org_id": f"org-{i % 20:02d}",
-            "user_api_key_user_id": f"user-{i % 500}",
-            "user_api_key_end_user_id": None,
-            "user_api_key_request_route": "/chat/completions",
-            "spend_logs_metadata": None,
-            "requester_ip_address": "203.0.113.9",
-            "applied_guardrails": [],
-            "usage_object": usage,
-        },
+        "metadata": litellm_metadata(i, usage),
         "cache_key": None,
         "response_cost": 0.00475,
         "cost_breakdown": {"input_cost": 0.00275, "output_cost": 0.002, "total_cost": 0.00475},
@@ -125,37 +111,64 @@ def litellm_record(tag: str, i: int) -> dict:
             {"role": "system", "content": "You are a helpful support assistant for ACME. " * 4},
             {"role": "user", "content": f"Where is my order {i}? It was due yesterday."},
         ],
-        "response": {
-            "id": f"chatcmpl-bench-{tag}-{i}",
-            "object": "chat.completion",
-            "model": "gpt-4o-2024-08-06",
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": "Your order ships today. " * 8},
-                }
-            ],
-            "usage": usage,
-        },
+        "response": litellm_response(tag, i, usage),
         "error_str": None,
         "error_information": None,
         "model_parameters": {"temperature": 0.2, "max_tokens": 512},
         "hidden_params": {"model_id": None, "api_base": "https://api.openai.com", "response_cost": 0.00475},
-        "model_map_information": {
-            "model_map_key": "gpt-4o",
-            "model_map_value": {
-                "key": "gpt-4o",
-                "max_tokens": 16384,
-                "max_input_tokens": 128000,
-                "input_cost_per_token": 2.5e-06,
-                "output_cost_per_token": 1e-05,
-                "cache_read_input_token_cost": 1.25e-06,
-                "litellm_provider": "openai",
-                "mode": "chat",
-                "supports_function_calling": True,
-                "supports_vision": True,
-            },
+        "model_map_information": litellm_model_map(),
+    }
+
+
+def litellm_metadata(i: int, usage: dict) -> dict:
+    """The proxy's metadata of a StandardLoggingPayload: the key, team, org and user it was made with."""
+    return {
+        "user_api_key_hash": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        "user_api_key_alias": "default",
+        "user_api_key_spend": 12.5,
+        "user_api_key_max_budget": None,
+        "user_api_key_team_id": f"team-{i % 10}",
+        "user_api_key_org_id": f"org-{i % 20:02d}",
+        "user_api_key_user_id": f"user-{i % 500}",
+        "user_api_key_end_user_id": None,
+        "user_api_key_request_route": "/chat/completions",
+        "spend_logs_metadata": None,
+        "requester_ip_address": "203.0.113.9",
+        "applied_guardrails": [],
+        "usage_object": usage,
+    }
+
+
+def litellm_response(tag: str, i: int, usage: dict) -> dict:
+    return {
+        "id": f"chatcmpl-bench-{tag}-{i}",
+        "object": "chat.completion",
+        "model": "gpt-4o-2024-08-06",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "Your order ships today. " * 8},
+            }
+        ],
+        "usage": usage,
+    }
+
+
+def litellm_model_map() -> dict:
+    return {
+        "model_map_key": "gpt-4o",
+        "model_map_value": {
+            "key": "gpt-4o",
+            "max_tokens": 16384,
+            "max_input_tokens": 128000,
+            "input_cost_per_token": 2.5e-06,
+            "output_cost_per_token": 1e-05,
+            "cache_read_input_token_cost": 1.25e-06,
+            "litellm_provider": "openai",
+            "mode": "chat",
+            "supports_function_calling": True,
+            "supports_vision": True,
         },
     }
 
