@@ -252,7 +252,47 @@ def post_all(path: str, bodies: list[bytes], *, key: str, content_type: str, cli
     return elapsed
 
 
-def main() -> None:
+def measure_once(*, tag: str, n: int, key: str, clients: int, figures: tuple[Figure, ...]) -> float:
+    """One run through each endpoint: native bulk, LiteLLM, OTLP protobuf and JSON, `n` records each;
+    appends each rate to its figure (native bulk's as the others' ceiling). The LiteLLM record's size."""
+    native, litellm, otlp_pb, otlp_js = figures
+
+    bodies = [
+        json.dumps([native_record(tag, i) for i in range(s, s + c)]).encode()
+        for s, c in batches(n, NATIVE_BATCH)
+    ]
+    native_rate = n / post_all(
+        "/api/llmusage/", bodies, key=key, content_type="application/json", clients=clients
+    )
+    native.app.append(native_rate)
+
+    bodies = [
+        json.dumps([litellm_record(tag, i) for i in range(s, s + c)]).encode()
+        for s, c in batches(n, LITELLM_BATCH)
+    ]
+    size = sum(map(len, bodies)) / n
+    elapsed = post_all(
+        "/api/ingest/litellm/", bodies, key=key, content_type="application/json", clients=clients
+    )
+    litellm.app.append(n / elapsed)
+    litellm.ceiling.append(native_rate)
+
+    messages = [otlp_request(f"pb-{tag}", s, c) for s, c in batches(n, OTLP_BATCH)]
+    bodies = [message.SerializeToString() for message in messages]
+    elapsed = post_all("/v1/traces", bodies, key=key, content_type="application/x-protobuf", clients=clients)
+    otlp_pb.app.append(n / elapsed)
+    otlp_pb.ceiling.append(native_rate)
+
+    messages = [otlp_request(f"js-{tag}", s, c) for s, c in batches(n, OTLP_BATCH)]
+    bodies = [otlp_json(message) for message in messages]
+    elapsed = post_all("/v1/traces", bodies, key=key, content_type="application/json", clients=clients)
+    otlp_js.app.append(n / elapsed)
+    otlp_js.ceiling.append(native_rate)
+    del bodies, messages
+    return size
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -260,7 +300,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=0, help="rows in llmusage before measuring (demo data)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (= clients)")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
 
     setup_django()
 
@@ -281,49 +325,13 @@ def main() -> None:
     otlp_js = Figure(f"OTLP JSON, {OTLP_BATCH}-span exports", "rows/s", note="ceiling: native bulk")
     for figure in (litellm, otlp_pb):
         figure.note = "ceiling: native bulk"
+    figures = (native, litellm, otlp_pb, otlp_js)
     server = start_app_server(port=PORT, workers=args.workers)
     try:
         for rep in range(args.repeat):
             tag = f"{int(time.time())}-{rep}"
-            clients = args.workers
             native.ceiling.append(copy_ceiling(raw, f"copy-{tag}", n))
-
-            bodies = [
-                json.dumps([native_record(tag, i) for i in range(s, s + c)]).encode()
-                for s, c in batches(n, NATIVE_BATCH)
-            ]
-            native_rate = n / post_all(
-                "/api/llmusage/", bodies, key=key, content_type="application/json", clients=clients
-            )
-            native.app.append(native_rate)
-
-            bodies = [
-                json.dumps([litellm_record(tag, i) for i in range(s, s + c)]).encode()
-                for s, c in batches(n, LITELLM_BATCH)
-            ]
-            size = sum(map(len, bodies)) / n
-            elapsed = post_all(
-                "/api/ingest/litellm/", bodies, key=key, content_type="application/json", clients=clients
-            )
-            litellm.app.append(n / elapsed)
-            litellm.ceiling.append(native_rate)
-
-            messages = [otlp_request(f"pb-{tag}", s, c) for s, c in batches(n, OTLP_BATCH)]
-            bodies = [message.SerializeToString() for message in messages]
-            elapsed = post_all(
-                "/v1/traces", bodies, key=key, content_type="application/x-protobuf", clients=clients
-            )
-            otlp_pb.app.append(n / elapsed)
-            otlp_pb.ceiling.append(native_rate)
-
-            messages = [otlp_request(f"js-{tag}", s, c) for s, c in batches(n, OTLP_BATCH)]
-            bodies = [otlp_json(message) for message in messages]
-            elapsed = post_all(
-                "/v1/traces", bodies, key=key, content_type="application/json", clients=clients
-            )
-            otlp_js.app.append(n / elapsed)
-            otlp_js.ceiling.append(native_rate)
-            del bodies, messages
+            size = measure_once(tag=tag, n=n, key=key, clients=args.workers, figures=figures)
             print(f"run {rep + 1}/{args.repeat} done ({size / 1024:.1f} KB per LiteLLM record)", flush=True)
     finally:
         stop_app_server(server)
