@@ -31,7 +31,7 @@ from accounting.ledger import Outcome, PostingResult, UsagePosting, ledger_post_
 from accounting.models import AccountingFailure
 from llmlog.budget_spent import usage_change
 from llmlog.jobs import job_run
-from llmlog.models import AccountingStatus, LLMUsage
+from llmlog.models import TOKEN_COUNT_FIELDS, AccountingStatus, LLMUsage
 from llmlog.pricing import apply_prices
 from llmlog.rollups import usage_rollups_refresh
 
@@ -61,17 +61,7 @@ CLAIM_FIELDS = (
     "use_date",
 )
 # What pricing reads besides, for the rare record that arrives without a price.
-PRICING_FIELDS = (
-    "use_time",
-    "status",
-    "input_tokens",
-    "output_tokens",
-    "cached_tokens",
-    "cache_creation_tokens",
-    "reasoning_tokens",
-    "image_input_tokens",
-    "web_search_count",
-)
+PRICING_FIELDS = ("use_time", "status", *TOKEN_COUNT_FIELDS)
 # What a repriced record's count in the budgets reads besides (its scope; the rest is claimed or above).
 BUDGET_SCOPE_FIELDS = ("token_name", "feature")
 

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from core.money import quantize_money
 from llmlog.limits import MAX_MONEY, MAX_TOKENS, MAX_WEB_SEARCHES
-from llmlog.models import LLMUsage, ModelPrice, UsageRollup, UsageRollupState
+from llmlog.models import TOKEN_COUNT_FIELDS, LLMUsage, ModelPrice, UsageRollup, UsageRollupState
 from llmlog.pricing import TokenCounts, charge
 from llmlog.rollups import build_usage_rollups
 from tests.conftest import bearer
@@ -230,19 +230,7 @@ ANY_MONEY = st.one_of(
 @given(
     counts=st.fixed_dictionaries(
         {},
-        optional={
-            name: ANY_INT
-            for name in (
-                "input_tokens",
-                "output_tokens",
-                "cached_tokens",
-                "cache_creation_tokens",
-                "reasoning_tokens",
-                "image_input_tokens",
-                "web_search_count",
-                "total_tokens",
-            )
-        },
+        optional={name: ANY_INT for name in (*TOKEN_COUNT_FIELDS, "total_tokens")},
     ),
     amount=st.one_of(st.none(), ANY_MONEY),
     cost=st.one_of(st.none(), ANY_MONEY),

@@ -17,7 +17,7 @@ from core.admin import (
 from core.formats import money_html, time_text
 from llmlog.csv_export import CsvColumn, CsvExportMixin
 from llmlog.edits import UsageImmutable, usage_delete, usage_update
-from llmlog.models import AccountingStatus, LLMUsage, LLMUsageHistory, UsageAudit
+from llmlog.models import TOKEN_COUNT_FIELDS, AccountingStatus, LLMUsage, LLMUsageHistory, UsageAudit
 from llmlog.selectors.search import usage_search
 
 USAGE_FIELDSETS = (
@@ -58,19 +58,7 @@ USAGE_FIELDSETS = (
     ),
     (
         "Tokens",
-        {
-            "fields": (
-                "input_tokens",
-                "output_tokens",
-                "cached_tokens",
-                "cache_creation_tokens",
-                "reasoning_tokens",
-                "image_input_tokens",
-                "web_search_count",
-                "total_tokens",
-                "usages",
-            )
-        },
+        {"fields": (*TOKEN_COUNT_FIELDS, "total_tokens", "usages")},
     ),
     ("Money", {"fields": ("amount", "cost", "provider_cost", "currency", "price")}),
     ("Accounting", {"fields": ("accounting_status", "accounted_at")}),

@@ -11,7 +11,7 @@ from django.utils import timezone
 from llmlog.backup import backup_accounted_llmusage, purge_history
 from llmlog.edits import usage_delete, usage_update
 from llmlog.filters import native_query
-from llmlog.models import JobRun, UsageAll, UsageRollup, UsageRollupState
+from llmlog.models import TOKEN_COUNT_FIELDS, JobRun, UsageAll, UsageRollup, UsageRollupState
 from llmlog.queries import UsageQuery
 from llmlog.retention import usage_delete_before
 from llmlog.rollups import SETTLE, build_usage_rollups, floor_hour, usage_rollups_rebuild
@@ -20,13 +20,7 @@ from llmlog.tasks import build_usage_rollups as build_usage_rollups_task
 from tests.factories import QUERY_RECORD, make_usage, move_to_history
 
 SUMS = (
-    "input_tokens",
-    "output_tokens",
-    "cached_tokens",
-    "cache_creation_tokens",
-    "reasoning_tokens",
-    "image_input_tokens",
-    "web_search_count",
+    *TOKEN_COUNT_FIELDS,
     "total_tokens",
     "amount",
     "cost",
