@@ -19,9 +19,15 @@ Time is this process's CPU time (time.process_time), the best of --repeat rounds
 work is not counted, and a machine busy with other work moves it far less than wall-clock time (which
 is what bench_adapters.py measures end to end, over HTTP). The ratio is native µs / adapter µs: the
 share of native bulk speed the adapter's Python would reach if nothing else counted.
+
+On a busy machine CPU time still moves by a quarter between runs; instructions do not. One request's:
+
+    valgrind --tool=callgrind --collect-atstart=no --toggle-collect=functools_reduce \
+        python benchmarks/bench_adapter_cpu.py --once LiteLLM
 """
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -127,13 +133,36 @@ def formats() -> dict[str, tuple[int, Callable[[], object], Callable[[], object]
     }
 
 
+def count_once(name: str) -> None:
+    """One request of the format, after two that warm it, called through functools.reduce: a C function
+    nothing else calls once Django is set up, so callgrind counts the request's instructions alone
+    (`--collect-atstart=no --toggle-collect=functools_reduce`). Load does not move the count."""
+    found = formats()
+    if name not in found:
+        raise SystemExit(f"--once: one of {', '.join(map(repr, found))}")
+    records, _, request = found[name]
+    run = rolled_back(request)
+    run()
+    run()
+    functools.reduce(lambda _, __: run(), [0], None)
+    print(f"{name}: one request of {records} records")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeat", type=int, default=15, help="rounds per figure (the best is kept)")
+    parser.add_argument(
+        "--once",
+        metavar="FORMAT",
+        help="run one warm request of FORMAT (a line's name) inside functools.reduce, for callgrind",
+    )
     args = parser.parse_args()
     setup_django()
+    if args.once:
+        count_once(args.once)
+        return
 
     measured = {}
     for name, (records, map_, request) in formats().items():
