@@ -144,8 +144,11 @@ class Standby:
     def stop(self, mode: str = "fast") -> None:
         _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
 
+    def running(self) -> bool:
+        return (self.data / "postmaster.pid").exists()
+
     def drop(self) -> None:
-        if (self.data / "postmaster.pid").exists():
+        if self.running():
             self.stop("immediate")
         shutil.rmtree(self.directory, ignore_errors=True)
 

@@ -78,6 +78,8 @@ def native_empty(body: dict) -> bool:
         return body["requests"] == 0 and body["amount"] == "0.00000" and body["by_model"] == []
     if "rpm" in body:
         return body == {"rpm": 0, "tpm": 0}
+    if "rows" in body:  # the cost drift report
+        return body["rows"] == [] and body["truncated"] is False
     return body["count"] == 0
 
 
@@ -117,6 +119,11 @@ TEXT_READS: list[tuple[str, tuple[str, ...], Callable[[dict], bool]]] = [
     ("/api/log/token", ("key",), newapi_empty),
     ("/api/logs/search", ("model_name", "token_name"), aiproxy_empty),
     ("/api/budgets/", ("org", "userid", "token_name"), native_empty),
+    (
+        "/api/llmusage/cost-drift/",
+        ("provider", "userid", "userorgid", "model_name", "token_name", "group", "feature", "llmid"),
+        native_empty,
+    ),
 ]
 
 
@@ -128,6 +135,7 @@ COVERED_ELSEWHERE = {
     "/api/accounting-failures/",
     "/api/accounts/",
     "/api/accounts/{org}/lines/",
+    "/api/exports/focus/",  # a CSV: test_sql_and_html_in_the_focus_export_find_nothing
 }
 
 
@@ -179,6 +187,21 @@ def test_sql_and_html_in_a_group_path_and_oneuptime_queries_find_nothing(api, pl
     assert listed.status_code == 200 and listed.json()["data"] == [] and listed.json()["count"] == 0
     assert listed_by_get.json()["data"] == []
     assert counted.json() == {"count": 0}
+    assert LLMUsage.objects.count() == 8
+
+
+@pytest.mark.parametrize("value", HOSTILE, ids=lambda v: v[:12])
+def test_sql_and_html_in_the_focus_export_find_nothing(api, platform_key, seeded, value):
+    month = seeded["acme"].hot[0].use_time.strftime("%Y-%m")
+    exported = get(api, platform_key, "/api/exports/focus/", {"month": month, "userorgid": value})
+    refused = get(api, platform_key, "/api/exports/focus/", {"month": value})
+
+    if exported.status_code == 200:
+        lines = b"".join(exported.streaming_content).decode().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("BilledCost,"), lines[:3]  # the header alone
+    else:
+        assert_clean_refusal(exported, ["userorgid"])
+    assert_clean_refusal(refused, ["month"])
     assert LLMUsage.objects.count() == 8
 
 
@@ -402,8 +425,8 @@ def test_a_path_id_that_is_no_id_is_a_400_or_404_never_a_500(api, platform_key, 
         if value == "1" and "accounting-failures" in template:
             continue  # failure ids are integers: 1 is one
         assert response.status_code in (400, 404), (method, path, response.status_code)
-        if response.status_code == 400:
-            assert "id" in response.content.decode(), response.content
+        if response.status_code == 400:  # names the parameter it refuses
+            assert name in response.content.decode(), response.content
     assert LLMUsage.objects.count() == 8
 
 

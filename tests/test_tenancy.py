@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -31,16 +31,18 @@ from django.contrib.auth.models import Permission, User
 from django.db.models import F
 from django.http import HttpResponse
 from django.test import Client
+from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 
 from accounting.budgets import budget_create
 from accounting.holds import HoldRequest, hold_grant
-from accounting.models import Account, AccountingFailure, Budget, Hold
+from accounting.models import Account, AccountingFailure, Budget, Hold, Repricing
 from accounting.statements import last_ended_month
 from llmlog.api.dialects.common import quota_units
 from llmlog.keys import api_key_create, api_key_revoke
 from llmlog.models import LLMUsage, LLMUsageHistory, ModelPrice, UsageAll
+from llmlog.repricing import repricing_create
 from llmlog.statements import close_period
 from tests.hardening import ACME_MARK, AMOUNTS, GATEWAY_KEYS, GLOBEX_MARK, OrgData, seed_orgs
 
@@ -66,6 +68,9 @@ STAFF_PERMISSIONS = (
     "view_hold",
     "add_hold",
     "delete_hold",
+    "view_repricing",
+    "add_repricing",
+    "change_repricing",
 )
 PERSONAS = ("acme", "acme_reader", "globex", "revoked", "platform", "staff", "nonstaff")
 ORG_OF = {"acme": "acme", "acme_reader": "acme", "globex": "globex"}
@@ -250,6 +255,21 @@ def hold_request(world: World, persona: str) -> dict[str, Any]:
         "model_name": "tenancy-priced",
         "input_tokens": 100,
         "max_output_tokens": 100,
+    }
+
+
+def repricing(world: World, persona: str) -> Repricing:
+    """A dry run over the other org's records, made afresh for each call (applying one is a change)."""
+    today = timezone.localdate()
+    return repricing_create(start=today - timedelta(days=400), end=today, userorgid=world.other(persona).org)
+
+
+def repricing_range(world: World, persona: str) -> dict[str, Any]:
+    today = timezone.localdate()
+    return {
+        "start": str(today - timedelta(days=400)),
+        "end": str(today),
+        "userorgid": world.other(persona).org,
     }
 
 
@@ -522,6 +542,34 @@ OPERATIONS = [
         "/api/exports/focus/",
         lambda w, p: Call(f"/api/exports/focus/?month={time.strftime('%Y-%m', time.gmtime())}"),
         READ,
+    ),
+    # Re-pricing (issue 20) moves every org's money: the platform's only
+    Operation("GET", "/api/repricings/", lambda w, p: Call("/api/repricings/"), PLATFORM_ADMIN),
+    Operation(
+        "POST",
+        "/api/repricings/",
+        lambda w, p: Call("/api/repricings/", repricing_range(w, p)),
+        PLATFORM_ADMIN_201,
+        writes=True,
+    ),
+    Operation(
+        "GET",
+        "/api/repricings/{id}/",
+        lambda w, p: Call(f"/api/repricings/{repricing(w, p).pk}/"),
+        PLATFORM_ADMIN,
+    ),
+    Operation(
+        "POST",
+        "/api/repricings/{id}/apply/",
+        lambda w, p: Call(f"/api/repricings/{repricing(w, p).pk}/apply/"),
+        PLATFORM_ADMIN,
+        writes=True,
+    ),
+    Operation(
+        "GET",
+        "/api/repricings/{id}/records.csv/",
+        lambda w, p: Call(f"/api/repricings/{repricing(w, p).pk}/records.csv/"),
+        PLATFORM_ADMIN,
     ),
     # not in the API schema: Prometheus, for a scrape token or a staff session only
     Operation(
