@@ -99,8 +99,10 @@ def account_create(
     currency: str = "USD",
     credit_limit: Decimal = Decimal(0),
     status: str = Account.Status.ACTIVE,
+    time_zone: str | None = None,
 ) -> Account:
-    """A new account with a zero balance. Raises AccountExists, or ValueError naming a bad argument."""
+    """A new account with a zero balance; its statements' months in `time_zone` (default TIME_ZONE).
+    Raises AccountExists, or ValueError naming a bad argument."""
     org = org.strip()
     if not org:
         raise ValueError("org: must not be empty")
@@ -112,6 +114,7 @@ def account_create(
         raise ValueError("credit_limit: must not be negative")
     if status not in Account.Status.values:
         raise ValueError(f"status: must be one of {', '.join(Account.Status.values)}")
+    zone = {} if time_zone is None else {"time_zone": _checked_time_zone(time_zone)}
     if _find_account(org=org, kind=kind, currency=currency) is not None:
         raise AccountExists(_exists_message(org, kind, currency))
     try:
@@ -122,9 +125,18 @@ def account_create(
                 currency=currency,
                 credit_limit=quantize_money(credit_limit),
                 status=status,
+                **zone,
             )
     except IntegrityError:  # created by someone else between the look-up and the insert
         raise AccountExists(_exists_message(org, kind, currency)) from None
+
+
+def _checked_time_zone(name: str) -> str:
+    try:
+        validate_time_zone(name)
+    except ValidationError as exc:
+        raise ValueError(f"time_zone: {exc.messages[0]}") from None
+    return name
 
 
 def _exists_message(org: str, kind: str, currency: str) -> str:
@@ -150,11 +162,7 @@ def account_update(
     (from the next close on). The balance only moves through lines."""
     changes: dict[str, Any] = {}
     if time_zone is not None:
-        try:
-            validate_time_zone(time_zone)
-        except ValidationError as exc:
-            raise ValueError(f"time_zone: {exc.messages[0]}") from None
-        changes["time_zone"] = time_zone
+        changes["time_zone"] = _checked_time_zone(time_zone)
     if credit_limit is not None:
         if credit_limit < 0:
             raise ValueError("credit_limit: must not be negative")

@@ -64,12 +64,10 @@ class Account(models.Model):
         default=Decimal(0), help_text="How far below zero a customer's balance may go."
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
-    # Set through accounting.ledger.account_update (the API's PATCH), which validates it; not a form
-    # field, so the account admin's change form does not ask for it.
+    # Set on create and changed through accounting.ledger (the API, the admin), which validate it.
     time_zone = models.CharField(
         max_length=64,
         default=default_time_zone,
-        editable=False,
         validators=[validate_time_zone],
         help_text="The zone whose months the org's statements cover (accounting.statements).",
     )

@@ -23,7 +23,7 @@ class AccountForm(forms.ModelForm):
 
     class Meta:
         model = Account
-        fields = ("org", "kind", "currency", "credit_limit", "status")
+        fields = ("org", "kind", "currency", "credit_limit", "status", "time_zone")
 
 
 class TopupForm(forms.Form):
@@ -67,7 +67,9 @@ class AccountAdmin(TextSafeAdmin):
 
     def save_model(self, request: HttpRequest, obj: Account, form: forms.ModelForm, change: bool) -> None:
         if change:
-            account_update(account=obj, credit_limit=obj.credit_limit, status=obj.status)
+            account_update(
+                account=obj, credit_limit=obj.credit_limit, status=obj.status, time_zone=obj.time_zone
+            )
             return
         created = account_create(
             org=obj.org,
@@ -75,6 +77,7 @@ class AccountAdmin(TextSafeAdmin):
             currency=obj.currency,
             credit_limit=obj.credit_limit,
             status=obj.status,
+            time_zone=obj.time_zone,
         )
         obj.pk, obj.created_at, obj.updated_at = created.pk, created.created_at, created.updated_at
 

@@ -53,6 +53,11 @@ class AccountCreateSerializer(serializers.Serializer):
     )
     credit_limit = money_field(min_value=0, default=0)
     status = serializers.ChoiceField(choices=Account.Status.choices, default=Account.Status.ACTIVE)
+    time_zone = StrictCharField(
+        max_length=64,
+        required=False,
+        help_text="The IANA zone of the statements' months (default TIME_ZONE).",
+    )
 
 
 class AccountUpdateSerializer(serializers.Serializer):

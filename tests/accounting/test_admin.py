@@ -84,12 +84,34 @@ def test_a_transaction_page_shows_its_lines_read_only(operator, ledger):
 def test_an_operator_creates_an_account_in_the_admin(operator):
     response = operator.post(
         "/admin/accounting/account/add/",
-        {"org": "initech", "kind": "customer", "currency": "USD", "credit_limit": "10", "status": "active"},
+        {
+            "org": "initech",
+            "kind": "customer",
+            "currency": "USD",
+            "credit_limit": "10",
+            "status": "active",
+            "time_zone": "Asia/Tokyo",
+        },
     )
 
     assert response.status_code == 302
     account = Account.objects.get(org="initech")
     assert (account.kind, account.credit_limit, account.balance) == ("customer", Decimal(10), Decimal(0))
+    assert account.time_zone == "Asia/Tokyo"
+
+
+def test_an_operator_sets_the_time_zone_of_an_accounts_statements(operator, ledger):
+    account = Account.objects.get(org="acme", kind="customer")
+    url = f"/admin/accounting/account/{account.pk}/change/"
+    fields = {"credit_limit": "0", "status": "active"}
+
+    refused = operator.post(url, {**fields, "time_zone": "Mars/Olympus"})
+    changed = operator.post(url, {**fields, "time_zone": "Europe/Paris"})
+
+    assert refused.status_code == 200 and "is not an IANA time zone" in refused.content.decode()
+    assert changed.status_code == 302
+    account.refresh_from_db()
+    assert account.time_zone == "Europe/Paris"
 
 
 def test_an_operator_changes_the_limit_but_not_the_balance(operator, ledger):
@@ -97,7 +119,7 @@ def test_an_operator_changes_the_limit_but_not_the_balance(operator, ledger):
 
     response = operator.post(
         f"/admin/accounting/account/{account.pk}/change/",
-        {"credit_limit": "3", "status": "frozen", "balance": "999"},
+        {"credit_limit": "3", "status": "frozen", "time_zone": "UTC", "balance": "999"},
     )
 
     assert response.status_code == 302

@@ -153,3 +153,19 @@ def test_options_asked_as_csv_answers_json(api, platform_key, closed):
 
     assert response.status_code == 200
     assert response["Content-Type"] == "application/json"
+
+
+def test_an_account_is_created_with_the_time_zone_of_its_statements(api, platform_key, closed):
+    body = {"org": "initech", "kind": "customer", "time_zone": "Asia/Tokyo"}
+    created = api.post("/api/accounts/", body, format="json", **bearer(platform_key))
+    refused = api.post(
+        "/api/accounts/",
+        {**body, "org": "hooli", "time_zone": "Mars/Olympus"},
+        format="json",
+        **bearer(platform_key),
+    )
+
+    assert created.status_code == 201 and created.json()["time_zone"] == "Asia/Tokyo"
+    assert Account.objects.get(org="initech").time_zone == "Asia/Tokyo"
+    assert refused.status_code == 400 and "time_zone" in refused.json()
+    assert not Account.objects.filter(org="hooli").exists()
