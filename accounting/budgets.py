@@ -89,7 +89,7 @@ def zone_of(name: str) -> ZoneInfo:
     """The zone, or ValueError naming the field."""
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "America" is a folder
         raise ValueError(f"time_zone: {name!r} is not an IANA time zone such as Europe/Paris") from None
 
 

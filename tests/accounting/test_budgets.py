@@ -179,6 +179,15 @@ def test_an_org_admin_creates_its_own_orgs_budget_and_reads_spent_held_remaining
     assert answer["period_end"] is not None
 
 
+@pytest.mark.parametrize("zone", ["America", "Mars/Olympus", "../etc/passwd", ""])
+def test_a_budget_in_a_time_zone_that_is_not_one_is_a_400_naming_it(api, acme_admin, zone):
+    created = api.post("/api/budgets/", {"limit": "1", "time_zone": zone}, format="json", **acme_admin)
+
+    assert created.status_code == 400, created.content
+    assert "time_zone" in created.json()
+    assert not Budget.objects.exists()
+
+
 def test_an_org_key_manages_only_its_own_org(api, acme_admin, acme_reader_key):
     other = budget_create(org="globex", limit=Decimal(1))
 
