@@ -29,7 +29,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from accounting.budgets import TOTAL_PERIOD_START, in_scope, period_bounds
@@ -115,7 +115,10 @@ class _Room:
     exists: bool  # the transno has a hold already
     budgets: list[Budget]  # the org's blocking budgets, limits as of now
     spent: dict[tuple[int, datetime], Decimal]  # (budget, period start) -> counter
-    holds: list[tuple]  # active: (userid, token_name, model_name, feature, amount)
+    # Active holds summed by scope: (userid, token_name, model_name, feature, amount). A gateway with
+    # thousands of calls in flight has a few scopes, so admission's Python work stays small. SQLite's
+    # sums are not exact decimals: the sums of these are quantized to the money scale where used.
+    holds: list[tuple]
 
 
 def _grant_locked(request: HoldRequest, amount: Decimal, ttl: int, now: datetime) -> Hold | None:
@@ -135,7 +138,7 @@ def _grant_locked(request: HoldRequest, amount: Decimal, ttl: int, now: datetime
             f"The customer account of {request.org!r} is frozen.",
             remaining=Decimal(0),
         )
-    account_held = sum((h[4] for h in room.holds), Decimal(0))
+    account_held = quantize_money(sum((h[4] for h in room.holds), Decimal(0)))
     available = room.balance - account_held + room.credit_limit
     if amount > available:
         raise HoldRefused(
@@ -162,13 +165,17 @@ def _grant_locked(request: HoldRequest, amount: Decimal, ttl: int, now: datetime
 
 def _check_budget(budget: Budget, amount: Decimal, room: _Room, now: datetime) -> None:
     start = period_bounds(period=budget.period, time_zone=budget.time_zone, at=now)[0]
-    held = sum(
-        (
-            held_amount
-            for userid, token_name, model_name, feature, held_amount in room.holds
-            if in_scope(budget, userid=userid, token_name=token_name, model_name=model_name, feature=feature)
-        ),
-        Decimal(0),
+    held = quantize_money(
+        sum(
+            (
+                held_amount
+                for userid, token_name, model_name, feature, held_amount in room.holds
+                if in_scope(
+                    budget, userid=userid, token_name=token_name, model_name=model_name, feature=feature
+                )
+            ),
+            Decimal(0),
+        )
     )
     remaining = budget.limit - room.spent.get((budget.pk, start), Decimal(0)) - held
     if amount > remaining:
@@ -227,7 +234,7 @@ def _json(text: str) -> list:
     return json.loads(text, parse_float=Decimal)  # money exact; ids stay int
 
 
-# One statement, one snapshot: the account, whether the transno has a hold, the active holds, the
+# One statement, one snapshot: the account, whether the transno has a hold, the active holds by scope, the
 # blocking budgets and their counters that can be current. Arrays travel as JSON text, numbers exact.
 _ROOM_SQL = """
 SELECT a.currency, a.credit_limit, a.status, a.balance,
@@ -235,8 +242,10 @@ SELECT a.currency, a.credit_limit, a.status, a.balance,
   (SELECT coalesce(json_agg(json_build_array(id, name, "limit", period, time_zone, userid, token_name,
       model_name, feature) ORDER BY id), '[]')::text
      FROM accounting_budget WHERE org = %(org)s AND action = 'block'),
-  (SELECT coalesce(json_agg(json_build_array(userid, token_name, model_name, feature, amount)), '[]')::text
-     FROM accounting_hold WHERE org = %(org)s AND status = 'active' AND expires_at > %(now)s),
+  (SELECT coalesce(json_agg(json_build_array(userid, token_name, model_name, feature, held)), '[]')::text
+     FROM (SELECT userid, token_name, model_name, feature, sum(amount) AS held
+             FROM accounting_hold WHERE org = %(org)s AND status = 'active' AND expires_at > %(now)s
+            GROUP BY userid, token_name, model_name, feature) AS held_by_scope),
   (SELECT coalesce(json_agg(json_build_array(s.budget_id, extract(epoch FROM s.period_start), s.spent)),
       '[]')::text
      FROM accounting_budget_spend s JOIN accounting_budget b ON b.id = s.budget_id
@@ -269,9 +278,10 @@ def _lock_and_read_portable(request: HoldRequest, now: datetime) -> _Room | None
         budgets=budgets,
         spent={(budget_id, start): value for budget_id, start, value in counters},
         holds=list(
-            Hold.objects.filter(org=org, status=Hold.Status.ACTIVE, expires_at__gt=now).values_list(
-                "userid", "token_name", "model_name", "feature", "amount"
-            )
+            Hold.objects.filter(org=org, status=Hold.Status.ACTIVE, expires_at__gt=now)
+            .values_list(*Budget.SCOPE_FIELDS)
+            .order_by()
+            .annotate(held=Sum("amount"))
         ),
     )
 

@@ -165,6 +165,31 @@ def test_only_blocking_budgets_in_the_calls_scope_refuse_it():
 
 
 @pytest.mark.django_db
+def test_a_budget_counts_the_active_holds_of_its_own_scope_only():
+    """Holds of several scopes at once: a key's budget counts its key's holds (summed), the account
+    counts every hold."""
+    make_accounts(funds=Decimal("1.00"))
+    budget_create(org="acme", token_name="key-a", limit=Decimal("0.35"), action="block", now=NOW)
+    for n in range(3):
+        hold_grant(request=request(f"a-{n}", token_name="key-a", model_name=f"m-{n}"), now=NOW)
+    for n in range(5):
+        hold_grant(request=request(f"b-{n}", token_name="key-b"), now=NOW)
+
+    with pytest.raises(HoldRefused) as budget_full:
+        hold_grant(request=request("a-over", Decimal("0.06"), token_name="key-a"), now=NOW)
+    last_of_key_a, _ = hold_grant(request=request("a-last", Decimal("0.05"), token_name="key-a"), now=NOW)
+    with pytest.raises(HoldRefused) as account_full:  # 0.85 held of 1.00: 0.15 left
+        hold_grant(request=request("b-over", Decimal("0.16"), token_name="key-b"), now=NOW)
+
+    assert (budget_full.value.code, budget_full.value.remaining) == ("budget_exceeded", Decimal("0.05"))
+    assert last_of_key_a.status == Hold.Status.ACTIVE
+    assert (account_full.value.code, account_full.value.remaining) == (
+        "insufficient_balance",
+        Decimal("0.15"),
+    )
+
+
+@pytest.mark.django_db
 def test_the_same_transno_again_returns_its_hold_and_another_amount_conflicts():
     make_accounts()
     first, created = hold_grant(request=request("retry-me"), now=NOW)
