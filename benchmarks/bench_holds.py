@@ -7,8 +7,10 @@ On top of `--rows` demo usage records, each org has a funded customer account, a
 budget on the whole org and a blocking `total` budget on one of its keys (new-api's token quota), both
 seeded from the rows. Eight client processes (gateway workers are processes, each with its own
 database connection) admit holds as fast as they can, and release each hold right after, outside the
-timing, as a call that finished would settle it. Two cases:
+timing, as a call that finished would settle it. Three cases:
 
+- one client alone: admission's own latency, nothing else on the cores (the reference for the two
+  others on a 2-core machine, where eight client processes and their backends queue for CPU);
 - one org per client: the usual case, where admissions of different orgs do not wait for each other;
 - one busy org: all eight clients admit for the same org, so every admission queues on its account
   row. No design can beat the row lock here: each holder must commit (a WAL flush) before the next
@@ -142,7 +144,9 @@ def main() -> None:
     orgs = [f"{ORG_PREFIX}-{n}" for n in range(CLIENTS)]
     accounts = {org: prepare(org) for org in orgs}
 
-    figures = measure(orgs, accounts, args.calls, args.repeat, f"{CLIENTS} clients, one org each")
+    # One client first: admission's own latency, with no other process on the cores.
+    figures = measure(orgs[:1], accounts, args.calls, args.repeat, "1 client")
+    figures += measure(orgs, accounts, args.calls, args.repeat, f"{CLIENTS} clients, one org each")
     figures += measure(
         [orgs[0]] * CLIENTS, accounts, args.calls, args.repeat, f"{CLIENTS} clients, one busy org"
     )
