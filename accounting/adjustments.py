@@ -2,14 +2,14 @@
 
 A re-pricing changes what accounted records should have cost. Their usage transactions stay as they
 were posted; the difference is posted as new transactions of kind `adjustment`, one per (customer org,
-owner org, currency) of the re-pricing, whose lines mirror a usage posting's (`accounting.ledger`):
-the customer pays −Δamount, the owner receives +Δcost, the platform keeps Δamount − Δcost. They sum to
-zero, and a line that would be zero is not written.
+owner org, currency) of the re-pricing, whose lines mirror a usage posting's
+(`accounting.usage_posting`): the customer pays −Δamount, the owner receives +Δcost, the platform keeps
+Δamount − Δcost. They sum to zero, and a line that would be zero is not written.
 
 Exactly-once: each adjustment's `reference` is derived from the re-pricing and its group, and
 (kind, reference) is unique (`ledger_transaction_reference_idempotency`), so posting the same groups
 again returns the transactions already there and moves no balance. Locks: the accounts are locked by
-`accounting.ledger._lock_accounts`, the ledger's one lock order (primary-key order, one statement).
+`accounting.ledger.lock_accounts`, the ledger's one lock order (primary-key order, one statement).
 """
 
 import hashlib
@@ -22,7 +22,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from accounting.ledger import ErrorCode, LedgerError, _apply_deltas, _check_balances, _lock_accounts
+from accounting.ledger import ErrorCode, LedgerError, apply_deltas, check_balances, lock_accounts
 from accounting.models import Account, LedgerLine, LedgerTransaction, RepricingItem
 
 GroupKey = tuple[str, str, str]  # (userorgid, ownerid, currency)
@@ -91,10 +91,10 @@ def ledger_post_repricing(
         for account, amount in _lines(group, accounts):
             lines.append(LedgerLine(transaction=txn, account=account, amount=amount))
             deltas[account] = deltas.get(account, Decimal(0)) + amount
-    _check_balances(deltas)
+    check_balances(deltas)
     LedgerTransaction.objects.bulk_create(transactions, batch_size=500)
     LedgerLine.objects.bulk_create(lines, batch_size=500)
-    _apply_deltas({account.pk: delta for account, delta in deltas.items()}, now)
+    apply_deltas({account.pk: delta for account, delta in deltas.items()}, now)
     posted.update({txn.reference: txn for txn in transactions})
     return {key: posted[reference] for key, reference in references.items()}
 
@@ -112,7 +112,7 @@ def _locked_accounts(groups: Sequence[AdjustmentGroup]) -> dict[tuple[str, str, 
     if currencies:
         condition |= Q(kind=Account.Kind.PLATFORM, currency__in=currencies)
     found = {}
-    for account in _lock_accounts(condition):
+    for account in lock_accounts(condition):
         org = "" if account.kind == Account.Kind.PLATFORM else account.org
         found[(org, account.kind, account.currency)] = account
     return found
@@ -146,8 +146,8 @@ def _lines(
 
 # --- a re-pricing's items -------------------------------------------------------------------------
 # A re-pricing of a month can change millions of records, one item each. On PostgreSQL they go in with
-# COPY in text format written by hand, as usage postings do (accounting.ledger): bulk_create spent more
-# in preparing each value than the database spent storing the row.
+# COPY in text format written by hand, as usage postings do (accounting.usage_posting): bulk_create spent
+# more in preparing each value than the database spent storing the row.
 
 ITEM_COLUMNS = (
     "repricing_id",

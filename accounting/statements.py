@@ -34,8 +34,8 @@ from django.db import transaction
 from django.db.models import Count, Max, Min, Q, QuerySet, Sum
 from django.utils import timezone
 
+from accounting.accounts import account_lock
 from accounting.budgets import zone_of
-from accounting.ledger import account_lock
 from accounting.models import Account, LedgerLine, LedgerTransaction, Statement
 from core.money import quantize_money
 

@@ -45,8 +45,9 @@ def percentile(values: list[float], share: float) -> float:
 
 def prepare(org: str) -> int:
     """The org's funded account and its two blocking budgets; returns the account's id."""
+    from accounting.accounts import account_create
     from accounting.budgets import budget_create
-    from accounting.ledger import account_create, ledger_topup
+    from accounting.ledger import ledger_topup
     from accounting.models import Account, Budget, Hold
 
     Hold.objects.filter(org=org).delete()

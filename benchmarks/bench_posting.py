@@ -93,7 +93,7 @@ def make_bodies(rows: int) -> list[bytes]:
 
 
 def ensure_accounts() -> None:
-    from accounting.ledger import AccountExists, account_create
+    from accounting.accounts import AccountExists, account_create
     from accounting.models import Account
 
     wanted = (

@@ -10,7 +10,8 @@ from django.db import transaction
 from django.utils import timezone
 from uuid_utils.compat import uuid7
 
-from accounting.ledger import account_create, ledger_topup
+from accounting.accounts import account_create
+from accounting.ledger import ledger_topup
 from accounting.models import Account
 from llmlog.ingest.storage import write_usage_rows
 from llmlog.models import AccountingStatus, ModelPrice

@@ -6,7 +6,7 @@ runs inside a write transaction, and SQLite lets one writer at a time). The clai
 writes and the status change commit together, so a worker killed mid-batch leaves its records
 `pending` for the next run: nothing posted twice, nothing lost.
 
-A batch is posted set-based (`accounting.ledger.ledger_post_usage_batch`): each record passes or fails
+A batch is posted set-based (`accounting.usage_posting.ledger_post_usage_batch`): each record passes or fails
 on its own against the locked balances, and only an unexpected error sends the batch down the slow
 path, one savepoint per record, where the record that raises is recorded as `internal`.
 """
@@ -27,8 +27,8 @@ from django.utils import timezone
 from accounting.budgets import budget_usage_apply
 from accounting.failures import FailedPosting, failures_record, failures_resolve_posted
 from accounting.holds import holds_settle
-from accounting.ledger import Outcome, PostingResult, UsagePosting, ledger_post_usage_batch
 from accounting.models import AccountingFailure
+from accounting.usage_posting import Outcome, PostingResult, UsagePosting, ledger_post_usage_batch
 from llmlog.budget_spent import usage_change
 from llmlog.jobs import job_run
 from llmlog.models import TOKEN_COUNT_FIELDS, AccountingStatus, LLMUsage

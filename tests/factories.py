@@ -21,8 +21,9 @@ from django.db import transaction
 from django.utils import timezone
 from uuid_utils.compat import uuid7
 
+from accounting.accounts import account_create
 from accounting.failures import failure_record
-from accounting.ledger import account_create, ledger_topup
+from accounting.ledger import ledger_topup
 from accounting.models import Account, AccountingFailure
 from llmlog.ingest.service import usage_ingest
 from llmlog.ingest.storage import write_usage_rows

@@ -16,8 +16,9 @@ from typing import Any
 
 from django.utils import timezone
 
+from accounting.accounts import account_create
 from accounting.failures import FailedPosting, failures_record
-from accounting.ledger import account_create, ledger_topup
+from accounting.ledger import ledger_topup
 from llmlog.models import LLMUsage, LLMUsageHistory, UsageRecord
 
 ORGS = ("acme", "globex")

@@ -1,5 +1,5 @@
 """Accounts: create (customer or owner), change the credit limit, top up, freeze and unfreeze, each through
-`accounting.ledger`; an account's identity never changes once it exists."""
+`accounting.accounts` or `accounting.ledger`; an account's identity never changes once it exists."""
 
 from decimal import Decimal
 
@@ -11,7 +11,8 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
-from accounting.ledger import LedgerError, account_create, account_update, ledger_topup
+from accounting.accounts import account_create, account_update
+from accounting.ledger import LedgerError, ledger_topup
 from accounting.models import Account
 from core.admin import TextSafeAdmin
 from core.formats import money_html

@@ -1,5 +1,5 @@
-"""Accounts, their ledger lines and top-ups (`/api/accounts/`): thin views over `accounting.ledger`.
-Who may do what: llmlog/api/accounting.py."""
+"""Accounts, their ledger lines and top-ups (`/api/accounts/`): thin views over `accounting.accounts`
+and `accounting.ledger`. Who may do what: llmlog/api/accounting.py."""
 
 from typing import Any
 
@@ -12,14 +12,8 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounting.ledger import (
-    AccountExists,
-    BalanceOverflow,
-    LedgerError,
-    account_create,
-    account_update,
-    ledger_topup,
-)
+from accounting.accounts import AccountExists, account_create, account_update
+from accounting.ledger import BalanceOverflow, LedgerError, ledger_topup
 from accounting.models import Account, LedgerLine
 from llmlog.api.access import CONFLICT, RoleForAction, checked_org, given_params
 from llmlog.api.auth import HasScope, actor_of, caller_of

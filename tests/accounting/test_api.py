@@ -5,7 +5,8 @@ from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from accounting.ledger import account_create, ledger_topup
+from accounting.accounts import account_create
+from accounting.ledger import ledger_topup
 from accounting.models import Account, AccountingFailure
 from llmlog.models import LLMUsage
 from llmlog.posting import account_pending_usage

@@ -5,20 +5,10 @@ from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from uuid_utils.compat import uuid7
 
-from accounting.ledger import (
-    AccountExists,
-    LedgerError,
-    Outcome,
-    UsagePosting,
-    account_create,
-    account_update,
-    ledger_adjust,
-    ledger_check,
-    ledger_post_usage,
-    ledger_post_usage_batch,
-    ledger_topup,
-)
+from accounting.accounts import AccountExists, account_create, account_update
+from accounting.ledger import LedgerError, ledger_adjust, ledger_check, ledger_topup
 from accounting.models import Account, LedgerLine, LedgerTransaction
+from accounting.usage_posting import Outcome, UsagePosting, ledger_post_usage, ledger_post_usage_batch
 from tests.factories import balance, make_accounts
 
 pytestmark = pytest.mark.django_db

@@ -9,7 +9,8 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from accounting.ledger import account_create, account_update, ledger_topup
+from accounting.accounts import account_create, account_update
+from accounting.ledger import ledger_topup
 from accounting.models import Account, AccountingFailure
 from llmlog.models import LLMUsage
 from llmlog.posting import account_pending_usage, retry_failed_accounting

@@ -17,9 +17,10 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from accounting.accounts import account_update
 from accounting.admin.failures import AccountingFailureAdmin
 from accounting.failures import failure_resolve
-from accounting.ledger import account_update, ledger_topup
+from accounting.ledger import ledger_topup
 from accounting.models import Account, AccountingFailure
 from core.admin import BoundedCountPaginator
 from llmlog.admin.failures import AccountingFailureRetryAdmin

@@ -7,7 +7,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from accounting import ledger
+from accounting import usage_posting
 from accounting.ledger import ledger_check, ledger_topup
 from accounting.models import AccountingFailure, LedgerTransaction
 from llmlog import tasks
@@ -122,14 +122,14 @@ def test_an_unexpected_error_fails_only_its_record_as_internal(monkeypatch):
     make_accounts()
     ids = insert_usage([usage_row() for _ in range(3)])
     broken = ids[1]
-    real = ledger._AccountBook.lines_for
+    real = usage_posting._AccountBook.lines_for
 
     def lines_for(self, usage):
         if usage.usage_id == broken:
             raise RuntimeError("disk on fire")
         return real(self, usage)
 
-    monkeypatch.setattr(ledger._AccountBook, "lines_for", lines_for)
+    monkeypatch.setattr(usage_posting._AccountBook, "lines_for", lines_for)
 
     counts = account_pending_usage()
 

@@ -13,9 +13,11 @@ from django.db import connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from accounting.ledger import account_create, ledger_adjust, ledger_post_usage, ledger_topup
+from accounting.accounts import account_create
+from accounting.ledger import ledger_adjust, ledger_topup
 from accounting.models import Account, LedgerLine, Statement
 from accounting.statements import Outcome, month_bounds, parse_month, statement_close
+from accounting.usage_posting import ledger_post_usage
 from llmlog.models import AccountingStatus, JobRun, LLMUsage
 from llmlog.statements import close_ended_periods, close_period, statement_breakdown
 from llmlog.tasks import close_ended_periods as close_ended_periods_task

@@ -7,7 +7,8 @@ from decimal import Decimal
 import pytest
 from django.contrib.auth.models import Permission
 
-from accounting.ledger import account_create, ledger_topup
+from accounting.accounts import account_create
+from accounting.ledger import ledger_topup
 from accounting.models import Account
 from llmlog.statements import close_period
 from tests.conftest import bearer

@@ -2,7 +2,7 @@ from decimal import Decimal, InvalidOperation
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from accounting.ledger import AccountExists, account_create
+from accounting.accounts import AccountExists, account_create
 from accounting.models import Account
 
 
