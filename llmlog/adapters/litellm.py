@@ -5,6 +5,7 @@ JSON array (its default), as NDJSON, or one record per request. Only the fields 
 decoded; the rest of the payload (model map, cost breakdown, hidden params) is ignored.
 """
 
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -193,48 +194,19 @@ def _decode(raw: msgspec.Raw) -> StandardLoggingPayload:
 
 def litellm_usage(payload: StandardLoggingPayload) -> GatewayUsageIn:
     """One StandardLoggingPayload as a native record (raises RecordError naming LiteLLM's fields)."""
+    transno, status = _transno_and_status(payload)
     errors: dict[str, str] = {}
     meta = payload.metadata or Metadata()
     usage = meta.usage_object or {}
-
-    # A cache hit replays the cached response, id included: its own call id keeps it a record of its own.
-    transno = payload.litellm_call_id if payload.cache_hit and payload.litellm_call_id else payload.id
-    transno = transno or payload.litellm_call_id
-    if not transno:
-        errors["id"] = "Required: LiteLLM's record id is the idempotency key."
-    if not payload.model:
-        errors["model"] = "Required."
-    if payload.start_time is None:
-        errors["startTime"] = "Required (epoch seconds)."
-    status = STATUSES.get(payload.status or "success")
-    if status is None:
-        errors["status"] = f"Expected 'success' or 'failure', got {payload.status!r}."
-    if errors:
-        raise RecordError(errors)
-
     start = payload.start_time
     use_time = _time(start, "startTime", errors)
     amount = money_from_json(payload.amount, "amount", errors)
     cost = money_from_json(payload.cost, "cost", errors)
-    reported_cost = money_from_json(payload.response_cost, "response_cost", errors)
+    provider_cost = _provider_cost(payload, errors)
     end_user = meta.user_api_key_end_user_id or payload.end_user
-    metadata: dict[str, Any] = {"source": "litellm"}
-    if payload.request_tags:
-        metadata["tags"] = payload.request_tags
-    if end_user:
-        metadata["end_user"] = end_user
-    if payload.model_group and payload.model_group != payload.model:
-        metadata["model_group"] = payload.model_group
-    if payload.cache_hit:
-        metadata["cache_hit"] = True
-        metadata["response_id"] = payload.id
-    if payload.request_tags and len(msgspec.json.encode(metadata)) > settings.LLMLOG_METADATA_MAX_BYTES:
-        # Tags are the only open-ended part (so only they are measured): too many of them must not cost
-        # the record.
-        metadata["tags_dropped"] = len(metadata.pop("tags", ()))
+    metadata = _metadata(payload, end_user)
     if errors:
         raise RecordError(errors)
-    response = payload.response or None  # a failed call logs {}
 
     fields = {
         "transno": transno,
@@ -262,9 +234,7 @@ def litellm_usage(payload: StandardLoggingPayload) -> GatewayUsageIn:
         "reasoning_tokens": _first(usage, REASONING_TOKENS),
         "image_input_tokens": _first(usage, IMAGE_TOKENS),
         "usages": usage or None,
-        # LiteLLM could not price the call (a model missing from its cost map): the cost is unknown,
-        # not zero, so ingest prices it from the cost price book instead.
-        "provider_cost": None if payload.response_cost_failure_debug_info else reported_cost,
+        "provider_cost": provider_cost,
         "amount": amount,
         "cost": cost,
         "ownerid": payload.ownerid,
@@ -272,12 +242,67 @@ def litellm_usage(payload: StandardLoggingPayload) -> GatewayUsageIn:
         "status": status,
         "code": _http_code(payload.error_information),
         "error_message": clip(payload.error_str, 65536) or "",
-        "ioinfo": {"request": payload.messages, "response": response}
-        if payload.messages is not None or response is not None
-        else None,
+        "ioinfo": _ioinfo(payload),
         "metadata": metadata,
     }
     return usage_in(fields, source_names=SOURCE_NAMES)
+
+
+def _transno_and_status(payload: StandardLoggingPayload) -> tuple[str, str]:
+    """The record's idempotency key and native status; RecordError naming every required field that is
+    missing or wrong at once (one resend fixes them all), before any other field is read."""
+    errors: dict[str, str] = {}
+    # A cache hit replays the cached response, id included: its own call id keeps it a record of its own.
+    transno = payload.litellm_call_id if payload.cache_hit and payload.litellm_call_id else payload.id
+    transno = transno or payload.litellm_call_id
+    if not transno:
+        errors["id"] = "Required: LiteLLM's record id is the idempotency key."
+    if not payload.model:
+        errors["model"] = "Required."
+    if payload.start_time is None:
+        errors["startTime"] = "Required (epoch seconds)."
+    status = STATUSES.get(payload.status or "success")
+    if status is None:
+        errors["status"] = f"Expected 'success' or 'failure', got {payload.status!r}."
+    if errors:
+        raise RecordError(errors)
+    return transno, status  # type: ignore[return-value]
+
+
+def _provider_cost(payload: StandardLoggingPayload, errors: dict[str, str]) -> Decimal | None:
+    """The cost LiteLLM reported (a malformed one is an error either way), but None when LiteLLM could not
+    price the call (a model missing from its cost map): the cost is unknown, not zero, so ingest prices
+    it from the cost price book instead."""
+    reported_cost = money_from_json(payload.response_cost, "response_cost", errors)
+    return None if payload.response_cost_failure_debug_info else reported_cost
+
+
+def _metadata(payload: StandardLoggingPayload, end_user: str | None) -> dict[str, Any]:
+    """What llmlog keeps of the call beyond the native fields: its tags, end user, model group and cache
+    hit (with the id of the response it replayed)."""
+    metadata: dict[str, Any] = {"source": "litellm"}
+    if payload.request_tags:
+        metadata["tags"] = payload.request_tags
+    if end_user:
+        metadata["end_user"] = end_user
+    if payload.model_group and payload.model_group != payload.model:
+        metadata["model_group"] = payload.model_group
+    if payload.cache_hit:
+        metadata["cache_hit"] = True
+        metadata["response_id"] = payload.id
+    if payload.request_tags and len(msgspec.json.encode(metadata)) > settings.LLMLOG_METADATA_MAX_BYTES:
+        # Tags are the only open-ended part (so only they are measured): too many of them must not cost
+        # the record.
+        metadata["tags_dropped"] = len(metadata.pop("tags", ()))
+    return metadata
+
+
+def _ioinfo(payload: StandardLoggingPayload) -> dict[str, Any] | None:
+    """The prompt and the answer, when LiteLLM logged either (a failed call logs its answer as {}: none)."""
+    response = payload.response or None
+    if payload.messages is None and response is None:
+        return None
+    return {"request": payload.messages, "response": response}
 
 
 def _time(value: float, name: str, errors: dict[str, str]) -> Any:

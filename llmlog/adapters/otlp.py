@@ -144,25 +144,12 @@ def span_usage(
     errors: dict[str, str] = {}
     if len(span.trace_id) != 16 or len(span.span_id) != 8:
         errors["traceId/spanId"] = "A span needs a 16-byte trace id and an 8-byte span id."
-    use_time = None
-    try:
-        if span.start_time_unix_nano:
-            use_time = EPOCH + timedelta(microseconds=span.start_time_unix_nano // 1000)
-    except OverflowError:
-        pass
-    if use_time is None:
-        errors["startTimeUnixNano"] = "Required: nanoseconds since the epoch, before the year 10000."
+    use_time = _start_time(span, errors)
     request_model = _text(attributes, REQUEST_MODEL, errors)
     response_model = _text(attributes, RESPONSE_MODEL, errors)
     if not (request_model or response_model):
         errors["gen_ai.request.model"] = "Required: the span has token counts but names no model."
-    counts = {
-        "input_tokens": _count(attributes, INPUT_TOKENS, errors),
-        "output_tokens": _count(attributes, OUTPUT_TOKENS, errors),
-        "cached_tokens": _count(attributes, CACHED_TOKENS, errors),
-        "cache_creation_tokens": _count(attributes, CACHE_CREATION_TOKENS, errors),
-        "reasoning_tokens": _count(attributes, REASONING_TOKENS, errors),
-    }
+    counts = _token_counts(attributes, errors)
     reported_cost = _number(attributes, COST, errors)
     amount = _money(attributes, "llmlog.amount", errors)
     cost = _money(attributes, "llmlog.cost", errors)
@@ -176,12 +163,6 @@ def span_usage(
     start_ns, end_ns = span.start_time_unix_nano, span.end_time_unix_nano
     failed = span.status.code == Status.STATUS_CODE_ERROR
     error_message = span.status.message or _text(attributes, ("error.type",), {}) or ""
-    metadata: dict[str, Any] = {"source": "otlp", "span_name": clip(span.name, 256)}
-    operation = _text(attributes, ("gen_ai.operation.name",), {})
-    if operation:
-        metadata["operation"] = operation
-    if request_model and response_model and response_model != request_model:
-        metadata["response_model"] = response_model
     fields = {
         "transno": transno,
         "taskid": clip(_text(attributes, ("gen_ai.conversation.id",), {}), 256),
@@ -193,7 +174,7 @@ def span_usage(
         "finish_seconds": max(0, end_ns - start_ns) / 1e9 if end_ns else None,
         "responsed_seconds": first_chunk,
         "is_stream": _flag(attributes, STREAM),
-        **{name: value for name, value in counts.items() if value is not None},
+        **counts,
         "provider_cost": to_decimal(reported_cost),
         "amount": amount,
         "cost": cost,
@@ -202,17 +183,57 @@ def span_usage(
         "code": http_status,
         "error_message": clip(error_message, 65536) if failed else "",
         "userid": _text(attributes, USER, {}),
-        "userorgid": (
-            _text(attributes, (ORG_SPAN_ATTRIBUTE,), {}) or _text(resource, (ORG_RESOURCE_ATTRIBUTE,), {})
-        ),
+        "userorgid": _userorgid(attributes, resource),
         "group": _text(attributes, ("metadata.user_api_key_team_id",), {}),
         "token_name": clip(_text(attributes, ("metadata.user_api_key_alias",), {}), 150),
         "token_key_hash": key_hash(_text(attributes, ("metadata.user_api_key_hash",), {})),
         "feature": clip(_text(resource, ("service.name",), {}), 64),
         "ioinfo": _messages(attributes),
-        "metadata": metadata,
+        "metadata": _span_metadata(span, attributes, request_model, response_model),
     }
     return usage_in(fields, source_names=SOURCE_NAMES)
+
+
+def _start_time(span: Span, errors: dict[str, str]) -> datetime | None:
+    """When the call started: a span without a start, or one past what a datetime holds, is refused."""
+    try:
+        if span.start_time_unix_nano:
+            return EPOCH + timedelta(microseconds=span.start_time_unix_nano // 1000)
+    except OverflowError:
+        pass
+    errors["startTimeUnixNano"] = "Required: nanoseconds since the epoch, before the year 10000."
+    return None
+
+
+def _token_counts(attributes: dict[str, AnyValue], errors: dict[str, str]) -> dict[str, int]:
+    """The token counts the span states, by native name; one it does not state takes the native default."""
+    counts = {
+        "input_tokens": _count(attributes, INPUT_TOKENS, errors),
+        "output_tokens": _count(attributes, OUTPUT_TOKENS, errors),
+        "cached_tokens": _count(attributes, CACHED_TOKENS, errors),
+        "cache_creation_tokens": _count(attributes, CACHE_CREATION_TOKENS, errors),
+        "reasoning_tokens": _count(attributes, REASONING_TOKENS, errors),
+    }
+    return {name: value for name, value in counts.items() if value is not None}
+
+
+def _userorgid(attributes: dict[str, AnyValue], resource: dict[str, AnyValue]) -> str | None:
+    """The org the span names, else the one its service names for all its spans (ORG_RESOURCE_ATTRIBUTE)."""
+    return _text(attributes, (ORG_SPAN_ATTRIBUTE,), {}) or _text(resource, (ORG_RESOURCE_ATTRIBUTE,), {})
+
+
+def _span_metadata(
+    span: Span, attributes: dict[str, AnyValue], request_model: str | None, response_model: str | None
+) -> dict[str, Any]:
+    """What llmlog keeps of the span beyond the native fields: its name, the GenAI operation, and the
+    model that answered when it is not the one asked for."""
+    metadata: dict[str, Any] = {"source": "otlp", "span_name": clip(span.name, 256)}
+    operation = _text(attributes, ("gen_ai.operation.name",), {})
+    if operation:
+        metadata["operation"] = operation
+    if request_model and response_model and response_model != request_model:
+        metadata["response_model"] = response_model
+    return metadata
 
 
 def _value(value: AnyValue) -> Any:

@@ -14,6 +14,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from llmlog.bodies import (
     CONTAINERS_PER_RECORD,
     MIN_CONTAINERS,
+    TooBig,
     TooComplex,
     TooManyRecords,
     check_containers,
@@ -246,15 +247,8 @@ def count_protobuf_spans(body: bytes, *, limit: int) -> int:
                         messages += 1
                         if child is _SPAN_TABLE:
                             spans += 1
-                            if spans > limit:
-                                raise TooManyRecords(limit=limit, setting=MAX_RECORDS_SETTING, what="spans")
-                        if messages > budget:
-                            raise TooComplex(
-                                f"The body holds over {budget} protobuf messages; at most "
-                                f"{CONTAINERS_PER_RECORD} per span at the cap are read in one request."
-                            )
-                        if depth >= MAX_PROTOBUF_DEPTH:
-                            raise BodyError(f"Values nested more than {MAX_PROTOBUF_DEPTH} levels deep.")
+                        if spans > limit or messages > budget or depth >= MAX_PROTOBUF_DEPTH:
+                            raise _limit_crossed(spans, limit=limit, messages=messages, budget=budget)
                         # Depth first: the rest of this message waits on the stack, which so never
                         # holds more than MAX_PROTOBUF_DEPTH entries (a million siblings would cost
                         # a million entries breadth first).
@@ -279,6 +273,19 @@ def count_protobuf_spans(body: bytes, *, limit: int) -> int:
     except IndexError:
         raise BodyError(TRUNCATED) from None
     return spans
+
+
+def _limit_crossed(spans: int, *, limit: int, messages: int, budget: int) -> TooBig | BodyError:
+    """Which bound of count_protobuf_spans the message just entered crosses, first of: the spans, the
+    messages, the depth (called only then, so the walk checks all three in one condition)."""
+    if spans > limit:
+        return TooManyRecords(limit=limit, setting=MAX_RECORDS_SETTING, what="spans")
+    if messages > budget:
+        return TooComplex(
+            f"The body holds over {budget} protobuf messages; at most "
+            f"{CONTAINERS_PER_RECORD} per span at the cap are read in one request."
+        )
+    return BodyError(f"Values nested more than {MAX_PROTOBUF_DEPTH} levels deep.")
 
 
 def _varint(body: bytes, pos: int) -> tuple[int, int]:
