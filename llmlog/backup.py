@@ -257,10 +257,7 @@ def purge_history(
     retention = settings.LLMLOG_HISTORY_RETENTION_DAYS
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if before is None and retention is None:
-        logger.info("purge_history: LLMLOG_HISTORY_RETENTION_DAYS is unset, history is kept")
-    if before is None and retention is not None:
-        before = timezone.localdate() - timedelta(days=retention)
+    before = _purge_cutoff(before, retention)
     counts: dict[str, Any] = {
         "before": before.isoformat() if before else None,
         "retention_days": retention,
@@ -277,40 +274,14 @@ def purge_history(
             return dict(run.counts)
         # Rollups and rows agree: the hours a purge may empty are marked stale before it deletes (readers
         # take their rows until they are rebuilt, even if the purge stops half way) and rebuilt after it
-        # from what is left (records still in llmusage: pending, failed, not moved yet). The purge goes by
-        # use_date, stamped in the TIME_ZONE of its day, which may not be today's: a day reaches at most
-        # 26 hours past its start in any zone (UTC-12 to UTC+14), hence the margin.
-        cutoff = datetime.combine(before, time.min, tzinfo=timezone.get_current_timezone())
-        stale_hours = usage_rollups_hours_before(cutoff + PURGE_ZONE_MARGIN)
+        # from what is left (records still in llmusage: pending, failed, not moved yet).
+        stale_hours = _hours_purge_may_empty(before)
         clickhouse_mark = clickhouse_delete_begin()  # ClickHouse unread until it has purged too
         with transaction.atomic():
             usage_rollups_mark_stale(hours=stale_hours)
         run.counts.update(_drop_history_months(before))
         run.counts["purged"] += run.counts["dropped_rows"]
-        if connection.vendor == "postgresql":
-            # The ids as an array (an InitPlan run once): each partition is then probed by its primary
-            # key index. With `id IN (SELECT ...)` the planner hash-joins and reads every partition whole.
-            sql = """
-                DELETE FROM llmusage_history WHERE use_date < %(before)s AND id = ANY(ARRAY(
-                    SELECT id FROM llmusage_history WHERE use_date < %(before)s LIMIT %(limit)s
-                    FOR UPDATE SKIP LOCKED
-                ))
-            """
-        else:
-            sql = """
-                DELETE FROM llmusage_history WHERE id IN (
-                    SELECT id FROM llmusage_history WHERE use_date < %(before)s LIMIT %(limit)s
-                )
-            """
-        params = {"before": connection.ops.adapt_datefield_value(before), "limit": batch_size}
-        while True:
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute(sql, params)
-                deleted = cursor.rowcount
-            if not deleted:
-                break
-            run.counts["purged"] += deleted
-            run.counts["batches"] += 1
+        _delete_history_batches(before, batch_size=batch_size, counts=run.counts)
         run.counts["rollup_buckets"] = usage_rollups_refresh_hours(hours=stale_hours)["buckets"]
         if clickhouse_configured():
             run.counts["clickhouse"] = clickhouse_delete_end(
@@ -320,6 +291,55 @@ def purge_history(
                 months_before=before,
             )
         return dict(run.counts)
+
+
+def _purge_cutoff(before: date | None, retention: int | None) -> date | None:
+    """The day the purge deletes before: `before` as given, else today minus the retention, else None
+    (retention unset: history is kept)."""
+    if before is not None:
+        return before
+    if retention is None:
+        logger.info("purge_history: LLMLOG_HISTORY_RETENTION_DAYS is unset, history is kept")
+        return None
+    return timezone.localdate() - timedelta(days=retention)
+
+
+def _hours_purge_may_empty(before: date) -> list[datetime]:
+    """The rollup hours that may hold records of the days before `before`. The purge goes by use_date,
+    stamped in the TIME_ZONE of its day, which may not be today's: a day reaches at most 26 hours past
+    its start in any zone (UTC-12 to UTC+14), hence PURGE_ZONE_MARGIN."""
+    cutoff = datetime.combine(before, time.min, tzinfo=timezone.get_current_timezone())
+    return usage_rollups_hours_before(cutoff + PURGE_ZONE_MARGIN)
+
+
+def _delete_history_batches(before: date, *, batch_size: int, counts: dict[str, Any]) -> None:
+    """Delete the history rows left before `before` (in partitions not dropped), `batch_size` per
+    transaction until none is left, adding each batch to `counts` as it commits: a run that fails half
+    way records what it deleted."""
+    if connection.vendor == "postgresql":
+        # The ids as an array (an InitPlan run once): each partition is then probed by its primary
+        # key index. With `id IN (SELECT ...)` the planner hash-joins and reads every partition whole.
+        sql = """
+            DELETE FROM llmusage_history WHERE use_date < %(before)s AND id = ANY(ARRAY(
+                SELECT id FROM llmusage_history WHERE use_date < %(before)s LIMIT %(limit)s
+                FOR UPDATE SKIP LOCKED
+            ))
+        """
+    else:
+        sql = """
+            DELETE FROM llmusage_history WHERE id IN (
+                SELECT id FROM llmusage_history WHERE use_date < %(before)s LIMIT %(limit)s
+            )
+        """
+    params = {"before": connection.ops.adapt_datefield_value(before), "limit": batch_size}
+    while True:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            deleted = cursor.rowcount
+        if not deleted:
+            break
+        counts["purged"] += deleted
+        counts["batches"] += 1
 
 
 def _drop_history_months(before: date) -> dict[str, int]:
