@@ -19,10 +19,16 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.db import connection, transaction
-from django.db.models import Q
 from django.utils import timezone
 
-from accounting.ledger import ErrorCode, LedgerError, apply_deltas, check_balances, lock_accounts
+from accounting.ledger import (
+    ErrorCode,
+    LedgerError,
+    accounts_moved,
+    apply_deltas,
+    check_balances,
+    lock_accounts,
+)
 from accounting.models import Account, LedgerLine, LedgerTransaction, RepricingItem
 
 GroupKey = tuple[str, str, str]  # (userorgid, ownerid, currency)
@@ -104,14 +110,8 @@ def _locked_accounts(groups: Sequence[AdjustmentGroup]) -> dict[tuple[str, str, 
     customers = {g.userorgid for g in groups if g.delta_amount}
     owners = {g.ownerid for g in groups if g.delta_cost}
     currencies = {g.currency for g in groups if g.delta_amount != g.delta_cost}
-    condition = Q(pk__in=[])
-    if customers:
-        condition |= Q(kind=Account.Kind.CUSTOMER, org__in=customers)
-    if owners:
-        condition |= Q(kind=Account.Kind.OWNER, org__in=owners)
-    if currencies:
-        condition |= Q(kind=Account.Kind.PLATFORM, currency__in=currencies)
     found = {}
+    condition = accounts_moved(customers=customers, owners=owners, currencies=currencies)
     for account in lock_accounts(condition):
         org = "" if account.kind == Account.Kind.PLATFORM else account.org
         found[(org, account.kind, account.currency)] = account

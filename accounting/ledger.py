@@ -46,6 +46,19 @@ class BalanceOverflow(ValueError):
 # --- balances -------------------------------------------------------------------------------------
 
 
+def accounts_moved(*, customers: set[str], owners: set[str], currencies: set[str]) -> Q:
+    """The accounts a set of postings moves: the customers' (amounts), the owners' (costs) and the
+    platform's of each currency whose amount and cost differ (the margin)."""
+    condition = Q(pk__in=[])
+    if customers:
+        condition |= Q(kind=Account.Kind.CUSTOMER, org__in=customers)
+    if owners:
+        condition |= Q(kind=Account.Kind.OWNER, org__in=owners)
+    if currencies:
+        condition |= Q(kind=Account.Kind.PLATFORM, currency__in=currencies)
+    return condition
+
+
 def lock_accounts(condition: Q) -> list[Account]:
     """Lock the accounts matching `condition`, in primary-key order: the one lock order of the ledger."""
     return list(Account.objects.select_for_update().filter(condition).order_by("pk"))

@@ -26,7 +26,7 @@ from django.db.models import Q
 from django.utils import timezone
 from uuid_utils import uuid7 as uuid7_fast
 
-from accounting.ledger import ErrorCode, LedgerError, apply_deltas, lock_accounts
+from accounting.ledger import ErrorCode, LedgerError, accounts_moved, apply_deltas, lock_accounts
 from accounting.models import Account, LedgerLine, LedgerTransaction
 
 
@@ -187,14 +187,7 @@ def _accounts_needed(usages: Iterable[UsagePosting]) -> Q:
             owners.add(usage.ownerid)
         if usage.amount != usage.cost:
             currencies.add(usage.currency)
-    condition = Q(pk__in=[])
-    if customers:
-        condition |= Q(kind=Account.Kind.CUSTOMER, org__in=customers)
-    if owners:
-        condition |= Q(kind=Account.Kind.OWNER, org__in=owners)
-    if currencies:
-        condition |= Q(kind=Account.Kind.PLATFORM, currency__in=currencies)
-    return condition
+    return accounts_moved(customers=customers, owners=owners, currencies=currencies)
 
 
 class _AccountBook:
