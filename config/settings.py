@@ -4,10 +4,10 @@ from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-import dj_database_url
-from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
+from config.beat import beat_schedule
+from config.databases import databases
 from config.env import env_bool, env_int, env_list, env_rate, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -75,68 +75,10 @@ TEMPLATES = [
 ]
 
 
-def _database(url: str) -> dict:
-    return dj_database_url.parse(
-        url, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0), conn_health_checks=True
-    )
-
-
-def _postgresql_options(database: dict) -> None:
-    """The options of every PostgreSQL alias, the primary's and each replica's."""
-    # Django's backend, with a health check that asks the socket instead of the server (no round trip).
-    database["ENGINE"] = "llmlog.backends.postgresql"
-    # llmlog.db's cursors prepare the hottest statements (get-item, RPM/TPM, list pages, single-record
-    # ingest) on each connection; Django turns psycopg's prepared statements off unless asked, and its
-    # own cursors never prepare. Off behind a pooler in transaction mode without prepared statement
-    # support (PgBouncer before 1.21, or max_prepared_statements = 0).
-    database.setdefault("OPTIONS", {})["prepare_threshold"] = (
-        5 if env_bool("DATABASE_PREPARED_STATEMENTS", True) else None
-    )
-    # Connections are per thread in Django. By default each of gunicorn's threads (config/gunicorn.py)
-    # keeps its own for DATABASE_CONN_MAX_AGE seconds: no checkout per request, and the statements
-    # llmlog.db prepared stay prepared. DATABASE_URL's `?pool=true` asks for Django's psycopg pool
-    # instead (one per process, shared by its threads: fewer connections when threads sit idle). Django
-    # refuses a pool with persistent connections, and psycopg_pool's default of 4 connections would
-    # keep a process's other threads waiting: sized here to the threads (WEB_THREADS), opened on demand.
-    if database["OPTIONS"].get("pool") is True:
-        database["CONN_MAX_AGE"] = 0
-        database["OPTIONS"]["pool"] = {
-            "min_size": 1,
-            "max_size": env_int("WEB_THREADS", 8, minimum=1),
-        }
-
-
-DATABASES = {"default": _database(env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'llmlog.sqlite3'}")}
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    _postgresql_options(DATABASES["default"])
-# Read replicas (llmlog.replicas): streaming replicas of the primary, as aliases replica1, replica2…
-# Lists, counts, stats, search, the dialects and the dashboard read one that lags at most
-# LLMLOG_REPLICA_MAX_LAG_SECONDS; everything else reads the primary. A replica that does not answer is
-# given up on after connect_timeout (libpq's smallest: 2 s) and skipped for a while.
-LLMLOG_REPLICA_ALIASES: list[str] = []
-for _number, _url in enumerate(env_list("DATABASE_REPLICA_URLS", []), start=1):
-    _replica = _database(_url)
-    if _replica["ENGINE"] != "django.db.backends.postgresql" or DATABASES["default"]["ENGINE"] == (
-        "django.db.backends.sqlite3"
-    ):
-        raise ImproperlyConfigured(
-            "DATABASE_REPLICA_URLS must be PostgreSQL URLs (postgres://...) of replicas of a PostgreSQL "
-            f"DATABASE_URL; replica {_number} is not"
-        )
-    _postgresql_options(_replica)
-    _replica["OPTIONS"].setdefault("connect_timeout", 2)
-    _replica["TEST"] = {"MIRROR": "default"}  # a test run never creates a database on a replica
-    DATABASES[f"replica{_number}"] = _replica
-    LLMLOG_REPLICA_ALIASES.append(f"replica{_number}")
+DATABASES = databases(VAR_DIR)
+LLMLOG_REPLICA_ALIASES = [alias for alias in DATABASES if alias != "default"]
 LLMLOG_REPLICA_MAX_LAG_SECONDS = env_int("LLMLOG_REPLICA_MAX_LAG_SECONDS", 5, minimum=0)
 
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # WAL lets the web process read while the worker writes; the timeout rides out short write locks.
-    DATABASES["default"]["OPTIONS"] = {
-        "timeout": 20,
-        "transaction_mode": "IMMEDIATE",
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # django-axes first: it refuses a locked-out address before any password is checked.
@@ -315,62 +257,7 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_EXPIRES = 3600
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
-# The reviewed source of truth for periodic jobs; django-celery-beat mirrors it into the admin.
-CELERY_BEAT_SCHEDULE: dict = {}
-# Nightly, in the quiet hour: yesterday's accounted records leave the hot table, so ingest and the
-# day's queries work on a small llmusage. Any day boundary is TIME_ZONE's (CELERY_TIMEZONE).
-CELERY_BEAT_SCHEDULE["backup_accounted_llmusage"] = {
-    "task": "llmlog.tasks.backup_accounted_llmusage",
-    "schedule": crontab(hour=LLMLOG_BACKUP_HOUR, minute=0),
-}
-# Nightly, half an hour after the backup starts (it touches other rows, so an overlap is harmless):
-# history older than LLMLOG_HISTORY_RETENTION_DAYS goes; while that is unset the run does nothing.
-CELERY_BEAT_SCHEDULE["purge_history"] = {
-    "task": "llmlog.tasks.purge_history",
-    "schedule": crontab(hour=LLMLOG_BACKUP_HOUR, minute=30),
-}
-# Every 5 minutes, with CLICKHOUSE_URL set: history moved since the last sync goes to ClickHouse (the
-# nightly move syncs at its end too; this catches up after ClickHouse was away). Unset: does nothing.
-if CLICKHOUSE_URL:
-    CELERY_BEAT_SCHEDULE["clickhouse_sync"] = {
-        "task": "llmlog.tasks.clickhouse_sync",
-        "schedule": timedelta(minutes=5),
-    }
-# Every 5 minutes: stats read hourly rollups for closed hours, so each hour is built soon after it
-# settles (10 minutes past its end) and hours that late records landed in are rebuilt within minutes.
-CELERY_BEAT_SCHEDULE["build_usage_rollups"] = {
-    "task": "llmlog.tasks.build_usage_rollups",
-    "schedule": crontab(minute="*/5"),
-}
-# Every minute: post pending usage to the ledger (ingest also asks for a run a few seconds after new
-# records). Expires before the next tick, so a worker that was down finds one run, not a pile of them.
-CELERY_BEAT_SCHEDULE["account_pending_usage"] = {
-    "task": "llmlog.tasks.account_pending_usage",
-    "schedule": 60.0,
-    "options": {"expires": 55},
-}
-# Every 15 minutes: retry failed postings whose backoff has passed (2^attempts minutes, at most 6 h).
-CELERY_BEAT_SCHEDULE["retry_failed_accounting"] = {
-    "task": "llmlog.tasks.retry_failed_accounting",
-    "schedule": crontab(minute="*/15"),
-    "options": {"expires": 14 * 60},
-}
-# Hourly on the 1st and 2nd of the month: close the month that has ended in each org's time zone into
-# its statement (llmlog.statements). Every zone's month has ended by the 2nd; a closed month is a no-op.
-CELERY_BEAT_SCHEDULE["close_ended_periods"] = {
-    "task": "llmlog.tasks.close_ended_periods",
-    "schedule": crontab(day_of_month="1,2", minute=15),
-    "options": {"expires": 50 * 60},
-}
-
-# Every minute: budgets whose spent crossed a threshold get their alert (one per budget, period and
-# threshold), webhooks due for a retry are sent again, expired holds are marked. Expires before the
-# next tick: a backlog runs it once.
-CELERY_BEAT_SCHEDULE["send_budget_alerts"] = {
-    "task": "accounting.tasks.send_budget_alerts",
-    "schedule": 60.0,
-    "options": {"expires": 55},
-}
+CELERY_BEAT_SCHEDULE = beat_schedule(backup_hour=LLMLOG_BACKUP_HOUR, clickhouse=bool(CLICKHOUSE_URL))
 
 # Celery's worker logs through LOGGING too (JSON lines), instead of replacing the root logger's handlers.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
