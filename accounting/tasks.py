@@ -1,9 +1,9 @@
 """Celery tasks of the ledger side: each calls one service and owns its retry policy (STYLE.md)."""
 
 from celery import shared_task
-from django.db import OperationalError
 
 from accounting import alerts
+from core.tasks import retried_when_database_away
 
 
 # Budget alerts every minute (beat). A rerun is harmless: an alert exists once per budget, period and
@@ -13,9 +13,7 @@ from accounting import alerts
     acks_late=True,
     soft_time_limit=50,
     time_limit=60,
-    autoretry_for=(OperationalError,),
-    retry_backoff=5,
-    max_retries=3,
+    **retried_when_database_away(5),
 )
 def send_budget_alerts() -> dict:
     return alerts.send_budget_alerts()

@@ -7,8 +7,8 @@ from collections import Counter
 from datetime import date
 
 from celery import shared_task
-from django.db import OperationalError
 
+from core.tasks import retried_when_database_away
 from llmlog import backup, posting, rollups, statements
 from llmlog.clickhouse import mirror
 
@@ -29,9 +29,7 @@ POSTING_DEBOUNCE_SECONDS = 5.0
     expires=6 * 3600,
     soft_time_limit=3 * 3600,
     time_limit=3 * 3600 + 600,
-    autoretry_for=(OperationalError,),
-    retry_backoff=60,
-    max_retries=3,
+    **retried_when_database_away(60),
 )
 def backup_accounted_llmusage(before: str | None = None) -> dict:
     day = date.fromisoformat(before) if before else None
@@ -44,9 +42,7 @@ def backup_accounted_llmusage(before: str | None = None) -> dict:
     expires=6 * 3600,
     soft_time_limit=3600,
     time_limit=3600 + 300,
-    autoretry_for=(OperationalError,),
-    retry_backoff=60,
-    max_retries=3,
+    **retried_when_database_away(60),
 )
 def purge_history(before: str | None = None) -> dict:
     day = date.fromisoformat(before) if before else None
@@ -68,9 +64,7 @@ def clickhouse_sync() -> dict:
     expires=4 * 60,
     soft_time_limit=30 * 60,
     time_limit=30 * 60 + 60,
-    autoretry_for=(OperationalError,),
-    retry_backoff=30,
-    max_retries=3,
+    **retried_when_database_away(30),
 )
 def build_usage_rollups() -> dict:
     return rollups.build_usage_rollups()
@@ -84,9 +78,7 @@ def build_usage_rollups() -> dict:
     acks_late=True,
     soft_time_limit=110,
     time_limit=120,
-    autoretry_for=(OperationalError,),
-    retry_backoff=5,
-    max_retries=3,
+    **retried_when_database_away(5),
 )
 def account_pending_usage(only_if_pending: bool = False) -> dict:
     if only_if_pending and not posting.pending_usage_exists():
@@ -100,9 +92,7 @@ def account_pending_usage(only_if_pending: bool = False) -> dict:
     acks_late=True,
     soft_time_limit=600,
     time_limit=660,
-    autoretry_for=(OperationalError,),
-    retry_backoff=30,
-    max_retries=3,
+    **retried_when_database_away(30),
 )
 def retry_failed_accounting() -> dict:
     return posting.retry_failed_accounting(max_seconds=540).counts
@@ -116,9 +106,7 @@ def retry_failed_accounting() -> dict:
     expires=50 * 60,
     soft_time_limit=45 * 60,
     time_limit=50 * 60,
-    autoretry_for=(OperationalError,),
-    retry_backoff=60,
-    max_retries=3,
+    **retried_when_database_away(60),
 )
 def close_ended_periods() -> dict:
     results = statements.close_ended_periods()
