@@ -28,9 +28,9 @@ from llmlog.api.serializers import money_field
 # An org is any text: its file name keeps letters, digits, dot, dash and underscore (no quote, no newline).
 UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
 
-# The columns of the CSV: the statement's figures first (one row each), then the breakdowns.
-SUMMARY_FIELDS = (
-    "org",
+# A statement's month, period and figures: the list answers them for each month, and the CSV gives them
+# a row each (after the org), before the breakdowns.
+STATEMENT_FIELDS = (
     "month",
     "currency",
     "time_zone",
@@ -44,6 +44,7 @@ SUMMARY_FIELDS = (
     "requests",
     "closed_at",
 )
+SUMMARY_FIELDS = ("org", *STATEMENT_FIELDS)
 
 
 class StatementCSVRenderer(renderers.BaseRenderer):
@@ -93,20 +94,7 @@ class StatementListItemSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Statement
-        fields = (
-            "month",
-            "currency",
-            "time_zone",
-            "period_start",
-            "period_end",
-            "opening_balance",
-            "charges",
-            "topups",
-            "adjustments",
-            "closing_balance",
-            "requests",
-            "closed_at",
-        )
+        fields = STATEMENT_FIELDS
         read_only_fields = fields
 
 
