@@ -21,6 +21,8 @@ from core.formats import money_html
 from llmlog.repricing import RepricingStale, repricing_apply
 from llmlog.repricing_report import repricing_records_csv
 
+# The columns of a re-pricing's report per (org, model), in the order this page and `manage.py reprice`
+# show them.
 REPORT_COLUMNS = (
     "userorgid",
     "model_name",

@@ -4,21 +4,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounting.ledger import BalanceOverflow, LedgerError
 from accounting.models import Repricing
+from llmlog.admin.repricing import REPORT_COLUMNS
 from llmlog.repricing import RepricingInvalid, RepricingStale, repricing_apply, repricing_create
-
-COLUMNS = (
-    "userorgid",
-    "model_name",
-    "records",
-    "changed",
-    "unpriced",
-    "old_amount",
-    "new_amount",
-    "delta_amount",
-    "old_cost",
-    "new_cost",
-    "delta_cost",
-)
 
 
 class Command(BaseCommand):
@@ -68,8 +55,8 @@ class Command(BaseCommand):
         self._report(result)
 
     def _report(self, repricing: Repricing) -> None:
-        rows = [COLUMNS, *([str(row[name]) for name in COLUMNS] for row in repricing.summary)]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+        rows = [REPORT_COLUMNS, *([str(row[name]) for name in REPORT_COLUMNS] for row in repricing.summary)]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(REPORT_COLUMNS))]
         for row in rows:
             self.stdout.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
         self.stdout.write(
