@@ -13,6 +13,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from accounting.budget_fields import CHOSEN_FIELDS
 from accounting.budgets import (
     UPDATABLE_FIELDS,
     BudgetStatus,
@@ -47,19 +48,7 @@ class BudgetForm(forms.ModelForm):
 
     class Meta:
         model = Budget
-        fields = (
-            "org",
-            "name",
-            *Budget.SCOPE_FIELDS,
-            "period",
-            "time_zone",
-            "limit",
-            "currency",
-            "thresholds",
-            "action",
-            "webhook_url",
-            "webhook_secret",
-        )
+        fields = (*CHOSEN_FIELDS, "webhook_secret")
 
     def clean(self) -> dict:
         data = super().clean()

@@ -17,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 
+from accounting.budget_fields import CHOSEN_FIELDS
 from accounting.budgets import (
     MAX_THRESHOLDS,
     UPDATABLE_FIELDS,
@@ -46,16 +47,7 @@ class BudgetSerializer(serializers.ModelSerializer):
         model = Budget
         fields = (
             "id",
-            "org",
-            "name",
-            *Budget.SCOPE_FIELDS,
-            "period",
-            "time_zone",
-            "limit",
-            "currency",
-            "thresholds",
-            "action",
-            "webhook_url",
+            *CHOSEN_FIELDS,
             "has_webhook_secret",
             "spent",
             "held",
