@@ -4,11 +4,8 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 
 from llmlog.api.dialects.aiproxy.params import CODE_TYPES, DEFAULT_PER_PAGE
 from llmlog.api.dialects.aiproxy.shapes import TOKEN_KINDS, price_breakdown
-from llmlog.api.dialects.common import (
-    MAX_PAGE_SIZE,
-    timestamp_schema,
-)
-from llmlog.queries import MAX_PAGE_DEPTH
+from llmlog.api.dialects.common import timestamp_schema
+from llmlog.api.dialects.paging import PageParams
 
 TAG = "dialect: AI Proxy"
 NUMBER = {"type": "number"}
@@ -83,17 +80,14 @@ ERROR = OpenApiResponse(
     },
     "success false; the message names the bad parameter.",
 )
+PAGING = PageParams(
+    page="page",
+    size="per_page",
+    default_size=DEFAULT_PER_PAGE,
+    narrow_with="start_timestamp and end_timestamp",
+)
 PARAMETERS = [
-    OpenApiParameter(
-        "page",
-        {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_DEPTH},
-        description=f"Page, from 1; page × per_page ≤ {MAX_PAGE_DEPTH}.",
-    ),
-    OpenApiParameter(
-        "per_page",
-        {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
-        description=f"Default {DEFAULT_PER_PAGE}, at most {MAX_PAGE_SIZE}.",
-    ),
+    *PAGING.parameters(),
     OpenApiParameter("model_name", str),
     OpenApiParameter("token_name", str),
     OpenApiParameter(

@@ -7,15 +7,10 @@ from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from llmlog.api.dialects.aiproxy.params import DEFAULT_PER_PAGE, log_query
-from llmlog.api.dialects.aiproxy.schema import ERROR, PARAMETERS, SEARCH_SCHEMA, TAG
+from llmlog.api.dialects.aiproxy.params import log_query
+from llmlog.api.dialects.aiproxy.schema import ERROR, PAGING, PARAMETERS, SEARCH_SCHEMA, TAG
 from llmlog.api.dialects.aiproxy.shapes import ITEM_COLUMNS, log_facets, log_item
-from llmlog.api.dialects.common import (
-    MAX_PAGE_SIZE,
-    DialectView,
-    check_page_depth,
-    int_param,
-)
+from llmlog.api.dialects.common import DialectView
 from llmlog.selectors.records import usage_page
 from llmlog.selectors.totals import usage_count
 
@@ -39,15 +34,10 @@ class AiProxySearchView(DialectView):
 
     def search(self, request: Request, org: str) -> Response:
         params = request.query_params
-        page = int_param(params, "page", default=1, minimum=1)
-        per_page = int_param(params, "per_page", default=DEFAULT_PER_PAGE, minimum=1, maximum=MAX_PAGE_SIZE)
-        offset = (page - 1) * per_page
-        check_page_depth(
-            offset=offset, size=per_page, param="page", narrow_with="start_timestamp and end_timestamp"
-        )
+        page = PAGING.parse(params)
         query = log_query(params, org=org)
         count = usage_count(query=query)  # every record of every org: an estimate, said so
-        rows = usage_page(query=query, offset=offset, limit=per_page, columns=ITEM_COLUMNS)
+        rows = usage_page(query=query, offset=page.offset, limit=page.size, columns=ITEM_COLUMNS)
         data: dict[str, Any] = {
             "logs": [log_item(row) for row in rows],
             "total": count["count"],

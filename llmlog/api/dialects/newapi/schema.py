@@ -4,13 +4,9 @@ from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 
-from llmlog.api.dialects.common import (
-    MAX_PAGE_SIZE,
-    NOT_BLANK,
-    timestamp_schema,
-)
+from llmlog.api.dialects.common import NOT_BLANK, timestamp_schema
 from llmlog.api.dialects.newapi.params import DEFAULT_PAGE_SIZE, KNOWN_LOG_TYPES
-from llmlog.queries import MAX_PAGE_DEPTH
+from llmlog.api.dialects.paging import PageParams
 
 TAG = "dialect: new-api"
 ITEM_SCHEMA = {
@@ -91,18 +87,13 @@ FILTER_PARAMETERS = [
     OpenApiParameter("channel", str, description="Channel id."),
     OpenApiParameter("group", str),
 ]
-PAGE_PARAMETERS = [
-    OpenApiParameter(
-        "p",
-        {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_DEPTH},
-        description=f"Page, from 1; p × page_size ≤ {MAX_PAGE_DEPTH}.",
-    ),
-    OpenApiParameter(
-        "page_size",
-        {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
-        description=f"Default {DEFAULT_PAGE_SIZE}, at most {MAX_PAGE_SIZE}.",
-    ),
-]
+PAGING = PageParams(
+    page="p",
+    size="page_size",
+    default_size=DEFAULT_PAGE_SIZE,
+    narrow_with="start_timestamp and end_timestamp",
+)
+PAGE_PARAMETERS = PAGING.parameters()
 KEYWORD = OpenApiParameter(
     "keyword", NOT_BLANK, required=True, description="transno, user, org, model, token, error."
 )

@@ -11,18 +11,14 @@ from rest_framework.response import Response
 
 from llmlog.api.auth import caller_of
 from llmlog.api.dialects.common import (
-    MAX_PAGE_SIZE,
     NOT_BLANK,
     DialectView,
     bad_input,
-    check_page_depth,
-    int_param,
     quota_units,
     time_param,
     timestamp_schema,
 )
 from llmlog.api.dialects.newapi.params import (
-    DEFAULT_PAGE_SIZE,
     SEARCH_LIMIT,
     TOKEN_LOG_LIMIT,
     gateway_key_hashes,
@@ -36,6 +32,7 @@ from llmlog.api.dialects.newapi.schema import (
     LIST_SCHEMA,
     PAGE_PARAMETERS,
     PAGE_SCHEMA,
+    PAGING,
     STAT_SCHEMA,
     TAG,
     envelope,
@@ -70,17 +67,14 @@ class NewApiView(DialectView):
 
     def page(self, request: Request, org: str) -> Response:
         params = request.query_params
-        page = int_param(params, "p", default=1, minimum=1)
-        size = int_param(params, "page_size", default=DEFAULT_PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE)
-        offset = (page - 1) * size
-        check_page_depth(offset=offset, size=size, param="p", narrow_with="start_timestamp and end_timestamp")
+        page = PAGING.parse(params)
         query = log_query(params, org=org)
         count = usage_count(query=query)  # every record of every org: an estimate, said so
         data = {
-            "items": newest_items(query, size, offset),
+            "items": newest_items(query, page.size, page.offset),
             "total": count["count"],
-            "page": page,
-            "page_size": size,
+            "page": page.number,
+            "page_size": page.size,
         }
         if count["estimated"]:
             data["total_is_estimate"] = True
