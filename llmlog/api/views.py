@@ -72,6 +72,18 @@ KEYWORD_PARAMETER = OpenApiParameter(
 )
 
 
+def _edit_responses(*, doing: str, done: dict) -> dict:
+    """An operator's edit of a record ("change" or "delete"): `done`, or the refusals both edits share
+    (_editor: not a platform admin; _edit_errors: no such record, or accounted)."""
+    return {
+        **done,
+        400: BAD_INPUT,
+        403: OpenApiResponse(description=f"Not a platform admin: an org key never {doing}s usage."),
+        404: NOT_FOUND,
+        409: OpenApiResponse(description="The record is accounted (or in history): immutable."),
+    }
+
+
 @extend_schema_view(
     list=extend_schema(
         summary="List usage records (hot and history)",
@@ -215,13 +227,7 @@ class LLMUsageViewSet(
         "with the change permission) changes a usage record: its fields decide what an org is charged "
         "and which budgets it counts against. Every change is audited (llmusage_audit).",
         request=UsagePatchSerializer,
-        responses={
-            200: UsageAllSerializer,
-            400: BAD_INPUT,
-            403: OpenApiResponse(description="Not a platform admin: an org key never changes usage."),
-            404: NOT_FOUND,
-            409: OpenApiResponse(description="The record is accounted (or in history): immutable."),
-        },
+        responses=_edit_responses(doing="change", done={200: UsageAllSerializer}),
     )
     def partial_update(self, request: Request, pk: str) -> Response:
         caller = self._editor(request, pk, doing="change")
@@ -236,13 +242,7 @@ class LLMUsageViewSet(
     @extend_schema(
         summary="Delete a record not yet accounted (platform admin)",
         description="Audited (llmusage_audit keeps the whole record); its open accounting failure closes.",
-        responses={
-            204: None,
-            400: BAD_INPUT,
-            403: OpenApiResponse(description="Not a platform admin: an org key never deletes usage."),
-            404: NOT_FOUND,
-            409: OpenApiResponse(description="The record is accounted (or in history): immutable."),
-        },
+        responses=_edit_responses(doing="delete", done={204: None}),
     )
     def destroy(self, request: Request, pk: str) -> Response:
         caller = self._editor(request, pk, doing="delete")
