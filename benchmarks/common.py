@@ -1,20 +1,32 @@
-"""What every benchmark shares: Django set-up on the benchmark database, timing, and the report table.
+"""What every benchmark shares: Django set-up on the benchmark database, timing, and the report table;
+the app under gunicorn and its clients; the raw connections and rows of the ceilings; a measurement in a
+process of its own, and its memory.
 
 Each figure is measured at least 3 times (a fast one as the mean of a batch of calls: `measure`); the
 table shows the median with min and max, beside the raw-SQL ceiling of the same operation measured in
 the same run, and their ratio.
 """
 
+import argparse
 import http.client
+import json
 import os
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from datetime import datetime
+    from typing import Self
+
+    import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/llmlog_bench"
@@ -38,6 +50,31 @@ def setup_django(*, migrate: bool = True) -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+
+
+def bench_parser(description: str) -> argparse.ArgumentParser:
+    """A benchmark's command line, its module docstring as the help."""
+    return argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
+def rows_parser(description: str, *, rows_help: str) -> argparse.ArgumentParser:
+    """The flags of a benchmark on a table of --rows records, measured --repeat times."""
+    parser = bench_parser(description)
+    parser.add_argument("--rows", type=int, default=1_000_000, help=rows_help)
+    parser.add_argument("--repeat", type=int, default=3)
+    return parser
+
+
+def query_data_parser(description: str, *, repeat: int) -> argparse.ArgumentParser:
+    """The flags of the benchmarks that read bench_query's data set (query, dialects, admin, clickhouse):
+    its size, the measurements per figure, and a reload even when the data is there."""
+    parser = bench_parser(description)
+    parser.add_argument("--rows", type=int, default=1_000_000, help="usage records, hot and history")
+    parser.add_argument("--repeat", type=int, default=repeat, help="measurements per figure (at least 3)")
+    parser.add_argument("--reload", action="store_true", help="reload the data even if it is there")
+    return parser
 
 
 def _create_database(url: str) -> None:
@@ -116,6 +153,27 @@ class Figure:
         ]
 
 
+class Report:
+    """The figures of a benchmark in milliseconds, in the order they are measured: each the app's call
+    beside its ceiling's (either may be None), `repeat` times each (`measure`)."""
+
+    def __init__(self, repeat: int) -> None:
+        self.repeat = repeat
+        self.figures: list[Figure] = []
+
+    def time(
+        self,
+        name: str,
+        app: Callable[[], object] | None,
+        ceiling: Callable[[], object] | None,
+        target: str = "",
+        note: str = "",
+    ) -> None:
+        app_ms, ceiling_ms = measure(self.repeat, app, ceiling)
+        self.figures.append(Figure(name, "ms", app=app_ms, ceiling=ceiling_ms, target=target, note=note))
+        print(f"measured: {name}", flush=True)
+
+
 HEADER = ["figure", "llmlog: median (min–max)", "raw SQL ceiling", "ratio", "target", "note"]
 
 
@@ -181,6 +239,28 @@ def stop_app_server(server: "subprocess.Popen") -> None:
         server.kill()
 
 
+@contextmanager
+def app_server(
+    *, port: int, workers: int | None = None, threads: int | None = None, worker_class: str | None = None
+) -> Iterator["subprocess.Popen"]:
+    """`start_app_server` for the block, stopped when it ends, however it ends."""
+    server = start_app_server(port=port, workers=workers, threads=threads, worker_class=worker_class)
+    try:
+        yield server
+    finally:
+        stop_app_server(server)
+
+
+def run_threads(threads: list[threading.Thread]) -> float:
+    """Start every thread, then wait for them all: the seconds that took."""
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
+
+
 def post_bodies(
     *,
     port: int,
@@ -214,12 +294,7 @@ def post_bodies(
             latencies.extend(mine)
 
     threads = [threading.Thread(target=client, args=(bodies[i::clients],)) for i in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = run_threads(threads)
     if errors:
         raise RuntimeError(f"{len(errors)} requests failed, e.g. {errors[0]}")
     return elapsed, latencies
@@ -251,6 +326,21 @@ def fill_usage(*, rows: int, leftovers: tuple[str, ...] = (), vacuum: bool = Tru
     return changed
 
 
+def ingest_setup(
+    *, rows: int, leftovers: tuple[str, ...], key_name: str, scopes: list[str]
+) -> tuple[str, "psycopg.Connection"]:
+    """The set-up of a benchmark that ingests over HTTP: Django on the benchmark database, llmusage
+    filled to `rows` without the records of earlier runs (`fill_usage`), a platform key (the records
+    state their money, which only a platform key may) for the app's requests, and a raw connection for
+    the ceilings (close it, or use it as a context manager). Returns (key, raw connection)."""
+    setup_django()
+    from llmlog.keys import api_key_create
+
+    fill_usage(rows=rows, leftovers=leftovers)
+    _, key = api_key_create(name=key_name, role="admin", scopes=scopes)
+    return key, raw_connection()
+
+
 def raw_connection():
     """A plain psycopg connection to the benchmark database, for the raw-SQL ceilings."""
     import psycopg
@@ -260,6 +350,107 @@ def raw_connection():
     return psycopg.connect(
         host=db["HOST"], port=db["PORT"] or 5432, user=db["USER"], password=db["PASSWORD"], dbname=db["NAME"]
     )
+
+
+def ceiling_connection(*, prepared: bool = False) -> "psycopg.Connection":
+    """An autocommit psycopg connection for the ceiling of a read: unprepared, planned at every run, as
+    Django sends its queries (psycopg would prepare a statement after 5 runs), or with prepared=True
+    prepared from the first run, as llmlog prepares its hottest statements (llmlog.db)."""
+    import psycopg
+
+    return psycopg.connect(
+        os.environ["DATABASE_URL"], autocommit=True, prepare_threshold=0 if prepared else None
+    )
+
+
+@dataclass
+class OrgReads:
+    """What a read benchmark on bench_query's data set reads with: an unprepared connection for the
+    ceilings, the biggest org (hot and history: a read's worst case for an org) with a reader key of it
+    and a platform key, both read-only, the run's `now`, and the report. A benchmark extends it with
+    its own clients (fields with init=False, set in __post_init__)."""
+
+    raw: "psycopg.Connection"
+    org: str
+    org_rows: int
+    org_key: str
+    platform_key: str
+    now: "datetime"
+    report: Report
+
+    @classmethod
+    def open(cls, repeat: int) -> "Self":
+        from django.utils import timezone
+
+        from llmlog.keys import api_key_create
+
+        raw = ceiling_connection()
+        org, org_rows = raw.execute(
+            "SELECT userorgid, count(*) FROM llmusage_all GROUP BY 1 ORDER BY 2 DESC LIMIT 1"
+        ).fetchone()
+        _, org_key = api_key_create(userorgid=org, role="reader", scopes=["read"], name="bench")
+        _, platform_key = api_key_create(userorgid="", role="admin", scopes=["read"], name="bench")
+        return cls(raw, org, org_rows, org_key, platform_key, timezone.now(), Report(repeat))
+
+
+# --- the raw INSERT of the ingest ceilings ---------------------------------------------------------
+
+
+def usage_columns_sql() -> str:
+    """Every column ingest writes to llmusage, quoted, in its order: a ceiling writes them all."""
+    from llmlog.ingest.storage import USAGE_FIELDS
+
+    return ", ".join(f'"{f.column}"' for f in USAGE_FIELDS)
+
+
+def usage_insert_sql() -> str:
+    """One llmusage row of every column, a record already there skipped, as ingest skips it."""
+    from llmlog.ingest.storage import USAGE_FIELDS
+
+    placeholders = ", ".join(["%s"] * len(USAGE_FIELDS))
+    return (
+        f"INSERT INTO llmusage ({usage_columns_sql()}) VALUES ({placeholders}) "
+        "ON CONFLICT (transno, userorgid) DO NOTHING"
+    )
+
+
+def usage_values(row: dict) -> tuple:
+    """A demo row's values in `usage_columns_sql()`'s order, JSON columns encoded: ready for psycopg."""
+    from llmlog.ingest.storage import JSON_COLUMNS, USAGE_FIELDS
+
+    return tuple(
+        json.dumps(row[f.attname]) if f.attname in JSON_COLUMNS else row[f.attname] for f in USAGE_FIELDS
+    )
+
+
+# --- a measurement in a process of its own, and its memory ----------------------------------------
+
+
+def run_json_child(arguments: list[str], *, what: str) -> dict:
+    """Run `python <arguments>` from the checkout, a fresh process whose memory is the measurement's
+    own, and return the JSON object it prints on its last line."""
+    done = subprocess.run([sys.executable, *arguments], cwd=ROOT, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} subprocess failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _status_kib(name: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {name} in /proc/self/status")
+
+
+def reset_peak_rss() -> int:
+    """Reset this process's peak RSS to its current RSS (Linux: clear_refs 5), so the peak measured
+    next is the measurement's and not Django's start-up; returns the current RSS in KiB."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_kib("VmRSS")
+
+
+def peak_rss() -> int:
+    return _status_kib("VmHWM")
 
 
 def wsgi_client(key: str) -> Callable[..., tuple[int, bytes]]:
