@@ -8,235 +8,278 @@ Django with django.test.Client and an API key of the biggest org (or a platform 
 same queries sent with psycopg in the same run (for a list: the page and its total).
 """
 
-import argparse
 import hashlib
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_query import prepare_data  # noqa: E402
-from benchmarks.common import Figure, markdown_table, measure, setup_django  # noqa: E402
+from benchmarks.common import OrgReads, markdown_table, query_data_parser, setup_django  # noqa: E402
+
+if TYPE_CHECKING:
+    import psycopg
+    from django.test import Client
 
 GATEWAY_KEY = "sk-bench-gateway-key"
 GATEWAY_KEY_RECORDS = 2_000
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--rows", type=int, default=1_000_000, help="usage records, hot and history")
-    parser.add_argument("--repeat", type=int, default=5, help="measurements per figure (at least 3)")
-    parser.add_argument("--reload", action="store_true", help="reload the data even if it is there")
-    args = parser.parse_args()
-    repeat = max(args.repeat, 3)
+@dataclass
+class Dialects(OrgReads):
+    """OrgReads, with some records of the biggest org made with one gateway key (its hash) and a test
+    client."""
 
-    setup_django()
-    import os
+    key_hash: str = field(init=False)
+    client: "Client" = field(init=False)
 
-    import psycopg
-    from django.db import connection
-    from django.test import Client
-    from django.utils import timezone
+    def __post_init__(self) -> None:
+        from django.test import Client
 
-    from llmlog.api.dialects.aiproxy.params import FACET_SAMPLE
-    from llmlog.keys import api_key_create
+        self.key_hash = mark_gateway_key_records(self.raw, self.org)
+        self.client = Client()
 
-    prepare_data(args.rows, args.reload)
-    # Unprepared, as Django sends its queries (psycopg would prepare a statement after 5 runs).
-    raw = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True, prepare_threshold=None)
+    @property
+    def org_sql(self) -> str:
+        return f"userorgid = '{self.org}'"
 
-    def sql(*statements: tuple[str, tuple]) -> Callable[[], object]:
-        return lambda: [raw.execute(query, params).fetchall() for query, params in statements]
-
-    biggest_org, org_rows = raw.execute(
-        "SELECT userorgid, count(*) FROM llmusage_all GROUP BY 1 ORDER BY 2 DESC LIMIT 1"
-    ).fetchone()
-    # Some records made with one gateway key (demo data has none), for /api/log/token.
-    key_hash = hashlib.sha256(GATEWAY_KEY.encode()).hexdigest()
-    for table in ("llmusage", "llmusage_history"):
-        raw.execute(
-            f"UPDATE {table} SET token_key_hash = %s WHERE id IN "
-            f"(SELECT id FROM {table} WHERE userorgid = %s AND token_key_hash = '' LIMIT %s)",
-            (key_hash, biggest_org, GATEWAY_KEY_RECORDS // 2),
+    @property
+    def page_sql(self) -> str:
+        return (
+            f"SELECT * FROM llmusage_all WHERE {self.org_sql} AND status = 'success' "
+            "ORDER BY use_time DESC, id DESC"
         )
-    _, org_key = api_key_create(userorgid=biggest_org, role="reader", scopes=["read"], name="bench")
-    _, platform_key = api_key_create(userorgid="", role="admin", scopes=["read"], name="bench")
-    client = Client()
 
-    def call(method: str, path: str, api_key: str | None, body: dict | None = None, **params) -> Callable:
+    @property
+    def total_sql(self) -> str:
+        return f"SELECT count(*) FROM llmusage_all WHERE {self.org_sql} AND status = 'success'"
+
+    def sql(self, *statements: tuple[str, tuple]) -> Callable[[], object]:
+        return lambda: [self.raw.execute(query, params).fetchall() for query, params in statements]
+
+    def call(
+        self, method: str, path: str, api_key: str | None, body: dict | None = None, **params
+    ) -> Callable:
         headers = {"HTTP_AUTHORIZATION": f"Bearer {api_key}"} if api_key else {}
 
         def run() -> object:
             if method == "post":
-                response = client.post(path, json.dumps(body or {}), "application/json", **headers)
+                response = self.client.post(path, json.dumps(body or {}), "application/json", **headers)
             else:
-                response = client.get(path, params, **headers)
+                response = self.client.get(path, params, **headers)
             if response.status_code != 200:
                 raise RuntimeError(f"{path}: {response.status_code} {response.content[:300]!r}")
             return response
 
         return run
 
-    now = timezone.now()
-    week_ago = now - timedelta(days=7)
-    month_ago = now - timedelta(days=30)
-    figures: list[Figure] = []
 
-    def figure(name: str, app: Callable, ceiling: Callable, target: str = "", note: str = "") -> None:
-        figures.append(Figure(name, "ms", *measure(repeat, app, ceiling), target, note))
-        print(f"measured: {name}", flush=True)
+def mark_gateway_key_records(raw: "psycopg.Connection", org: str) -> str:
+    """Some records of `org` made with one gateway key (demo data has none), for /api/log/token: hot
+    and history alike. Returns the key's hash."""
+    key_hash = hashlib.sha256(GATEWAY_KEY.encode()).hexdigest()
+    for table in ("llmusage", "llmusage_history"):
+        raw.execute(
+            f"UPDATE {table} SET token_key_hash = %s WHERE id IN "
+            f"(SELECT id FROM {table} WHERE userorgid = %s AND token_key_hash = '' LIMIT %s)",
+            (key_hash, org, GATEWAY_KEY_RECORDS // 2),
+        )
+    return key_hash
 
-    org = f"userorgid = '{biggest_org}'"
-    page = f"SELECT * FROM llmusage_all WHERE {org} AND status = 'success' ORDER BY use_time DESC, id DESC"
-    total = f"SELECT count(*) FROM llmusage_all WHERE {org} AND status = 'success'"
 
-    # --- OneUptime ---
+def oneuptime_figures(dialects: Dialects) -> str:
+    """OneUptime's get-list, get-item and count; returns the model name the count filters on."""
     seed_body = {
         "select": {"costInUSDCents": True, "isGlobalProvider": True, "projectId": True, "status": True},
         "query": {"status": "Success"},
         "sort": {"createdAt": -1},
     }
-    figure(
-        f"OneUptime get-list, page 1 of the biggest org ({org_rows:,} records) + count",
-        call("post", "/api/llm-log/get-list?skip=0&limit=10", org_key, seed_body),
-        sql((page + " LIMIT 10", ()), (total, ())),
+    dialects.report.time(
+        f"OneUptime get-list, page 1 of the biggest org ({dialects.org_rows:,} records) + count",
+        dialects.call("post", "/api/llm-log/get-list?skip=0&limit=10", dialects.org_key, seed_body),
+        dialects.sql((dialects.page_sql + " LIMIT 10", ()), (dialects.total_sql, ())),
         "≤ 3x",
     )
-    record_id = raw.execute(f"SELECT id FROM llmusage_history WHERE {org} LIMIT 1").fetchone()[0]
-    figure(
+    record_id = dialects.raw.execute(
+        f"SELECT id FROM llmusage_history WHERE {dialects.org_sql} LIMIT 1"
+    ).fetchone()[0]
+    dialects.report.time(
         "OneUptime get-item (history)",
-        call("post", f"/api/llm-log/{record_id}/get-item", org_key, {"select": {"totalTokens": True}}),
-        sql((f"SELECT * FROM llmusage_all WHERE id = %s AND {org}", (record_id,))),
+        dialects.call(
+            "post", f"/api/llm-log/{record_id}/get-item", dialects.org_key, {"select": {"totalTokens": True}}
+        ),
+        dialects.sql((f"SELECT * FROM llmusage_all WHERE id = %s AND {dialects.org_sql}", (record_id,))),
         "≤ 3x",
     )
-    model = raw.execute(f"SELECT model_name FROM llmusage WHERE {org} LIMIT 1").fetchone()[0]
-    between = {"_type": "InBetween", "startValue": week_ago.isoformat(), "endValue": now.isoformat()}
-    figure(
+    model = dialects.raw.execute(
+        f"SELECT model_name FROM llmusage WHERE {dialects.org_sql} LIMIT 1"
+    ).fetchone()[0]
+    week_ago = dialects.now - timedelta(days=7)
+    between = {"_type": "InBetween", "startValue": week_ago.isoformat(), "endValue": dialects.now.isoformat()}
+    dialects.report.time(
         "OneUptime count: a model over 7 days",
-        call("post", "/api/llm-log/count", org_key, {"query": {"modelName": model, "createdAt": between}}),
-        sql(
+        dialects.call(
+            "post",
+            "/api/llm-log/count",
+            dialects.org_key,
+            {"query": {"modelName": model, "createdAt": between}},
+        ),
+        dialects.sql(
             (
-                f"SELECT count(*) FROM llmusage_all WHERE {org} AND model_name = %s "
+                f"SELECT count(*) FROM llmusage_all WHERE {dialects.org_sql} AND model_name = %s "
                 "AND use_time BETWEEN %s AND %s",
-                (model, week_ago, now),
+                (model, week_ago, dialects.now),
             )
         ),
         "≤ 3x",
     )
+    return model
 
-    # --- new-api ---
-    figure(
+
+def newapi_log_figures(dialects: Dialects) -> None:
+    """new-api's own log page, its stat over 30 days, and the log of one gateway key."""
+    month_ago = dialects.now - timedelta(days=30)
+    dialects.report.time(
         "new-api /api/log/self, page 1 (type=2) + total",
-        call("get", "/api/log/self", org_key, p=1, page_size=20, type=2),
-        sql((page + " LIMIT 20", ()), (total, ())),
+        dialects.call("get", "/api/log/self", dialects.org_key, p=1, page_size=20, type=2),
+        dialects.sql((dialects.page_sql + " LIMIT 20", ()), (dialects.total_sql, ())),
         "≤ 3x",
     )
-    figure(
+    dialects.report.time(
         "new-api /api/log/self/stat, 30 days",
-        call("get", "/api/log/self/stat", org_key, start_timestamp=int(month_ago.timestamp())),
-        sql(
-            (f"SELECT sum(amount) FROM llmusage_all WHERE {org} AND use_time >= %s", (month_ago,)),
+        dialects.call(
+            "get", "/api/log/self/stat", dialects.org_key, start_timestamp=int(month_ago.timestamp())
+        ),
+        dialects.sql(
             (
-                f"SELECT count(*), sum(total_tokens) FROM llmusage_all WHERE {org} AND status = 'success' "
-                "AND use_time >= %s",
-                (now - timedelta(seconds=60),),
+                f"SELECT sum(amount) FROM llmusage_all WHERE {dialects.org_sql} AND use_time >= %s",
+                (month_ago,),
+            ),
+            (
+                f"SELECT count(*), sum(total_tokens) FROM llmusage_all WHERE {dialects.org_sql} "
+                "AND status = 'success' AND use_time >= %s",
+                (dialects.now - timedelta(seconds=60),),
             ),
         ),
         "< 50 ms",
         "quota from the hourly rollups + the open hour's rows; the ceiling sums the rows",
     )
-    figure(
+    dialects.report.time(
         f"new-api /api/log/token ({GATEWAY_KEY_RECORDS:,} records of the key)",
-        call("get", "/api/log/token", None, key=GATEWAY_KEY),
-        sql(
+        dialects.call("get", "/api/log/token", None, key=GATEWAY_KEY),
+        dialects.sql(
             (
                 "SELECT * FROM llmusage_all WHERE token_key_hash = %s "
                 "ORDER BY use_time DESC, id DESC LIMIT 100",
-                (key_hash,),
+                (dialects.key_hash,),
             )
         ),
         "≤ 3x",
         "both read the token_key_hash index",
     )
 
-    # new-api's search: a keyword that is a prefix of the content ("gpt-4o: 120 prompt + ...") reduces to
-    # model_name LIKE 'k%' (the varchar_pattern_ops indexes of migration 0008) or, past the model name,
-    # to model_name = 'gpt-4o' and the content built in SQL; a keyword that matches nothing is probed away.
+
+def newapi_search_figures(dialects: Dialects, model: str) -> None:
+    """new-api's search: a keyword that is a prefix of the content ("gpt-4o: 120 prompt + ...") reduces
+    to model_name LIKE 'k%' (the varchar_pattern_ops indexes of migration 0008) or, past the model name,
+    to model_name = 'gpt-4o' and the content built in SQL; a keyword that matches nothing is probed away."""
     prefix = model[:3]
     newest_by_prefix = (
         "SELECT * FROM llmusage_all WHERE model_name LIKE %s AND status <> 'failed' "
         "ORDER BY use_time DESC, id DESC LIMIT 100"
     )
-    figure(
+    dialects.report.time(
         f"new-api /api/log/search?keyword={prefix} (a content prefix, every org)",
-        call("get", "/api/log/search", platform_key, keyword=prefix),
-        sql((newest_by_prefix, (prefix + "%",))),
+        dialects.call("get", "/api/log/search", dialects.platform_key, keyword=prefix),
+        dialects.sql((newest_by_prefix, (prefix + "%",))),
         "< 100 ms",
     )
-    figure(
+    dialects.report.time(
         f"new-api /api/log/self/search?keyword={model}: 1 (past the model name)",
-        call("get", "/api/log/self/search", org_key, keyword=f"{model}: 1"),
-        sql(
+        dialects.call("get", "/api/log/self/search", dialects.org_key, keyword=f"{model}: 1"),
+        dialects.sql(
             (
-                f"SELECT * FROM llmusage_all WHERE {org} AND model_name = %s AND status <> 'failed' "
-                "AND input_tokens::text LIKE '1%%' ORDER BY use_time DESC, id DESC LIMIT 100",
+                f"SELECT * FROM llmusage_all WHERE {dialects.org_sql} AND model_name = %s "
+                "AND status <> 'failed' AND input_tokens::text LIKE '1%%' "
+                "ORDER BY use_time DESC, id DESC LIMIT 100",
                 (model,),
             )
         ),
         "< 100 ms",
     )
-    figure(
+    dialects.report.time(
         "new-api /api/log/self/search?keyword=no-such-thing (nothing matches)",
-        call("get", "/api/log/self/search", org_key, keyword="no-such-thing"),
-        sql((newest_by_prefix.replace("WHERE", f"WHERE {org} AND"), ("no-such-thing%",))),
+        dialects.call("get", "/api/log/self/search", dialects.org_key, keyword="no-such-thing"),
+        dialects.sql(
+            (newest_by_prefix.replace("WHERE", f"WHERE {dialects.org_sql} AND"), ("no-such-thing%",))
+        ),
         "< 100 ms",
     )
 
-    # --- AI Proxy ---
+
+def aiproxy_figures(dialects: Dialects) -> None:
+    """AI Proxy's search of one group over 7 days, and of every org's failed calls: page, total, facets."""
+    from llmlog.api.dialects.aiproxy.params import FACET_SAMPLE
+
+    week_ago = dialects.now - timedelta(days=7)
     facets = (
         "SELECT DISTINCT model_name, token_name, channel_id FROM (SELECT model_name, token_name, channel_id "
-        f"FROM llmusage_all WHERE {org} AND use_time >= %s "
+        f"FROM llmusage_all WHERE {dialects.org_sql} AND use_time >= %s "
         f"ORDER BY use_time DESC LIMIT {FACET_SAMPLE}) s"
     )
     week_ms = int(week_ago.timestamp() * 1000)
-    figure(
+    dialects.report.time(
         "AI Proxy /api/log/{group}/search, 7 days, page 1 + total + facets",
-        call("get", f"/api/log/{biggest_org}/search", org_key, start_timestamp=week_ms, per_page=10),
-        sql(
+        dialects.call(
+            "get", f"/api/log/{dialects.org}/search", dialects.org_key, start_timestamp=week_ms, per_page=10
+        ),
+        dialects.sql(
             (
-                f"SELECT * FROM llmusage_all WHERE {org} AND use_time >= %s ORDER BY use_time DESC, id DESC "
-                "LIMIT 10",
+                f"SELECT * FROM llmusage_all WHERE {dialects.org_sql} AND use_time >= %s "
+                "ORDER BY use_time DESC, id DESC LIMIT 10",
                 (week_ago,),
             ),
-            (f"SELECT count(*) FROM llmusage_all WHERE {org} AND use_time >= %s", (week_ago,)),
+            (f"SELECT count(*) FROM llmusage_all WHERE {dialects.org_sql} AND use_time >= %s", (week_ago,)),
             (facets, (week_ago,)),
         ),
         "≤ 3x",
         f"facets over the newest {FACET_SAMPLE:,} records of the range",
     )
-    figure(
+    dialects.report.time(
         "AI Proxy /api/logs/search, all orgs (platform), page 1 + total + facets",
-        call("get", "/api/logs/search", platform_key, code_type="error"),
-        sql(
+        dialects.call("get", "/api/logs/search", dialects.platform_key, code_type="error"),
+        dialects.sql(
             (
                 "SELECT * FROM llmusage_all WHERE status = 'failed' ORDER BY use_time DESC, id DESC LIMIT 10",
                 (),
             ),
             ("SELECT count(*) FROM llmusage_all WHERE status = 'failed'", ()),
-            (facets.replace(f"{org} AND ", ""), (month_ago - timedelta(days=3650),)),
+            (facets.replace(f"{dialects.org_sql} AND ", ""), (dialects.now - timedelta(days=30 + 3650),)),
         ),
         "≤ 3x",
     )
 
-    raw.close()
+
+def main() -> None:
+    args = query_data_parser(__doc__, repeat=5).parse_args()
+    setup_django()
+    from django.db import connection
+
+    prepare_data(args.rows, args.reload)
+    dialects = Dialects.open(max(args.repeat, 3))
+    model = oneuptime_figures(dialects)
+    newapi_log_figures(dialects)
+    newapi_search_figures(dialects, model)
+    aiproxy_figures(dialects)
+    dialects.raw.close()
     connection.close()
     print()
-    print(markdown_table(figures))
+    print(markdown_table(dialects.report.figures))
 
 
 if __name__ == "__main__":

@@ -16,15 +16,46 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import Figure, markdown_table, measure, setup_django, wsgi_client  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    Figure,
+    OrgReads,
+    ceiling_connection,
+    markdown_table,
+    query_data_parser,
+    setup_django,
+    wsgi_client,
+)
+
+if TYPE_CHECKING:
+    import psycopg
 
 HISTORY_AFTER = timedelta(days=15)
 DEPTH = 100_000
+
+PAGE_SQL = "SELECT * FROM llmusage_all WHERE userorgid = %s ORDER BY use_time DESC, id DESC LIMIT 21"
+KEYSET_SQL = (
+    "SELECT * FROM llmusage_all WHERE use_time <= %s AND (use_time < %s OR id < %s) "
+    "ORDER BY use_time DESC, id DESC LIMIT 21"
+)
+ITEM_SQL = "SELECT * FROM llmusage_all WHERE id = %s"
+SUMS = (
+    "count(*), sum(input_tokens), sum(output_tokens), sum(cached_tokens), sum(cache_creation_tokens), "
+    "sum(reasoning_tokens), sum(image_input_tokens), sum(web_search_count), sum(total_tokens), "
+    "sum(amount), sum(cost)"
+)
+SEARCH_SQL = (
+    "SELECT * FROM llmusage_all WHERE (transno = %(k)s OR userid = %(k)s OR username = %(k)s "
+    "OR userorgid = %(k)s OR model_name = %(k)s OR token_name = %(k)s "
+    "OR (UPPER(error_message::text) LIKE UPPER(%(like)s) AND error_message <> '')) "
+    "ORDER BY use_time DESC, id DESC LIMIT 21"
+)
 
 
 def prepare_data(rows: int, reload: bool) -> None:
@@ -76,48 +107,30 @@ def prepare_data(rows: int, reload: bool) -> None:
         cursor.execute("VACUUM ANALYZE llmusage_rollup")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--rows", type=int, default=1_000_000, help="usage records, hot and history")
-    parser.add_argument("--repeat", type=int, default=3, help="measurements per figure (at least 3)")
-    parser.add_argument("--reload", action="store_true", help="reload the data even if it is there")
-    parser.add_argument("--explain", action="store_true", help="print the plans of the main queries")
-    args = parser.parse_args()
-    repeat = max(args.repeat, 3)
+@dataclass
+class Reads(OrgReads):
+    """OrgReads, with the ceilings' prepared connection and the API's clients for the two keys."""
 
-    setup_django()
-    import os
+    raw_prepared: "psycopg.Connection" = field(init=False)
+    clients: dict[str, Callable] = field(init=False)
 
-    import psycopg
-    from django.db import connection
-    from django.utils import timezone
+    def __post_init__(self) -> None:
+        # The ceilings are sent as Django sends its queries: unprepared, planned at every run. llmlog
+        # prepares its page, get-item and RPM/TPM statements (llmlog.db); the same statements prepared on
+        # raw psycopg are measured too, for reference, as ceiling-only lines.
+        self.raw_prepared = ceiling_connection(prepared=True)
+        self.clients = {key: wsgi_client(key) for key in (self.org_key, self.platform_key)}
 
-    from llmlog.keys import api_key_create
-    from llmlog.models import UsageRollup
+    @property
+    def since(self) -> datetime:
+        return self.now - timedelta(days=30)
 
-    prepare_data(args.rows, args.reload)
-
-    # The ceilings are sent as Django sends its queries: unprepared, planned at every run. llmlog
-    # prepares its page, get-item and RPM/TPM statements (llmlog.db); the same statements prepared on
-    # raw psycopg are measured too, for reference, as ceiling-only lines.
-    raw = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True, prepare_threshold=None)
-    raw_prepared = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True, prepare_threshold=0)
-
-    def sql(query: str, params: tuple = (), *, prepared: bool = False) -> Callable[[], object]:
-        connection_ = raw_prepared if prepared else raw
+    def sql(self, query: str, params: tuple | dict = (), *, prepared: bool = False) -> Callable[[], object]:
+        connection_ = self.raw_prepared if prepared else self.raw
         return lambda: connection_.execute(query, params).fetchall()
 
-    biggest_org, org_rows = raw.execute(
-        "SELECT userorgid, count(*) FROM llmusage_all GROUP BY 1 ORDER BY 2 DESC LIMIT 1"
-    ).fetchone()
-    _, org_key = api_key_create(userorgid=biggest_org, role="reader", scopes=["read"], name="bench")
-    _, platform_key = api_key_create(userorgid="", role="admin", scopes=["read"], name="bench")
-    clients = {key: wsgi_client(key) for key in (org_key, platform_key)}
-
-    def api(path: str, key: str, expect: int = 200, **params) -> Callable[[], object]:
-        get = clients[key]
+    def api(self, path: str, key: str, expect: int = 200, **params) -> Callable[[], object]:
+        get = self.clients[key]
 
         def call() -> object:
             status, body = get(path, params)
@@ -127,167 +140,197 @@ def main() -> None:
 
         return call
 
-    now = timezone.now()
-    since = now - timedelta(days=30)
-    since_text = since.isoformat()
-    figures: list[Figure] = []
 
-    def figure(
-        name: str, app: Callable | None, ceiling: Callable | None, target: str = "", note: str = ""
-    ) -> None:
-        app_times, ceiling_times = measure(repeat, app, ceiling)
-        figures.append(Figure(name, "ms", app=app_times, ceiling=ceiling_times, target=target, note=note))
-        print(f"measured: {name}", flush=True)
-
-    page_sql = "SELECT * FROM llmusage_all WHERE userorgid = %s ORDER BY use_time DESC, id DESC LIMIT 21"
-    figure(
-        f"page 1 of the biggest org ({org_rows:,} records)",
-        api("/api/llmusage/", org_key),
-        sql(page_sql, (biggest_org,)),
+def page_figures(reads: Reads) -> None:
+    """Page 1 of the biggest org (and its ceiling prepared, for reference), and of all orgs."""
+    reads.report.time(
+        f"page 1 of the biggest org ({reads.org_rows:,} records)",
+        reads.api("/api/llmusage/", reads.org_key),
+        reads.sql(PAGE_SQL, (reads.org,)),
         "≤ 3x",
     )
-    figure(
+    reads.report.time(
         "page 1 of the biggest org, raw SQL prepared",
         None,
-        sql(page_sql, (biggest_org,), prepared=True),
+        reads.sql(PAGE_SQL, (reads.org,), prepared=True),
         "",
         "reference: the ceiling above as a prepared statement, which llmlog's own page is",
     )
-    figure(
+    reads.report.time(
         "page 1, all orgs (platform key)",
-        api("/api/llmusage/", platform_key),
-        sql("SELECT * FROM llmusage_all ORDER BY use_time DESC, id DESC LIMIT 21"),
+        reads.api("/api/llmusage/", reads.platform_key),
+        reads.sql("SELECT * FROM llmusage_all ORDER BY use_time DESC, id DESC LIMIT 21"),
         "≤ 3x",
     )
 
-    # A keyset page deep in the whole table; OFFSET to the same depth for comparison.
-    depth = min(DEPTH, args.rows // 2)
-    use_time, last_id = raw.execute(
+
+def deep_page_figures(reads: Reads, depth: int) -> tuple:
+    """A keyset page `depth` records deep in the whole table; OFFSET to the same depth for comparison,
+    which the API refuses. Returns the keyset ceiling's parameters."""
+    use_time, last_id = reads.raw.execute(
         "SELECT use_time, id FROM llmusage_all ORDER BY use_time DESC, id DESC OFFSET %s LIMIT 1",
         (depth - 1,),
     ).fetchone()
-    cursor = _cursor_after(use_time, last_id)
-    keyset_sql = (
-        "SELECT * FROM llmusage_all WHERE use_time <= %s AND (use_time < %s OR id < %s) "
-        "ORDER BY use_time DESC, id DESC LIMIT 21"
-    )
-    figure(
+    keyset = (use_time, use_time, last_id)
+    reads.report.time(
         f"keyset page at depth {depth:,} (cursor)",
-        api("/api/llmusage/", platform_key, cursor=cursor),
-        sql(keyset_sql, (use_time, use_time, last_id)),
+        reads.api("/api/llmusage/", reads.platform_key, cursor=_cursor_after(use_time, last_id)),
+        reads.sql(KEYSET_SQL, keyset),
         "≤ 3x",
     )
-    api("/api/llmusage/", platform_key, expect=400, page=depth // 20 + 1, page_size=20)()  # refused
-    figure(
+    reads.api("/api/llmusage/", reads.platform_key, expect=400, page=depth // 20 + 1, page_size=20)()
+    reads.report.time(
         f"OFFSET page at depth {depth:,}",
         None,
-        sql("SELECT * FROM llmusage_all ORDER BY use_time DESC, id DESC OFFSET %s LIMIT 20", (depth,)),
+        reads.sql("SELECT * FROM llmusage_all ORDER BY use_time DESC, id DESC OFFSET %s LIMIT 20", (depth,)),
         "",
         "raw SQL only: the API answers page numbers past 10,000 records with a 400 naming `cursor`",
     )
+    return keyset
 
-    hot_id = raw.execute("SELECT id FROM llmusage ORDER BY id DESC LIMIT 1").fetchone()[0]
-    history_id = raw.execute("SELECT id FROM llmusage_history ORDER BY id LIMIT 1").fetchone()[0]
-    item_sql = "SELECT * FROM llmusage_all WHERE id = %s"
-    figure("get-item (hot)", api(f"/api/llmusage/{hot_id}/", platform_key), sql(item_sql, (hot_id,)), "≤ 3x")
-    figure(
-        "get-item (history)",
-        api(f"/api/llmusage/{history_id}/", platform_key),
-        sql(item_sql, (history_id,)),
+
+def item_figures(reads: Reads) -> None:
+    """One record by id, the newest of llmusage and the oldest of history (its ceiling prepared too)."""
+    hot_id = reads.raw.execute("SELECT id FROM llmusage ORDER BY id DESC LIMIT 1").fetchone()[0]
+    history_id = reads.raw.execute("SELECT id FROM llmusage_history ORDER BY id LIMIT 1").fetchone()[0]
+    reads.report.time(
+        "get-item (hot)",
+        reads.api(f"/api/llmusage/{hot_id}/", reads.platform_key),
+        reads.sql(ITEM_SQL, (hot_id,)),
         "≤ 3x",
     )
-    figure(
+    reads.report.time(
+        "get-item (history)",
+        reads.api(f"/api/llmusage/{history_id}/", reads.platform_key),
+        reads.sql(ITEM_SQL, (history_id,)),
+        "≤ 3x",
+    )
+    reads.report.time(
         "get-item (history), raw SQL prepared",
         None,
-        sql(item_sql, (history_id,), prepared=True),
+        reads.sql(ITEM_SQL, (history_id,), prepared=True),
         "",
         "reference: the ceiling above as a prepared statement, which llmlog's own get-item is",
     )
 
-    figure(
+
+def count_figures(reads: Reads) -> None:
+    """The count of the biggest org's 30 days, and of the whole table (which the API estimates)."""
+    reads.report.time(
         "count, biggest org, 30 days",
-        api("/api/llmusage/count/", org_key, start_time=since_text),
-        sql(
-            "SELECT count(*) FROM llmusage_all WHERE userorgid = %s AND use_time >= %s", (biggest_org, since)
+        reads.api("/api/llmusage/count/", reads.org_key, start_time=reads.since.isoformat()),
+        reads.sql(
+            "SELECT count(*) FROM llmusage_all WHERE userorgid = %s AND use_time >= %s",
+            (reads.org, reads.since),
         ),
         "≤ 3x",
     )
-    figure(
+    reads.report.time(
         "count, whole table (estimate)",
-        api("/api/llmusage/count/", platform_key),
-        sql("SELECT count(*) FROM llmusage_all"),
+        reads.api("/api/llmusage/count/", reads.platform_key),
+        reads.sql("SELECT count(*) FROM llmusage_all"),
         "",
         "the API answers from the planner's statistics (estimated: true); the ceiling counts",
     )
 
-    sums = (
-        "count(*), sum(input_tokens), sum(output_tokens), sum(cached_tokens), sum(cache_creation_tokens), "
-        "sum(reasoning_tokens), sum(image_input_tokens), sum(web_search_count), sum(total_tokens), "
-        "sum(amount), sum(cost)"
-    )
+
+def stats_figures(reads: Reads) -> None:
+    """The 30-day stats of the biggest org and of all orgs (the dashboard's), and the org's RPM/TPM."""
+    from llmlog.models import UsageRollup
+
+    since = reads.since
     buckets = UsageRollup.objects.count()
-    figure(
+    reads.report.time(
         "stats, biggest org, 30 days",
-        api("/api/llmusage/stats/", org_key, start_time=since_text),
-        sql(f"SELECT {sums} FROM llmusage_all WHERE userorgid = %s AND use_time >= %s", (biggest_org, since)),
+        reads.api("/api/llmusage/stats/", reads.org_key, start_time=since.isoformat()),
+        reads.sql(
+            f"SELECT {SUMS} FROM llmusage_all WHERE userorgid = %s AND use_time >= %s", (reads.org, since)
+        ),
         "< 50 ms",
         f"rollups ({buckets:,} buckets in all) + rows of the open hour; the ceiling sums the rows",
     )
-    figure(
+    reads.report.time(
         "stats, all orgs, 30 days (dashboard)",
-        api("/api/llmusage/stats/", platform_key, start_time=since_text),
-        sql(f"SELECT {sums} FROM llmusage_all WHERE use_time >= %s", (since,)),
+        reads.api("/api/llmusage/stats/", reads.platform_key, start_time=since.isoformat()),
+        reads.sql(f"SELECT {SUMS} FROM llmusage_all WHERE use_time >= %s", (since,)),
         "",
         "totals + by model + by day from rollups; the ceiling only the totals from the rows",
     )
-    figure(
+    reads.report.time(
         "RPM/TPM, biggest org",
-        api("/api/llmusage/rates/", org_key),
-        sql(
+        reads.api("/api/llmusage/rates/", reads.org_key),
+        reads.sql(
             "SELECT count(*), sum(total_tokens) FROM llmusage WHERE use_time >= %s AND userorgid = %s",
-            (now - timedelta(seconds=60), biggest_org),
+            (reads.now - timedelta(seconds=60), reads.org),
         ),
         "≤ 3x",
         "a minute within today is all in llmusage (history holds past days): app and ceiling read it alone",
     )
 
-    userid = raw.execute(
-        "SELECT userid FROM llmusage_all WHERE userorgid = %s LIMIT 1", (biggest_org,)
+
+def search_figures(reads: Reads) -> str:
+    """The search of a user id of the biggest org, of an error's text, and of nothing; returns the id."""
+    userid = reads.raw.execute(
+        "SELECT userid FROM llmusage_all WHERE userorgid = %s LIMIT 1", (reads.org,)
     ).fetchone()[0]
-    search_sql = (
-        "SELECT * FROM llmusage_all WHERE (transno = %(k)s OR userid = %(k)s OR username = %(k)s "
-        "OR userorgid = %(k)s OR model_name = %(k)s OR token_name = %(k)s "
-        "OR (UPPER(error_message::text) LIKE UPPER(%(like)s) AND error_message <> '')) "
-        "ORDER BY use_time DESC, id DESC LIMIT 21"
-    )
     for keyword, label in (
         (userid, "a user id"),
         ("Bad gateway", "error text"),
         ("no-such-thing", "no match"),
     ):
-        figure(
+        reads.report.time(
             f"search: {label}",
-            api("/api/llmusage/search/", platform_key, keyword=keyword),
-            sql(search_sql, {"k": keyword, "like": f"%{keyword}%"}),
+            reads.api("/api/llmusage/search/", reads.platform_key, keyword=keyword),
+            reads.sql(SEARCH_SQL, {"k": keyword, "like": f"%{keyword}%"}),
             "< 100 ms",
         )
+    return userid
 
-    if args.explain:
-        explain = [
-            ("page 1 of the biggest org", page_sql, (biggest_org,)),
-            ("keyset page", keyset_sql, (use_time, use_time, last_id)),
-            ("search", search_sql, {"k": userid, "like": f"%{userid}%"}),
-        ]
-        for name, query, params in explain:
-            plan = raw.execute("EXPLAIN (ANALYZE, COSTS OFF) " + query, params).fetchall()
-            print(f"\n-- {name}\n" + "\n".join(line for (line,) in plan))
-    raw.close()
-    connection.close()
+
+def print_plans(reads: Reads, keyset: tuple, userid: str) -> None:
+    """--explain: the plans of the main queries' ceilings."""
+    explain = [
+        ("page 1 of the biggest org", PAGE_SQL, (reads.org,)),
+        ("keyset page", KEYSET_SQL, keyset),
+        ("search", SEARCH_SQL, {"k": userid, "like": f"%{userid}%"}),
+    ]
+    for name, query, params in explain:
+        plan = reads.raw.execute("EXPLAIN (ANALYZE, COSTS OFF) " + query, params).fetchall()
+        print(f"\n-- {name}\n" + "\n".join(line for (line,) in plan))
+
+
+def print_report(figures: list[Figure]) -> None:
     print()
     print(markdown_table(figures))
     slow = [f.name for f in figures if f.target == "< 50 ms" and statistics.median(f.app) >= 50]
     if slow:
         print(f"\nover target: {', '.join(slow)}")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = query_data_parser(__doc__, repeat=3)
+    parser.add_argument("--explain", action="store_true", help="print the plans of the main queries")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    setup_django()
+    from django.db import connection
+
+    prepare_data(args.rows, args.reload)
+    reads = Reads.open(max(args.repeat, 3))
+    page_figures(reads)
+    keyset = deep_page_figures(reads, min(DEPTH, args.rows // 2))
+    item_figures(reads)
+    count_figures(reads)
+    stats_figures(reads)
+    userid = search_figures(reads)
+    if args.explain:
+        print_plans(reads, keyset, userid)
+    reads.raw.close()
+    connection.close()
+    print_report(reads.report.figures)
 
 
 def _cursor_after(use_time, last_id) -> str:
