@@ -11,139 +11,142 @@ alone (with its rollups), measured alternately in the same run; the ratio is wit
 ClickHouse is faster). Every pair of answers is checked equal before it is timed.
 """
 
-import argparse
 import sys
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_query import prepare_data  # noqa: E402
-from benchmarks.common import ROOT, Figure, markdown_table, measure, setup_django  # noqa: E402
+from benchmarks.common import ROOT, Figure, markdown_table, measure, query_data_parser, setup_django  # noqa: E402
+
+ORG, USER = "org-01", "org-01-user-001"
+
+
+def backfill(history: int) -> Figure:
+    """History (`history` rows) into ClickHouse by `backfill_clickhouse`'s service (CLICKHOUSE_URL set),
+    merged as the merges leave it in time: its rate."""
+    from llmlog.clickhouse import mirror
+    from llmlog.clickhouse.client import clickhouse_execute
+
+    mirror._tables_made.clear()
+    mirror.clickhouse_delete_begin()  # no mark: the backfill checks every day and sets it
+    started = time.perf_counter()
+    counts = mirror.clickhouse_backfill()
+    seconds = time.perf_counter() - started
+    print(f"backfill: {counts['loaded']:,} of {history:,} history rows in {seconds:.1f}s", flush=True)
+    clickhouse_execute("OPTIMIZE TABLE llmusage_history FINAL")  # as the merges leave it, in time
+    return Figure(name="backfill into ClickHouse", unit="rows/s", app=[counts["loaded"] / seconds])
+
+
+def with_and_without(
+    url: str, call: Callable[[], object]
+) -> tuple[Callable[[], object], Callable[[], object]]:
+    """`call` with CLICKHOUSE_URL set to `url`, and on PostgreSQL alone."""
+    from django.conf import settings
+
+    def on() -> object:
+        settings.CLICKHOUSE_URL = url
+        return call()
+
+    def off() -> object:
+        settings.CLICKHOUSE_URL = None
+        return call()
+
+    return on, off
+
+
+def compared(name: str, url: str, call: Callable[[], object], repeat: int) -> Figure:
+    """`call` with ClickHouse beside PostgreSQL alone, their answers checked equal first (but for which
+    rollup hours a stats answer read, which only PostgreSQL has)."""
+    on, off = with_and_without(url, call)
+
+    def answer(fn: Callable[[], object]) -> object:
+        result = fn()
+        if isinstance(result, dict):
+            result.pop("rollup_hours", None)
+        return result
+
+    assert answer(on) == answer(off), name
+    app, ceiling = measure(repeat, on, off)
+    return Figure(name=name, unit="ms", app=app, ceiling=ceiling, note="ceiling: PostgreSQL alone")
+
+
+def selector_figures(url: str, repeat: int) -> list[Figure]:
+    """The stats, totals and counts every entry point asks, each with and without ClickHouse."""
+    from django.utils import timezone
+
+    from llmlog.queries import EVERY_RECORD, UsageQuery
+    from llmlog.selectors.stats import usage_stats
+    from llmlog.selectors.totals import usage_count, usage_total
+
+    now = timezone.now()
+    since = now - timezone.timedelta(days=30)
+    cases = [
+        ("stats, every org, 30 days (rollups answer PostgreSQL)", usage_stats, UsageQuery(start=since)),
+        ("stats, one org, one user, 30 days", usage_stats, UsageQuery(org=ORG, userid=USER, start=since)),
+        (
+            "stats, every org, by day filter (use_date)",
+            usage_stats,
+            UsageQuery(day=(now - timezone.timedelta(days=20)).date()),
+        ),
+        (
+            "total, new-api /stat by token_name, 30 days",
+            usage_total,
+            UsageQuery(org=ORG, token_name="001 key", start=since),
+        ),
+        ("total, every org, amount >= 0.01", usage_total, UsageQuery(min_amount=Decimal("0.01"))),
+        ("count, one org, status failed, all time", usage_count, UsageQuery(org=ORG, status="failed")),
+        ("count, every record (rollups answer PostgreSQL)", usage_count, EVERY_RECORD),
+    ]
+    figures = []
+    for name, selector, query in cases:
+        figures.append(
+            compared(name, url, lambda selector=selector, query=query: selector(query=query, now=now), repeat)
+        )
+        print(figures[-1].row(), flush=True)
+    return figures
+
+
+def page_figures(url: str, repeat: int) -> list[Figure]:
+    """A page 9,000 records deep, of one user by time and of one org by amount."""
+    from llmlog.queries import Ordering, UsageQuery
+    from llmlog.selectors.records import usage_page
+
+    columns = ("id", "use_time", "userorgid", "model_name", "amount", "total_tokens")
+    cases = [
+        ("page 451 of one user (offset 9,000)", UsageQuery(org=ORG, userid=USER)),
+        (
+            "page 451 of one org by amount, highest first (offset 9,000)",
+            UsageQuery(org=ORG, ordering=Ordering.parse("-amount")),
+        ),
+    ]
+    return [
+        compared(
+            name,
+            url,
+            lambda query=query: usage_page(query=query, offset=9_000, limit=20, columns=columns),
+            repeat,
+        )
+        for name, query in cases
+    ]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--rows", type=int, default=1_000_000, help="usage records, hot and history")
-    parser.add_argument("--repeat", type=int, default=5, help="measurements per figure (at least 3)")
-    parser.add_argument("--reload", action="store_true", help="reload the data even if it is there")
-    args = parser.parse_args()
-
+    args = query_data_parser(__doc__, repeat=5).parse_args()
     setup_django()
     from django.conf import settings
-    from django.utils import timezone
 
-    from llmlog.clickhouse import mirror
-    from llmlog.clickhouse.client import clickhouse_execute
     from llmlog.models import LLMUsageHistory
-    from llmlog.queries import EVERY_RECORD, Ordering, UsageQuery
-    from llmlog.selectors.records import usage_page
-    from llmlog.selectors.stats import usage_stats
-    from llmlog.selectors.totals import usage_count, usage_total
     from tests.clickhouse_server import clickhouse_server
 
     prepare_data(args.rows, args.reload)
     history = LLMUsageHistory.objects.count()
     with clickhouse_server(ROOT / "var" / "bench-clickhouse") as url:
         settings.CLICKHOUSE_URL = url
-        mirror._tables_made.clear()
-        mirror.clickhouse_delete_begin()  # no mark: the backfill checks every day and sets it
-        started = time.perf_counter()
-        counts = mirror.clickhouse_backfill()
-        seconds = time.perf_counter() - started
-        print(f"backfill: {counts['loaded']:,} of {history:,} history rows in {seconds:.1f}s", flush=True)
-        clickhouse_execute("OPTIMIZE TABLE llmusage_history FINAL")  # as the merges leave it, in time
-
-        now = timezone.now()
-        since = now - timezone.timedelta(days=30)
-        org, user = "org-01", "org-01-user-001"
-        cases = [
-            ("stats, every org, 30 days (rollups answer PostgreSQL)", usage_stats, UsageQuery(start=since)),
-            ("stats, one org, one user, 30 days", usage_stats, UsageQuery(org=org, userid=user, start=since)),
-            (
-                "stats, every org, by day filter (use_date)",
-                usage_stats,
-                UsageQuery(day=(now - timezone.timedelta(days=20)).date()),
-            ),
-            (
-                "total, new-api /stat by token_name, 30 days",
-                usage_total,
-                UsageQuery(org=org, token_name="001 key", start=since),
-            ),
-            (
-                "total, every org, amount >= 0.01",
-                usage_total,
-                UsageQuery(min_amount=Decimal("0.01")),
-            ),
-            ("count, one org, status failed, all time", usage_count, UsageQuery(org=org, status="failed")),
-            ("count, every record (rollups answer PostgreSQL)", usage_count, EVERY_RECORD),
-        ]
-        figures = [Figure(name="backfill into ClickHouse", unit="rows/s", app=[counts["loaded"] / seconds])]
-
-        def answer(fn, query):
-            result = fn(query=query, now=now)
-            if isinstance(result, dict):
-                result.pop("rollup_hours", None)
-            return result
-
-        for name, fn, query in cases:
-            with_clickhouse = answer(fn, query)
-            settings.CLICKHOUSE_URL = None
-            alone = answer(fn, query)
-            settings.CLICKHOUSE_URL = url
-            assert with_clickhouse == alone, name
-
-            def on(fn=fn, query=query):
-                settings.CLICKHOUSE_URL = url
-                return fn(query=query, now=now)
-
-            def off(fn=fn, query=query):
-                settings.CLICKHOUSE_URL = None
-                return fn(query=query, now=now)
-
-            app, ceiling = measure(args.repeat, on, off)
-            figures.append(
-                Figure(name=name, unit="ms", app=app, ceiling=ceiling, note="ceiling: PostgreSQL alone")
-            )
-            print(figures[-1].row(), flush=True)
-
-        columns = ("id", "use_time", "userorgid", "model_name", "amount", "total_tokens")
-        page_query = UsageQuery(org=org, userid=user)
-
-        def page_on():
-            settings.CLICKHOUSE_URL = url
-            return usage_page(query=page_query, offset=9_000, limit=20, columns=columns)
-
-        def page_off():
-            settings.CLICKHOUSE_URL = None
-            return usage_page(query=page_query, offset=9_000, limit=20, columns=columns)
-
-        assert page_on() == page_off()
-        app, ceiling = measure(args.repeat, page_on, page_off)
-        figures.append(
-            Figure(
-                name="page 451 of one user (offset 9,000)",
-                unit="ms",
-                app=app,
-                ceiling=ceiling,
-                note="ceiling: PostgreSQL alone",
-            )
-        )
-        page_query = UsageQuery(org=org, ordering=Ordering.parse("-amount"))
-        assert page_on() == page_off()
-        app, ceiling = measure(args.repeat, page_on, page_off)
-        figures.append(
-            Figure(
-                name="page 451 of one org by amount, highest first (offset 9,000)",
-                unit="ms",
-                app=app,
-                ceiling=ceiling,
-                note="ceiling: PostgreSQL alone",
-            )
-        )
+        figures = [backfill(history), *selector_figures(url, args.repeat), *page_figures(url, args.repeat)]
         settings.CLICKHOUSE_URL = None
 
     print(f"\n{args.rows:,} rows ({history:,} in history)\n")
