@@ -12,9 +12,8 @@ concurrent commits.
 """
 
 import argparse
-import json
+import contextlib
 import os
-import statistics
 import sys
 import threading
 import time
@@ -22,30 +21,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench_ingest import raw_rows, record, single_insert_ceiling  # noqa: E402
+from benchmarks.bench_ingest import raw_rows, single_insert_ceiling, single_records  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     Figure,
-    fill_usage,
+    app_server,
+    ingest_setup,
     markdown_table,
-    post_bodies,
     raw_connection,
-    setup_django,
-    start_app_server,
-    stop_app_server,
+    rows_parser,
+    run_threads,
+    usage_insert_sql,
 )
 
 PORTS = {"on": 8791, "off": 8792}
-URL = "/api/llmusage/"
 
 
 def concurrent_single_inserts(tag: str, count: int, clients: int) -> float:
     """rows/s of one INSERT per commit from `clients` raw connections at once."""
-    columns, rows = raw_rows(tag, count)
-    placeholders = ", ".join(["%s"] * len(rows[0]))
-    sql = (
-        f"INSERT INTO llmusage ({columns}) VALUES ({placeholders}) "
-        "ON CONFLICT (transno, userorgid) DO NOTHING"
-    )
+    rows, sql = raw_rows(tag, count), usage_insert_sql()
     connections = [raw_connection() for _ in range(clients)]
 
     def run(conn, share) -> None:
@@ -56,12 +49,7 @@ def concurrent_single_inserts(tag: str, count: int, clients: int) -> float:
     threads = [
         threading.Thread(target=run, args=(conn, rows[i::clients])) for i, conn in enumerate(connections)
     ]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = run_threads(threads)
     for conn in connections:
         conn.close()
     return count / elapsed
@@ -79,11 +67,7 @@ def records_per_commit(prefix: str) -> float:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--rows", type=int, default=1_000_000, help="rows in llmusage before measuring")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser = rows_parser(__doc__, rows_help="rows in llmusage before measuring")
     parser.add_argument("--singles", type=int, default=4000, help="single-record requests per measurement")
     parser.add_argument("--clients", type=int, default=8)
     return parser.parse_args()
@@ -91,14 +75,9 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-
-    setup_django()
-
-    from llmlog.keys import api_key_create
-
-    fill_usage(rows=args.rows, leftovers=("bench-gc-", "raw-gc-"))
-    _, key = api_key_create(name="bench", role="admin", scopes=["ingest", "read"])
-    raw = raw_connection()
+    key, raw = ingest_setup(
+        rows=args.rows, leftovers=("bench-gc-", "raw-gc-"), key_name="bench", scopes=["ingest", "read"]
+    )
 
     target = ">= 1.5 of one INSERT per commit"
     grouped = Figure(f"single-record ingest, {args.clients} clients, group commit", "req/s", target=target)
@@ -117,11 +96,10 @@ def main() -> None:
         for side in PORTS
     }
     per_commit = Figure("records per commit, group commit on", "records")
-    servers = {}
-    try:
+    with raw, contextlib.ExitStack() as servers:
         for side, port in PORTS.items():
             os.environ["LLMLOG_INGEST_GROUP_COMMIT"] = "true" if side == "on" else "false"
-            servers[side] = start_app_server(port=port)
+            servers.enter_context(app_server(port=port))
         for rep in range(args.repeat):
             tag = f"{int(time.time())}-{rep}"
             ceiling = single_insert_ceiling(raw, f"gc-one-{tag}", args.singles // 2)
@@ -129,22 +107,15 @@ def main() -> None:
             alone.ceiling.append(ceiling)
             parallel.app.append(concurrent_single_inserts(f"gc-par-{tag}", args.singles // 2, args.clients))
             for side, port in PORTS.items():
-                prefix = f"bench-gc-{side}-{tag}"
-                bodies = [json.dumps(record(f"gc-{side}-{tag}", i)).encode() for i in range(args.singles)]
-                elapsed, latencies = post_bodies(
-                    port=port, path=URL, bodies=bodies, key=key, clients=args.clients
+                rate, p50_ms, p99_ms = single_records(
+                    port=port, tag=f"gc-{side}-{tag}", key=key, count=args.singles, clients=args.clients
                 )
-                (grouped if side == "on" else alone).app.append(args.singles / elapsed)
-                cuts = statistics.quantiles(latencies, n=100)
-                p50[side].app.append(cuts[49])
-                p99[side].app.append(cuts[98])
+                (grouped if side == "on" else alone).app.append(rate)
+                p50[side].app.append(p50_ms)
+                p99[side].app.append(p99_ms)
                 if side == "on":
-                    per_commit.app.append(records_per_commit(prefix))
+                    per_commit.app.append(records_per_commit(f"bench-gc-{side}-{tag}"))
             print(f"run {rep + 1}/{args.repeat} done", flush=True)
-    finally:
-        for server in servers.values():
-            stop_app_server(server)
-        raw.close()
     print()
     print(
         markdown_table([grouped, alone, parallel, p50["on"], p99["on"], p50["off"], p99["off"], per_commit])

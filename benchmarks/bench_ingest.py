@@ -20,14 +20,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import (  # noqa: E402
     Figure,
-    fill_usage,
+    app_server,
+    ingest_setup,
     markdown_table,
     post_bodies,
-    raw_connection,
-    setup_django,
-    start_app_server,
-    stop_app_server,
+    rows_parser,
     timed,
+    usage_columns_sql,
+    usage_insert_sql,
+    usage_values,
 )
 
 PORT = 8765
@@ -65,28 +66,29 @@ def record(tag: str, i: int) -> dict:
 # --- raw-SQL ceilings ------------------------------------------------------------------------------
 
 
-def raw_rows(tag: str, count: int) -> tuple[str, list[tuple]]:
-    """Fully prepared tuples for every column of llmusage, as the ceiling gets them for free."""
+def raw_rows(tag: str, count: int) -> list[tuple]:
+    """Fully prepared tuples for every column of llmusage (`usage_columns_sql`), as the ceiling gets
+    them for free."""
     from django.utils import timezone
 
     from llmlog.demo import demo_rows
-    from llmlog.ingest.storage import JSON_COLUMNS, USAGE_FIELDS
 
-    names = [f.attname for f in USAGE_FIELDS]
-    columns = ", ".join(f'"{f.column}"' for f in USAGE_FIELDS)
     rows = []
     for i, row in enumerate(demo_rows(rows=count, seed=hash(tag) % 1000)):
         row["transno"] = f"raw-{tag}-{i}"
         row["created_at"] = timezone.now()
-        rows.append(tuple(json.dumps(row[n]) if n in JSON_COLUMNS else row[n] for n in names))
-    return columns, rows
+        rows.append(usage_values(row))
+    return rows
 
 
 def copy_ceiling(conn, tag: str, count: int) -> float:
-    columns, rows = raw_rows(tag, count)
+    rows = raw_rows(tag, count)
 
     def run() -> None:
-        with conn.cursor() as cursor, cursor.copy(f"COPY llmusage ({columns}) FROM STDIN") as copy:
+        with (
+            conn.cursor() as cursor,
+            cursor.copy(f"COPY llmusage ({usage_columns_sql()}) FROM STDIN") as copy,
+        ):
             for row in rows:
                 copy.write_row(row)
         conn.commit()
@@ -95,12 +97,7 @@ def copy_ceiling(conn, tag: str, count: int) -> float:
 
 
 def executemany_ceiling(conn, tag: str, count: int) -> float:
-    columns, rows = raw_rows(tag, count)
-    placeholders = ", ".join(["%s"] * len(rows[0]))
-    sql = (
-        f"INSERT INTO llmusage ({columns}) VALUES ({placeholders}) "
-        "ON CONFLICT (transno, userorgid) DO NOTHING"
-    )
+    rows, sql = raw_rows(tag, count), usage_insert_sql()
 
     def run() -> None:
         for start in range(0, len(rows), 1000):
@@ -112,12 +109,7 @@ def executemany_ceiling(conn, tag: str, count: int) -> float:
 
 
 def single_insert_ceiling(conn, tag: str, count: int) -> float:
-    columns, rows = raw_rows(tag, count)
-    placeholders = ", ".join(["%s"] * len(rows[0]))
-    sql = (
-        f"INSERT INTO llmusage ({columns}) VALUES ({placeholders}) "
-        "ON CONFLICT (transno, userorgid) DO NOTHING"
-    )
+    rows, sql = raw_rows(tag, count), usage_insert_sql()
 
     def run() -> None:
         for row in rows:
@@ -131,12 +123,16 @@ def single_insert_ceiling(conn, tag: str, count: int) -> float:
 # --- the app over HTTP -----------------------------------------------------------------------------
 
 
+def single_records(*, port: int, tag: str, key: str, count: int, clients: int) -> tuple[float, float, float]:
+    """`count` requests of one record(tag, i) each over `clients` connections: (req/s, p50 ms, p99 ms)."""
+    bodies = [json.dumps(record(tag, i)).encode() for i in range(count)]
+    elapsed, latencies = post_bodies(port=port, path=URL, bodies=bodies, key=key, clients=clients)
+    cuts = statistics.quantiles(latencies, n=100)
+    return count / elapsed, cuts[49], cuts[98]
+
+
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--rows", type=int, default=1_000_000, help="rows in llmusage before measuring")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser = rows_parser(__doc__, rows_help="rows in llmusage before measuring")
     parser.add_argument("--batches", type=int, default=30, help="1000-record batches per bulk measurement")
     parser.add_argument("--singles", type=int, default=4000, help="single-record requests per measurement")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients for single records")
@@ -150,23 +146,25 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def main() -> None:
-    args = parse_args()
-
-    setup_django()
-
+def set_budgets(budgets: bool) -> None:
+    """No org of record() with a budget, or with --budgets each with a blocking monthly budget and a
+    per-key daily one, both too high to refuse: each ingest moves their counters."""
     from accounting.budgets import budget_create
     from accounting.models import Budget
-    from llmlog.keys import api_key_create
 
-    fill_usage(rows=args.rows, leftovers=("bench-", "raw-"))
     Budget.objects.filter(org__startswith="org-").delete()
-    if args.budgets:
+    if budgets:
         for n in range(20):  # the orgs of record()
             budget_create(org=f"org-{n:02d}", limit=Decimal(10**9), action="block")
             budget_create(org=f"org-{n:02d}", token_name="default", limit=Decimal(10**9), period="day")
-    _, key = api_key_create(name="bench", role="admin", scopes=["ingest", "read"])
-    raw = raw_connection()
+
+
+def main() -> None:
+    args = parse_args()
+    key, raw = ingest_setup(
+        rows=args.rows, leftovers=("bench-", "raw-"), key_name="bench", scopes=["ingest", "read"]
+    )
+    set_budgets(args.budgets)
 
     bulk = Figure("bulk ingest, 1000-record batches over HTTP", "rows/s", target=">= 0.60 of COPY")
     many = Figure("executemany ceiling, batches of 1000", "rows/s", note="raw SQL only")
@@ -174,8 +172,7 @@ def main() -> None:
     p50 = Figure(f"single-record latency p50, {args.clients} clients", "ms")
     p99 = Figure(f"single-record latency p99, {args.clients} clients", "ms", target="< 20 ms")
     batch_size = 1000
-    server = start_app_server(port=PORT, workers=args.workers)
-    try:
+    with raw, app_server(port=PORT, workers=args.workers):
         for rep in range(args.repeat):
             tag = f"{int(time.time())}-{rep}"
             bulk.ceiling.append(copy_ceiling(raw, f"copy-{tag}", args.batches * batch_size))
@@ -188,18 +185,13 @@ def main() -> None:
             bulk.app.append(args.batches * batch_size / elapsed)
 
             single.ceiling.append(single_insert_ceiling(raw, f"one-{tag}", args.singles // 2))
-            bodies = [json.dumps(record(f"s-{tag}", i)).encode() for i in range(args.singles)]
-            elapsed, latencies = post_bodies(
-                port=PORT, path=URL, bodies=bodies, key=key, clients=args.clients
+            rate, p50_ms, p99_ms = single_records(
+                port=PORT, tag=f"s-{tag}", key=key, count=args.singles, clients=args.clients
             )
-            single.app.append(args.singles / elapsed)
-            cuts = statistics.quantiles(latencies, n=100)
-            p50.app.append(cuts[49])
-            p99.app.append(cuts[98])
+            single.app.append(rate)
+            p50.app.append(p50_ms)
+            p99.app.append(p99_ms)
             print(f"run {rep + 1}/{args.repeat} done", flush=True)
-    finally:
-        stop_app_server(server)
-        raw.close()
     print()
     print(markdown_table([bulk, many, single, p50, p99]))
 
