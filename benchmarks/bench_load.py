@@ -35,7 +35,18 @@ from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import Figure, markdown_table  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    Figure,
+    app_server,
+    bench_parser,
+    fill_usage,
+    markdown_table,
+    raw_connection,
+    run_threads,
+    setup_django,
+    usage_insert_sql,
+    usage_values,
+)
 
 CLIENTS = 50
 BULK_SIZE = 20
@@ -49,6 +60,12 @@ READS = (
     "/api/log/self?page_size=20",
     "/api/logs/search?per_page=20",
 )
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The value at the p-th percentile's rank of `values`; 0.0 when there are none."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else 0.0
 
 
 @dataclass
@@ -66,14 +83,22 @@ class LoadResult:
         return self.requests / self.seconds
 
     def percentile(self, p: float, kind: str | None = None) -> float:
-        values = sorted(self.by_kind.get(kind, []) if kind else self.latencies_ms)
-        if not values:
-            return 0.0
-        return values[min(len(values) - 1, int(p / 100 * len(values)))]
+        return percentile(self.by_kind.get(kind, []) if kind else self.latencies_ms, p)
 
     @property
     def error_rate(self) -> float:
         return len(self.errors) / max(1, self.requests)
+
+    def add(
+        self, latencies: list[tuple[str, float]], errors: list[str], acknowledged: dict[str, Decimal]
+    ) -> None:
+        """What one client sent: (kind, ms) of each request, its errors, the records acknowledged."""
+        self.requests += len(latencies)
+        self.errors += errors
+        self.acknowledged.update(acknowledged)
+        for kind, ms in latencies:
+            self.latencies_ms.append(ms)
+            self.by_kind.setdefault(kind, []).append(ms)
 
 
 def record(tag: str, org: str, rng: random.Random) -> dict:
@@ -90,6 +115,32 @@ def record(tag: str, org: str, rng: random.Random) -> dict:
         "status": "success",
         "code": 200,
     }
+
+
+def next_request(
+    rng: random.Random, tag: str, org: str, last_transno: str
+) -> tuple[str, str, str, bytes | None, list[dict]]:
+    """A client's next request of the mix: (kind, method, path, body, the records it sends). A search
+    reads the client's last record written."""
+    kind = rng.choices([k for k, _ in MIX], weights=[w for _, w in MIX])[0]
+    if kind == "read":
+        return kind, "GET", rng.choice(READS).format(transno=quote(last_transno)), None, []
+    batch = [record(tag, org, rng) for _ in range(BULK_SIZE if kind == "bulk" else 1)]
+    return kind, "POST", "/api/llmusage/", json.dumps(batch if kind == "bulk" else batch[0]).encode(), batch
+
+
+def send(
+    conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None, headers: dict[str, str]
+) -> tuple[int, bytes, http.client.HTTPConnection]:
+    """One request: (status, payload, the connection to go on with). A broken connection answers
+    status 0 and is replaced by a new one."""
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read(), conn
+    except (OSError, http.client.HTTPException) as exc:
+        conn.close()
+        return 0, repr(exc).encode(), http.client.HTTPConnection(conn.host, conn.port, timeout=60)
 
 
 def run_load(
@@ -125,24 +176,9 @@ def run_load(
         last_transno = "none"
         start_gate.wait()
         while time.monotonic() < deadline:
-            kind = rng.choices([k for k, _ in MIX], weights=[w for _, w in MIX])[0]
-            if kind == "read":
-                method, path, body = "GET", rng.choice(READS).format(transno=quote(last_transno)), None
-                batch: list[dict] = []
-            else:
-                batch = [record(result.tag, org, rng) for _ in range(BULK_SIZE if kind == "bulk" else 1)]
-                method, path = "POST", "/api/llmusage/"
-                body = json.dumps(batch if kind == "bulk" else batch[0]).encode()
+            kind, method, path, body, batch = next_request(rng, result.tag, org, last_transno)
             started = time.perf_counter()
-            try:
-                conn.request(method, path, body=body, headers=write_headers if batch else headers)
-                response = conn.getresponse()
-                payload = response.read()
-                status = response.status
-            except (OSError, http.client.HTTPException) as exc:
-                status, payload = 0, repr(exc).encode()
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            status, payload, conn = send(conn, method, path, body, write_headers if batch else headers)
             mine.append((kind, (time.perf_counter() - started) * 1000))
             if not 200 <= status < 300:
                 errors.append(f"{method} {path} {status}: {payload[:200]!r}")
@@ -153,12 +189,7 @@ def run_load(
                 last_transno = batch[-1]["transno"]
         conn.close()
         with lock:
-            result.requests += len(mine)
-            result.errors += errors
-            result.acknowledged.update(acknowledged)
-            for kind, ms in mine:
-                result.latencies_ms.append(ms)
-                result.by_kind.setdefault(kind, []).append(ms)
+            result.add(mine, errors, acknowledged)
 
     threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(clients)]
     for thread in threads:
@@ -195,8 +226,6 @@ def lost_records(result: LoadResult, run_sql: Callable[[str, list], tuple]) -> t
 def raw_ceiling(*, clients: int, seconds: float, statement: Callable[[object, random.Random], None]):
     """`clients` threads on their own psycopg connections run `statement` (one per commit) for
     `seconds`: (statements per second, latencies in ms)."""
-    from benchmarks.common import raw_connection
-
     latencies: list[float] = []
     lock = threading.Lock()
     deadline = time.monotonic() + seconds
@@ -214,19 +243,91 @@ def raw_ceiling(*, clients: int, seconds: float, statement: Callable[[object, ra
         with lock:
             latencies.extend(mine)
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return len(latencies) / (time.monotonic() - started), sorted(latencies)
+    elapsed = run_threads([threading.Thread(target=worker, args=(n,)) for n in range(clients)])
+    return len(latencies) / elapsed, sorted(latencies)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def ceiling_statements(orgs: list[str]) -> tuple[Callable, Callable]:
+    """The ceilings' statements: one record INSERTed as ingest writes it, and the list read's SELECT of
+    a random org's page."""
+    from django.utils import timezone
+
+    from llmlog.demo import demo_rows
+
+    insert, template = usage_insert_sql(), next(demo_rows(rows=1))
+
+    def insert_one(conn, rng: random.Random) -> None:
+        row = dict(
+            template, id=uuid.uuid4(), transno=f"raw-load-{uuid.uuid4().hex}", created_at=timezone.now()
+        )
+        conn.execute(insert, usage_values(row))
+
+    def select_page(conn, rng: random.Random) -> None:
+        conn.execute(
+            "SELECT * FROM llmusage_all WHERE userorgid = %s ORDER BY use_time DESC, id DESC LIMIT 21",
+            [rng.choice(orgs)],
+        ).fetchall()
+
+    return insert_one, select_page
+
+
+# --- the benchmark ---------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadFigures:
+    """The report's lines: rounds of the load against gunicorn, beside rounds of the raw statements."""
+
+    rps: Figure
+    p50: Figure
+    p99: Figure
+    p99_ingest: Figure
+    p99_read: Figure
+    lost: Figure
+    errors: Figure
+
+    @classmethod
+    def named(cls, clients: int) -> "LoadFigures":
+        return cls(
+            rps=Figure(
+                f"mixed requests/s ({clients} clients)",
+                "req/s",
+                note="ceiling: 70% raw INSERT+commit, 30% raw list SELECT, same threads",
+            ),
+            p50=Figure("latency p50, all requests", "ms"),
+            p99=Figure("latency p99, all requests", "ms"),
+            p99_ingest=Figure("latency p99, single-record ingest", "ms", note="ceiling: raw INSERT+commit"),
+            p99_read=Figure("latency p99, reads", "ms", note="ceiling: the list's SELECT"),
+            lost=Figure("lost records (acknowledged, not stored)", "records", target="0"),
+            errors=Figure("error rate", "%", target="0"),
+        )
+
+    def add_round(self, result: LoadResult, missing: int) -> None:
+        self.rps.app.append(result.requests_per_second)
+        self.p50.app.append(result.percentile(50))
+        self.p99.app.append(result.percentile(99))
+        self.p99_ingest.app.append(result.percentile(99, "single"))
+        self.p99_read.app.append(result.percentile(99, "read"))
+        self.lost.app.append(missing)
+        self.errors.app.append(100 * result.error_rate)
+
+    def add_ceiling(self, insert: tuple[float, list[float]], read: tuple[float, list[float]]) -> None:
+        """One round of each raw statement: (statements per second, sorted latencies in ms)."""
+        (rate, insert_latencies), (read_rate, read_latencies) = insert, read
+        # The mix's time per request on the raw statements: writes (single and bulk) at the INSERT rate,
+        # reads at the SELECT rate.
+        self.rps.ceiling.append(1 / (0.7 / rate + 0.3 / read_rate))
+        self.p99_ingest.ceiling.append(percentile(insert_latencies, 99))
+        self.p99_read.ceiling.append(percentile(read_latencies, 99))
+
+    def table(self) -> str:
+        return markdown_table(
+            [self.rps, self.p50, self.p99, self.p99_ingest, self.p99_read, self.lost, self.errors]
+        )
+
+
+def parse_args() -> argparse.Namespace:
+    parser = bench_parser(__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows in llmusage before the load")
     parser.add_argument("--seconds", type=float, default=20, help="length of each round")
     parser.add_argument("--repeat", type=int, default=3)
@@ -242,48 +343,39 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="threads per gthread worker (default: config/gunicorn.py's)"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    from benchmarks.common import raw_connection, setup_django, start_app_server, stop_app_server
 
-    setup_django()
-    from django.db import connection
-
-    from llmlog.demo import load_demo_data
-    from llmlog.ingest.storage import JSON_COLUMNS, USAGE_FIELDS
+def org_keys() -> tuple[dict[str, str], str]:
+    """({org: a member key of it that ingests and reads} for 20 orgs, the gateway's platform key)."""
     from llmlog.keys import api_key_create
-    from llmlog.models import LLMUsage
 
-    have = LLMUsage.objects.count()
-    if have < args.rows:
-        print(f"loading {args.rows - have:,} demo rows", flush=True)
-        load_demo_data(rows=args.rows - have)
     orgs = [f"org-{i:02d}" for i in range(20)]
     keys = {org: api_key_create(userorgid=org, role="member", scopes=["ingest", "read"])[1] for org in orgs}
     # The gateway's key: the records state their money, which only a platform key may (issue 14).
     gateway_key = api_key_create(userorgid="", role="admin", scopes=["ingest"])[1]
+    return keys, gateway_key
+
+
+def free_port() -> int:
+    with socket.socket() as probe:  # a free loopback port
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def load_rounds(
+    args: argparse.Namespace, keys: dict[str, str], gateway_key: str, figures: LoadFigures
+) -> None:
+    """--repeat rounds of the load against gunicorn, each checked against the database after."""
+    from django.db import connection
 
     def run_sql(sql: str, params: list) -> tuple:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.fetchone()
 
-    rps, p50, p99, p99_ingest, p99_read, lost, errors = (Figure("", "") for _ in range(7))
-    rps.name, rps.unit = f"mixed requests/s ({args.clients} clients)", "req/s"
-    p50.name, p50.unit = "latency p50, all requests", "ms"
-    p99.name, p99.unit = "latency p99, all requests", "ms"
-    p99_ingest.name, p99_ingest.unit = "latency p99, single-record ingest", "ms"
-    p99_read.name, p99_read.unit = "latency p99, reads", "ms"
-    lost.name, lost.unit, lost.target = "lost records (acknowledged, not stored)", "records", "0"
-    errors.name, errors.unit, errors.target = "error rate", "%", "0"
-
-    with socket.socket() as probe:  # a free loopback port
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = start_app_server(
-        port=port, workers=args.workers, threads=args.threads, worker_class=args.worker_class
-    )
-    try:
+    port = free_port()
+    with app_server(port=port, workers=args.workers, threads=args.threads, worker_class=args.worker_class):
         for round_number in range(args.repeat):
             result = run_load(
                 port=port,
@@ -294,13 +386,7 @@ def main() -> None:
                 ingest_key=gateway_key,
             )
             missing, missing_amount, extra = lost_records(result, run_sql)
-            rps.app.append(result.requests_per_second)
-            p50.app.append(result.percentile(50))
-            p99.app.append(result.percentile(99))
-            p99_ingest.app.append(result.percentile(99, "single"))
-            p99_read.app.append(result.percentile(99, "read"))
-            lost.app.append(missing)
-            errors.app.append(100 * result.error_rate)
+            figures.add_round(result, missing)
             print(
                 f"round {round_number + 1}: {result.requests:,} requests in {result.seconds:.0f}s, "
                 f"{len(result.acknowledged):,} records acknowledged, {missing} lost "
@@ -308,59 +394,30 @@ def main() -> None:
                 + (f" e.g. {result.errors[0]}" if result.errors else ""),
                 flush=True,
             )
-    finally:
-        stop_app_server(server)
 
-    # Ceilings: the same number of threads, straight to PostgreSQL.
-    names = [f.attname for f in USAGE_FIELDS]
-    columns = ", ".join(f'"{f.column}"' for f in USAGE_FIELDS)
-    placeholders = ", ".join(["%s"] * len(names))
-    insert = (
-        f"INSERT INTO llmusage ({columns}) VALUES ({placeholders}) "
-        "ON CONFLICT (transno, userorgid) DO NOTHING"
-    )
-    from django.utils import timezone
 
-    from llmlog.demo import demo_rows
-
-    template = next(demo_rows(rows=1))
-
-    def insert_one(conn, rng: random.Random) -> None:
-        row = dict(
-            template, id=uuid.uuid4(), transno=f"raw-load-{uuid.uuid4().hex}", created_at=timezone.now()
-        )
-        values = [json.dumps(row[n]) if n in JSON_COLUMNS else row[n] for n in names]
-        conn.execute(insert, values)
-
-    def select_page(conn, rng: random.Random) -> None:
-        conn.execute(
-            "SELECT * FROM llmusage_all WHERE userorgid = %s ORDER BY use_time DESC, id DESC LIMIT 21",
-            [rng.choice(orgs)],
-        ).fetchall()
-
+def ceiling_rounds(args: argparse.Namespace, orgs: list[str], figures: LoadFigures) -> None:
+    """--repeat rounds of the raw statements: the same number of threads, straight to PostgreSQL."""
+    insert_one, select_page = ceiling_statements(orgs)
     ceiling_seconds = min(args.seconds, 10)
     for _ in range(args.repeat):
-        rate, insert_latencies = raw_ceiling(
-            clients=args.clients, seconds=ceiling_seconds, statement=insert_one
+        figures.add_ceiling(
+            raw_ceiling(clients=args.clients, seconds=ceiling_seconds, statement=insert_one),
+            raw_ceiling(clients=args.clients, seconds=ceiling_seconds, statement=select_page),
         )
-        read_rate, read_latencies = raw_ceiling(
-            clients=args.clients, seconds=ceiling_seconds, statement=select_page
-        )
-        # The mix's time per request on the raw statements: writes (single and bulk) at the INSERT rate,
-        # reads at the SELECT rate.
-        rps.ceiling.append(1 / (0.7 / rate + 0.3 / read_rate))
-        p99_ingest.ceiling.append(_p(insert_latencies, 99))
-        p99_read.ceiling.append(_p(read_latencies, 99))
-    rps.note = "ceiling: 70% raw INSERT+commit, 30% raw list SELECT, same threads"
-    p99_ingest.note = "ceiling: raw INSERT+commit"
-    p99_read.note = "ceiling: the list's SELECT"
     with raw_connection() as conn:
         conn.execute("DELETE FROM llmusage WHERE transno LIKE 'raw-load-%'")
-    print(markdown_table([rps, p50, p99, p99_ingest, p99_read, lost, errors]))
 
 
-def _p(values: list[float], p: float) -> float:
-    return values[min(len(values) - 1, int(p / 100 * len(values)))] if values else 0.0
+def main() -> None:
+    args = parse_args()
+    setup_django()
+    fill_usage(rows=args.rows, vacuum=False)
+    keys, gateway_key = org_keys()
+    figures = LoadFigures.named(args.clients)
+    load_rounds(args, keys, gateway_key, figures)
+    ceiling_rounds(args, sorted(keys), figures)
+    print(figures.table())
 
 
 if __name__ == "__main__":
