@@ -25,35 +25,26 @@ two sizes show about the same.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 import tracemalloc
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import ROOT, Figure, markdown_table, setup_django  # noqa: E402
-
-
-def _status_kib(name: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(name + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {name} in /proc/self/status")
-
-
-def reset_peak_rss() -> int:
-    """Reset this process's peak RSS to its current RSS (Linux: clear_refs 5), so the peak measured
-    next is the backup's and not Django's start-up; returns the current RSS in KiB."""
-    Path("/proc/self/clear_refs").write_text("5")
-    return _status_kib("VmRSS")
-
-
-def peak_rss() -> int:
-    return _status_kib("VmHWM")
+from benchmarks.common import (  # noqa: E402
+    Figure,
+    fill_usage,
+    markdown_table,
+    peak_rss,
+    reset_peak_rss,
+    rows_parser,
+    run_json_child,
+    setup_django,
+)
 
 
 def child(before: date, batch_size: int) -> None:
@@ -81,24 +72,9 @@ def child(before: date, batch_size: int) -> None:
 
 
 def run_child(before: date, batch_size: int) -> dict:
-    done = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--child",
-            "--before",
-            before.isoformat(),
-            "--batch-size",
-            str(batch_size),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
+    return run_json_child(
+        [__file__, "--child", "--before", before.isoformat(), "--batch-size", str(batch_size)], what="backup"
     )
-    if done.returncode != 0:
-        raise RuntimeError(f"backup subprocess failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def execute(sql: str, params: list | dict | None = None) -> int:
@@ -119,8 +95,6 @@ def scalar(sql: str, params: list | None = None) -> Any:
 
 def prepare(rows: int) -> None:
     """--rows demo records in llmusage and none of another benchmark's, an empty history."""
-    from benchmarks.common import fill_usage
-
     # Whatever is not demo data was written by another benchmark (ingest, adapters, load): delete it
     # here, so that fill_usage counts only demo records and tops them up to --rows.
     execute("DELETE FROM llmusage WHERE transno NOT LIKE 'demo-%'")
@@ -180,110 +154,154 @@ def movable(before: date) -> int:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+@dataclass
+class Night:
+    """The night's move (records of a day before `before`) and the small move (before `small_before`),
+    and how many records each moves."""
+
+    before: date
+    small_before: date
+    records: int
+    small_records: int
+
+
+def prepare_night(rows: int, share: float) -> Night:
+    """The table of --rows records, `share` of them the night's move, vacuumed and analyzed."""
+    print(f"preparing {rows:,} records...", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    prepare(rows)
+    records = max(round(rows * share), 2)
+    before, small_before = mark_night(records, max(records // 10, 1))
+    execute("VACUUM ANALYZE llmusage")
+    night = Night(before, small_before, movable(before), movable(small_before))
+    print(
+        f"the night moves {night.records:,} records (before {before}), "
+        f"the small move {night.small_records:,}; prepared in {time.perf_counter() - started:.0f}s",
+        file=sys.stderr,
+        flush=True,
     )
-    parser.add_argument("--rows", type=int, default=1_000_000, help="records in llmusage")
-    parser.add_argument("--repeat", type=int, default=3)
+    return night
+
+
+def put_back(cols: str) -> None:
+    """The moved records back in llmusage as they were (accounted), history empty: the start of each
+    measurement. VACUUM clears the moved records' dead tuples, as autovacuum would overnight; no
+    ANALYZE: the table holds the same records."""
+    started = time.perf_counter()
+    execute(f"INSERT INTO llmusage ({cols}) SELECT {cols} FROM llmusage_history")
+    execute("TRUNCATE llmusage_history")
+    execute("VACUUM llmusage")
+    print(f"  put back in {time.perf_counter() - started:.1f}s", file=sys.stderr, flush=True)
+
+
+@dataclass
+class BackupFigures:
+    rate: Figure
+    rss_big: Figure
+    rss_small: Figure
+    traced: dict[str, list[float]] = field(default_factory=lambda: {"big": [], "small": []})
+
+    @classmethod
+    def named(cls, night: Night, rows: int, batch_size: int) -> "BackupFigures":
+        return cls(
+            Figure(
+                f"backup: move {night.records:,} accounted records (2 days) out of {rows:,} "
+                f"(batches of {batch_size:,})",
+                "rows/s",
+                target="≥ 0.50",
+            ),
+            Figure(f"backup peak memory, {night.records:,} records (RSS growth)", "KiB"),
+            Figure(f"backup peak memory, {night.small_records:,} records (RSS growth)", "KiB"),
+        )
+
+    def table(self) -> str:
+        for figure, size in ((self.rss_big, "big"), (self.rss_small, "small")):
+            figure.note = f"tracemalloc peak {max(self.traced[size]):,.0f} KiB"
+        self.rate.note = "ceiling: one DELETE ... RETURNING → INSERT ... SELECT statement"
+        return markdown_table([self.rate, self.rss_big, self.rss_small])
+
+
+def app_move(night: Night, batch_size: int, figures: BackupFigures) -> float:
+    """The night's move by `backup_accounted_llmusage`, in a process of its own: its seconds."""
+    result = run_child(night.before, batch_size)
+    assert result["moved"] == night.records, result
+    figures.rate.app.append(night.records / result["seconds"])
+    figures.rss_big.app.append(result["rss_growth_kib"])
+    figures.traced["big"].append(result["traced_peak_kib"])
+    return result["seconds"]
+
+
+def raw_move(night: Night, cols: str, figures: BackupFigures) -> float:
+    """The night's move as one statement, the ceiling: its seconds."""
+    from llmlog.backup import MOVABLE
+
+    started = time.perf_counter()
+    moved = execute(
+        f"""
+        WITH moved AS (
+            DELETE FROM llmusage WHERE accounting_status = ANY(%s) AND use_date < %s RETURNING {cols}
+        )
+        INSERT INTO llmusage_history ({cols}, backup_time) SELECT {cols}, now() FROM moved
+    """,
+        [[str(status) for status in MOVABLE], night.before],
+    )
+    seconds = time.perf_counter() - started
+    assert moved == night.records, moved
+    figures.rate.ceiling.append(night.records / seconds)
+    return seconds
+
+
+def measure_round(round_: int, night: Night, batch_size: int, cols: str, figures: BackupFigures) -> None:
+    """The night's move by the app and by the ceiling, each put back after; then the small move."""
+    # Neither always goes first. The app goes first in the first round: it creates the history
+    # partitions of the slice's months (llmlog.partitions), which TRUNCATE keeps for the raw move.
+    for step in ["app", "raw"] if round_ % 2 == 0 else ["raw", "app"]:
+        seconds = app_move(night, batch_size, figures) if step == "app" else raw_move(night, cols, figures)
+        print(f"  {step}: moved {night.records:,} in {seconds:.1f}s", file=sys.stderr, flush=True)
+        assert movable(night.before) == 0 and scalar("SELECT count(*) FROM llmusage_history") == night.records
+        put_back(cols)
+    # The same backup over the earlier day alone: memory at a tenth of the size.
+    result = run_child(night.small_before, batch_size)
+    assert result["moved"] == night.small_records, result
+    figures.rss_small.app.append(result["rss_growth_kib"])
+    figures.traced["small"].append(result["traced_peak_kib"])
+    put_back(cols)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = rows_parser(__doc__, rows_help="records in llmusage")
     parser.add_argument("--share", type=float, default=0.1, help="share of the table the night moves")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the app's BACKUP_BATCH_SIZE")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--before", type=date.fromisoformat, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.before, args.batch_size)
-        return
+        return args
     if args.repeat < 3:
         parser.error("--repeat must be at least 3")
     if not 0 < args.share <= 1:
         parser.error("--share must be in (0, 1]")
+    return args
 
+
+def main() -> None:
+    args = parse_args()
+    if args.child:
+        child(args.before, args.batch_size)
+        return
     setup_django()
     from django.db import connection
 
-    from llmlog.backup import BACKUP_BATCH_SIZE, MOVABLE, usage_columns
+    from llmlog.backup import BACKUP_BATCH_SIZE, usage_columns
 
     batch_size = args.batch_size or BACKUP_BATCH_SIZE
     cols = ", ".join(connection.ops.quote_name(column) for column in usage_columns())
-
-    print(f"preparing {args.rows:,} records...", file=sys.stderr, flush=True)
-    started = time.perf_counter()
-    prepare(args.rows)
-    records = max(round(args.rows * args.share), 2)
-    before, small_before = mark_night(records, max(records // 10, 1))
-    execute("VACUUM ANALYZE llmusage")
-    night, small = movable(before), movable(small_before)
-    print(
-        f"the night moves {night:,} records (before {before}), the small move {small:,}; "
-        f"prepared in {time.perf_counter() - started:.0f}s",
-        file=sys.stderr,
-        flush=True,
-    )
-
-    def put_back() -> None:
-        """The moved records back in llmusage as they were (accounted), history empty: the start of each
-        measurement. VACUUM clears the moved records' dead tuples, as autovacuum would overnight; no
-        ANALYZE: the table holds the same records."""
-        execute(f"INSERT INTO llmusage ({cols}) SELECT {cols} FROM llmusage_history")
-        execute("TRUNCATE llmusage_history")
-        execute("VACUUM llmusage")
-
-    def timed_put_back() -> None:
-        started = time.perf_counter()
-        put_back()
-        print(f"  put back in {time.perf_counter() - started:.1f}s", file=sys.stderr, flush=True)
-
-    raw_move = f"""
-        WITH moved AS (
-            DELETE FROM llmusage WHERE accounting_status = ANY(%s) AND use_date < %s RETURNING {cols}
-        )
-        INSERT INTO llmusage_history ({cols}, backup_time) SELECT {cols}, now() FROM moved
-    """
-    statuses = [str(status) for status in MOVABLE]
-
-    rate = Figure(
-        f"backup: move {night:,} accounted records (2 days) out of {args.rows:,} (batches of {batch_size:,})",
-        "rows/s",
-        target="≥ 0.50",
-    )
-    rss_big = Figure(f"backup peak memory, {night:,} records (RSS growth)", "KiB")
-    rss_small = Figure(f"backup peak memory, {small:,} records (RSS growth)", "KiB")
-    traced: dict[str, list[float]] = {"big": [], "small": []}
-
+    night = prepare_night(args.rows, args.share)
+    figures = BackupFigures.named(night, args.rows, batch_size)
     for round_ in range(args.repeat):
         print(f"round {round_ + 1}/{args.repeat}", file=sys.stderr, flush=True)
-        # Neither always goes first. The app goes first in the first round: it creates the history
-        # partitions of the slice's months (llmlog.partitions), which TRUNCATE keeps for the raw move.
-        steps = ["app", "raw"] if round_ % 2 == 0 else ["raw", "app"]
-        for step in steps:
-            if step == "app":
-                result = run_child(before, batch_size)
-                assert result["moved"] == night, result
-                rate.app.append(night / result["seconds"])
-                rss_big.app.append(result["rss_growth_kib"])
-                traced["big"].append(result["traced_peak_kib"])
-                seconds = result["seconds"]
-            else:
-                started = time.perf_counter()
-                moved = execute(raw_move, [statuses, before])
-                seconds = time.perf_counter() - started
-                assert moved == night, moved
-                rate.ceiling.append(night / seconds)
-            print(f"  {step}: moved {night:,} in {seconds:.1f}s", file=sys.stderr, flush=True)
-            assert movable(before) == 0 and scalar("SELECT count(*) FROM llmusage_history") == night
-            timed_put_back()
-        # The same backup over the earlier day alone: memory at a tenth of the size.
-        result = run_child(small_before, batch_size)
-        assert result["moved"] == small, result
-        rss_small.app.append(result["rss_growth_kib"])
-        traced["small"].append(result["traced_peak_kib"])
-        timed_put_back()
-
-    for figure, size in ((rss_big, "big"), (rss_small, "small")):
-        figure.note = f"tracemalloc peak {max(traced[size]):,.0f} KiB"
-    rate.note = "ceiling: one DELETE ... RETURNING → INSERT ... SELECT statement"
-    print(markdown_table([rate, rss_big, rss_small]))
+        measure_round(round_, night, batch_size, cols, figures)
+    print(figures.table())
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ it), for the whole period and for a tenth of it: flat memory shows about the sam
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,8 +29,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench_backup import peak_rss, reset_peak_rss  # noqa: E402
-from benchmarks.common import ROOT, Figure, fill_usage, markdown_table, raw_connection, setup_django  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    ROOT,
+    Figure,
+    fill_usage,
+    markdown_table,
+    peak_rss,
+    raw_connection,
+    reset_peak_rss,
+    rows_parser,
+    run_json_child,
+    setup_django,
+)
 
 
 def child(start: str, end: str, out: str, batch_size: int) -> None:
@@ -72,16 +81,9 @@ def child(start: str, end: str, out: str, batch_size: int) -> None:
 
 
 def run_child(start: datetime, end: datetime, out: Path, batch_size: int) -> dict:
-    done = subprocess.run(
-        [sys.executable, __file__, "--child", start.isoformat(), end.isoformat(), str(out), str(batch_size)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
+    return run_json_child(
+        [__file__, "--child", start.isoformat(), end.isoformat(), str(out), str(batch_size)], what="export"
     )
-    if done.returncode != 0:
-        raise RuntimeError(f"export subprocess failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def copy_to(start: datetime, end: datetime, out: Path, columns: str) -> tuple[int, float, int]:
@@ -101,11 +103,7 @@ def copy_to(start: datetime, end: datetime, out: Path, columns: str) -> tuple[in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--rows", type=int, default=1_000_000, help="records in llmusage")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser = rows_parser(__doc__, rows_help="records in llmusage")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the app's BATCH_SIZE")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
