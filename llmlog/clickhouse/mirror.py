@@ -25,7 +25,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import Count, Min, Q, QuerySet, Sum
 from django.utils import timezone
 
@@ -41,7 +41,6 @@ from llmlog.clickhouse.schema import (
     history_columns,
     history_table_ddl,
     micros,
-    to_clickhouse_row,
 )
 from llmlog.models import JobRun, LLMUsageHistory, UsageRollupState
 
@@ -97,18 +96,22 @@ def _safe_mark(*, own_run: int | None) -> datetime:
 
 
 def _load(records: QuerySet[LLMUsageHistory]) -> int:
-    """Insert `records` into ClickHouse in big blocks; returns how many."""
-    attnames = [column.attname for column in history_columns()]
-    sql = f"INSERT INTO {TABLE} ({column_list()}) VALUES"
-    loaded, block = 0, []
-    for row in records.order_by().values_list(*attnames).iterator(chunk_size=LOAD_BATCH_SIZE):
-        block.append(to_clickhouse_row(row))
-        if len(block) >= LOAD_BATCH_SIZE:
-            clickhouse_execute(sql, block)
-            loaded, block = loaded + len(block), []
-    if block:
-        clickhouse_execute(sql, block)
-        loaded += len(block)
+    """Insert `records` into ClickHouse in big blocks, column by column; returns how many.
+
+    The rows come through a server-side cursor of psycopg's own, already as ClickHouse takes them
+    (`Column.source`): Django's per-row converters were a third of a load's time."""
+    selected = records.order_by().values_list(*(column.source for column in history_columns()))
+    select_sql, select_params = selected.query.sql_with_params()
+    insert_sql = f"INSERT INTO {TABLE} ({column_list()}) VALUES"
+    database = connections[records.db]
+    database.ensure_connection()
+    loaded = 0
+    # A named cursor lives in the caller's transaction (clickhouse_sync and clickhouse_backfill hold one).
+    with database.connection.cursor(name="clickhouse_load") as cursor:
+        cursor.execute(select_sql, select_params)
+        while block := cursor.fetchmany(LOAD_BATCH_SIZE):
+            clickhouse_execute(insert_sql, list(zip(*block, strict=True)), columnar=True)
+            loaded += len(block)
     return loaded
 
 

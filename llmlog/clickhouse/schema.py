@@ -21,12 +21,17 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.db.models import BigIntegerField, F, Func, TextField
+from django.db.models.functions import Cast
+
 from core.money import MONEY_DIGITS, MONEY_PLACES
 from llmlog.models import LLMUsageHistory
 
 TABLE = "llmusage_history"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
+# PostgreSQL's timestamptz as micros() gives it (EXTRACT returns an exact numeric since PostgreSQL 14).
+EPOCH_MICROSECONDS_SQL = "(EXTRACT(EPOCH FROM %(expressions)s) * 1000000)::bigint"
 
 _TYPES = {
     "UUIDField": "String",
@@ -66,18 +71,17 @@ class Column:
     kind: str  # the model field's internal type
     type: str  # ClickHouse's
 
-    def to_clickhouse(self, value: Any) -> Any:
-        if value is None:
-            return None
-        if self.kind == "JSONField":
-            return json.dumps(value, separators=(",", ":"))
+    @property
+    def source(self) -> str | Func:
+        """What a load selects from PostgreSQL: the value as ClickHouse takes it (JSON and uuids as their
+        text, times as microseconds since the epoch: EXTRACT is exact, numeric; addresses already arrive
+        as text, and `inet::text` would add a netmask), so a big load converts no value in Python: loading
+        times into datetimes was half of its time."""
+        if self.kind in ("JSONField", "UUIDField"):
+            return Cast(self.attname, output_field=TextField())
         if self.kind == "DateTimeField":
-            return micros(value)
-        if self.kind == "BooleanField":
-            return int(value)
-        if self.kind in ("UUIDField", "GenericIPAddressField"):
-            return str(value)
-        return value
+            return Func(F(self.attname), template=EPOCH_MICROSECONDS_SQL, output_field=BigIntegerField())
+        return self.attname
 
     def from_clickhouse(self, value: Any) -> Any:
         if value is None:
@@ -116,8 +120,3 @@ def history_table_ddl() -> str:
 
 def column_list() -> str:
     return ", ".join(quote(column.name) for column in history_columns())
-
-
-def to_clickhouse_row(row: tuple) -> tuple:
-    """A row of the model's columns, in history_columns() order, as ClickHouse takes it."""
-    return tuple(column.to_clickhouse(value) for column, value in zip(history_columns(), row, strict=True))

@@ -3,6 +3,7 @@ engine (chdb, in-process): the table's DDL, the inserts, every read (sums, group
 zone, counts, pages in each order), the mirror's day sums, and the purges' mutations and partition drops,
 compared answer for answer. No database needed: both passes run it."""
 
+import json
 import re
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -13,7 +14,7 @@ import pytest
 from llmlog.clickhouse.client import PENDING_MUTATIONS_SQL
 from llmlog.clickhouse.mirror import PARTITIONS_SQL, day_sums_sql, delete_sql
 from llmlog.clickhouse.reads import Split, _day_key, _where, page_sql
-from llmlog.clickhouse.schema import TABLE, column_list, history_columns, history_table_ddl, to_clickhouse_row
+from llmlog.clickhouse.schema import TABLE, Column, column_list, history_columns, history_table_ddl, micros
 from llmlog.queries import EVERY_RECORD, Ordering, UsageQuery
 from tests.factories import usage_row
 
@@ -45,8 +46,21 @@ def _rows() -> list[tuple]:
         )
         values["seq"] = number + 1
         values.setdefault("provider_cost", None)  # a column not every checkout has yet
-        rows.append(to_clickhouse_row(tuple(values[column.attname] for column in history_columns())))
+        rows.append(tuple(_as_clickhouse(column, values[column.attname]) for column in history_columns()))
     return rows
+
+
+def _as_clickhouse(column: Column, value: Any) -> Any:
+    """A model value as the mirror's load sends it (llmlog.clickhouse.schema.Column.source)."""
+    if value is None:
+        return None
+    if column.kind == "JSONField":
+        return json.dumps(value)
+    if column.kind == "DateTimeField":
+        return micros(value)
+    if column.kind in ("UUIDField", "GenericIPAddressField"):
+        return str(value)
+    return value
 
 
 def _text(value: Any) -> str:
