@@ -1,4 +1,5 @@
-"""A re-pricing's per-record report as CSV: the items, each with its deltas and its adjustment."""
+"""A re-pricing's reports: its summary's columns, and the per-record report as CSV (the items, each
+with its deltas and its adjustment)."""
 
 from django.db.models import F
 from django.http import StreamingHttpResponse
@@ -6,6 +7,22 @@ from django.http import StreamingHttpResponse
 from accounting.models import Repricing, RepricingItem
 from llmlog.csv_export import CsvColumn, csv_response
 
+# The columns of a re-pricing's report per (org, model), in the order the admin's re-pricing page and
+# `manage.py reprice`
+# show them.
+REPORT_COLUMNS = (
+    "userorgid",
+    "model_name",
+    "records",
+    "changed",
+    "unpriced",
+    "old_amount",
+    "new_amount",
+    "delta_amount",
+    "old_cost",
+    "new_cost",
+    "delta_cost",
+)
 ITEM_COLUMNS = (
     CsvColumn("usage_id"),
     CsvColumn("transno"),

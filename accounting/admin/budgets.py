@@ -13,8 +13,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from accounting.budget_fields import CHOSEN_FIELDS
 from accounting.budgets import (
+    CHOSEN_FIELDS,
     UPDATABLE_FIELDS,
     BudgetStatus,
     budget_create,

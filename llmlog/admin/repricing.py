@@ -19,23 +19,8 @@ from accounting.models import Repricing
 from core.admin import TextSafeAdmin, reasons
 from core.formats import money_html
 from llmlog.repricing import RepricingStale, repricing_apply
-from llmlog.repricing_report import repricing_records_csv
+from llmlog.repricing_report import REPORT_COLUMNS, repricing_records_csv
 
-# The columns of a re-pricing's report per (org, model), in the order this page and `manage.py reprice`
-# show them.
-REPORT_COLUMNS = (
-    "userorgid",
-    "model_name",
-    "records",
-    "changed",
-    "unpriced",
-    "old_amount",
-    "new_amount",
-    "delta_amount",
-    "old_cost",
-    "new_cost",
-    "delta_cost",
-)
 MONEY_COLUMNS = {"old_amount", "new_amount", "delta_amount", "old_cost", "new_cost", "delta_cost"}
 
 

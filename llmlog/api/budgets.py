@@ -17,8 +17,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 
-from accounting.budget_fields import CHOSEN_FIELDS
 from accounting.budgets import (
+    CHOSEN_FIELDS,
     MAX_THRESHOLDS,
     UPDATABLE_FIELDS,
     budget_create,

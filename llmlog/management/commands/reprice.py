@@ -4,8 +4,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounting.ledger import BalanceOverflow, LedgerError
 from accounting.models import Repricing
-from llmlog.admin.repricing import REPORT_COLUMNS
 from llmlog.repricing import RepricingInvalid, RepricingStale, repricing_apply, repricing_create
+from llmlog.repricing_report import REPORT_COLUMNS
 
 
 class Command(BaseCommand):
