@@ -321,21 +321,6 @@ def budget_create(
     return budget
 
 
-# A budget's chosen fields: what its creator sets (budget_create's parameters, with webhook_secret
-# besides), in the order the admin's budget form and the API's answer list them. Of these, only
-# UPDATABLE_FIELDS may change once the budget exists.
-CHOSEN_FIELDS = (
-    "org",
-    "name",
-    *Budget.SCOPE_FIELDS,
-    "period",
-    "time_zone",
-    "limit",
-    "currency",
-    "thresholds",
-    "action",
-    "webhook_url",
-)
 UPDATABLE_FIELDS = ("name", "limit", "thresholds", "action", "webhook_url", "webhook_secret")
 
 

@@ -14,7 +14,6 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from accounting.budgets import (
-    CHOSEN_FIELDS,
     UPDATABLE_FIELDS,
     BudgetStatus,
     budget_create,
@@ -48,7 +47,7 @@ class BudgetForm(forms.ModelForm):
 
     class Meta:
         model = Budget
-        fields = (*CHOSEN_FIELDS, "webhook_secret")
+        fields = (*Budget.CHOSEN_FIELDS, "webhook_secret")
 
     def clean(self) -> dict:
         data = super().clean()

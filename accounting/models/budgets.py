@@ -38,6 +38,21 @@ class Budget(models.Model):
         BLOCK = "block", "block new holds at 100%"
 
     SCOPE_FIELDS = ("userid", "token_name", "model_name", "feature")
+    # What a budget's creator chooses (budget_create's parameters, with webhook_secret besides), in the
+    # order the admin's form and the API's answer list them; of these, only
+    # accounting.budgets.UPDATABLE_FIELDS may change once the budget exists.
+    CHOSEN_FIELDS = (
+        "org",
+        "name",
+        *SCOPE_FIELDS,
+        "period",
+        "time_zone",
+        "limit",
+        "currency",
+        "thresholds",
+        "action",
+        "webhook_url",
+    )
 
     org = models.CharField(max_length=64, help_text="The org (userorgid) whose usage this budget counts.")
     name = models.CharField(max_length=150, blank=True, default="")

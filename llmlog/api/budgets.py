@@ -18,7 +18,6 @@ from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 
 from accounting.budgets import (
-    CHOSEN_FIELDS,
     MAX_THRESHOLDS,
     UPDATABLE_FIELDS,
     budget_create,
@@ -47,7 +46,7 @@ class BudgetSerializer(serializers.ModelSerializer):
         model = Budget
         fields = (
             "id",
-            *CHOSEN_FIELDS,
+            *Budget.CHOSEN_FIELDS,
             "has_webhook_secret",
             "spent",
             "held",
