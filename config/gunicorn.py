@@ -69,6 +69,10 @@ def on_starting(server) -> None:
     directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
+    # Imported now, before any worker exists: child_exit runs inside gunicorn's SIGCHLD handler, and a
+    # worker ending while another one's handler was still importing prometheus_client found the module
+    # half made ("cannot import name 'Gauge'"), leaving that worker's files unmarked.
+    import prometheus_client.multiprocess  # noqa: F401
 
 
 def child_exit(server, worker) -> None:
