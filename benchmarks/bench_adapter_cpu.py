@@ -47,7 +47,7 @@ from benchmarks.bench_adapters import (  # noqa: E402
     otlp_json,
     otlp_request,
 )
-from benchmarks.common import setup_django  # noqa: E402
+from benchmarks.startup import setup_django  # noqa: E402
 
 
 class Rollback(Exception):

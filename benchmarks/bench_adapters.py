@@ -23,7 +23,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_ingest import copy_ceiling, record  # noqa: E402
-from benchmarks.common import Figure, app_server, ingest_setup, markdown_table, post_bodies  # noqa: E402
+from benchmarks.data import ingest_setup  # noqa: E402
+from benchmarks.processes import app_server, post_bodies  # noqa: E402
+from benchmarks.report import Figure, markdown_table  # noqa: E402
 
 PORT = 8769
 LITELLM_BATCH = 512  # GenericAPILogger's default batch_size

@@ -22,15 +22,9 @@ from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import (  # noqa: E402
-    Figure,
-    ceiling_connection,
-    markdown_table,
-    measure,
-    query_data_parser,
-    setup_django,
-    timed,
-)
+from benchmarks.data import ceiling_connection  # noqa: E402
+from benchmarks.report import Figure, markdown_table, measure, timed  # noqa: E402
+from benchmarks.startup import query_data_parser, setup_django  # noqa: E402
 
 if TYPE_CHECKING:
     import psycopg

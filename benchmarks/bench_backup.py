@@ -35,16 +35,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import (  # noqa: E402
-    Figure,
-    fill_usage,
-    markdown_table,
-    peak_rss,
-    reset_peak_rss,
-    rows_parser,
-    run_json_child,
-    setup_django,
-)
+from benchmarks.data import fill_usage  # noqa: E402
+from benchmarks.processes import peak_rss, reset_peak_rss, run_json_child  # noqa: E402
+from benchmarks.report import Figure, markdown_table  # noqa: E402
+from benchmarks.startup import rows_parser, setup_django  # noqa: E402
 
 
 def child(before: date, batch_size: int) -> None:

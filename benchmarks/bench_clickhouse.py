@@ -20,7 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_query import prepare_data  # noqa: E402
-from benchmarks.common import ROOT, Figure, markdown_table, measure, query_data_parser, setup_django  # noqa: E402
+from benchmarks.report import Figure, markdown_table, measure  # noqa: E402
+from benchmarks.startup import ROOT, query_data_parser, setup_django  # noqa: E402
 
 ORG, USER = "org-01", "org-01-user-001"
 

@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_query import prepare_data  # noqa: E402
-from benchmarks.common import OrgReads, markdown_table, query_data_parser, setup_django  # noqa: E402
+from benchmarks.data import OrgReads  # noqa: E402
+from benchmarks.report import markdown_table  # noqa: E402
+from benchmarks.startup import query_data_parser, setup_django  # noqa: E402
 
 if TYPE_CHECKING:
     import psycopg

@@ -22,16 +22,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_ingest import raw_rows, single_insert_ceiling, single_records  # noqa: E402
-from benchmarks.common import (  # noqa: E402
-    Figure,
-    app_server,
-    ingest_setup,
-    markdown_table,
-    raw_connection,
-    rows_parser,
-    run_threads,
-    usage_insert_sql,
-)
+from benchmarks.data import ingest_setup, raw_connection, usage_insert_sql  # noqa: E402
+from benchmarks.processes import app_server, run_threads  # noqa: E402
+from benchmarks.report import Figure, markdown_table  # noqa: E402
+from benchmarks.startup import rows_parser  # noqa: E402
 
 PORTS = {"on": 8791, "off": 8792}
 

@@ -22,7 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import setup_django, start_app_server, stop_app_server  # noqa: E402
+from benchmarks.processes import start_app_server, stop_app_server  # noqa: E402
+from benchmarks.startup import setup_django  # noqa: E402
 
 PORT = 8771
 START = 1_763_600_000

@@ -35,18 +35,11 @@ from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import (  # noqa: E402
-    Figure,
-    app_server,
-    bench_parser,
-    fill_usage,
-    markdown_table,
-    raw_connection,
-    run_threads,
-    setup_django,
-    usage_insert_sql,
-    usage_values,
-)
+from benchmarks.data import fill_usage  # noqa: E402
+from benchmarks.load_ceiling import Rate, mix_ceiling_rounds  # noqa: E402
+from benchmarks.processes import app_server  # noqa: E402
+from benchmarks.report import Figure, markdown_table  # noqa: E402
+from benchmarks.startup import bench_parser, setup_django  # noqa: E402
 
 CLIENTS = 50
 BULK_SIZE = 20
@@ -220,57 +213,6 @@ def lost_records(result: LoadResult, run_sql: Callable[[str, list], tuple]) -> t
     return missing, sum(result.acknowledged.values(), Decimal(0)) - total, extra
 
 
-# --- raw ceilings ----------------------------------------------------------------------------------
-
-
-def raw_ceiling(*, clients: int, seconds: float, statement: Callable[[object, random.Random], None]):
-    """`clients` threads on their own psycopg connections run `statement` (one per commit) for
-    `seconds`: (statements per second, latencies in ms)."""
-    latencies: list[float] = []
-    lock = threading.Lock()
-    deadline = time.monotonic() + seconds
-
-    def worker(number: int) -> None:
-        rng = random.Random(number)
-        conn = raw_connection()
-        mine = []
-        while time.monotonic() < deadline:
-            started = time.perf_counter()
-            statement(conn, rng)
-            conn.commit()
-            mine.append((time.perf_counter() - started) * 1000)
-        conn.close()
-        with lock:
-            latencies.extend(mine)
-
-    elapsed = run_threads([threading.Thread(target=worker, args=(n,)) for n in range(clients)])
-    return len(latencies) / elapsed, sorted(latencies)
-
-
-def ceiling_statements(orgs: list[str]) -> tuple[Callable, Callable]:
-    """The ceilings' statements: one record INSERTed as ingest writes it, and the list read's SELECT of
-    a random org's page."""
-    from django.utils import timezone
-
-    from llmlog.demo import demo_rows
-
-    insert, template = usage_insert_sql(), next(demo_rows(rows=1))
-
-    def insert_one(conn, rng: random.Random) -> None:
-        row = dict(
-            template, id=uuid.uuid4(), transno=f"raw-load-{uuid.uuid4().hex}", created_at=timezone.now()
-        )
-        conn.execute(insert, usage_values(row))
-
-    def select_page(conn, rng: random.Random) -> None:
-        conn.execute(
-            "SELECT * FROM llmusage_all WHERE userorgid = %s ORDER BY use_time DESC, id DESC LIMIT 21",
-            [rng.choice(orgs)],
-        ).fetchall()
-
-    return insert_one, select_page
-
-
 # --- the benchmark ---------------------------------------------------------------------------------
 
 
@@ -311,7 +253,7 @@ class LoadFigures:
         self.lost.app.append(missing)
         self.errors.app.append(100 * result.error_rate)
 
-    def add_ceiling(self, insert: tuple[float, list[float]], read: tuple[float, list[float]]) -> None:
+    def add_ceiling(self, insert: Rate, read: Rate) -> None:
         """One round of each raw statement: (statements per second, sorted latencies in ms)."""
         (rate, insert_latencies), (read_rate, read_latencies) = insert, read
         # The mix's time per request on the raw statements: writes (single and bulk) at the INSERT rate,
@@ -398,15 +340,11 @@ def load_rounds(
 
 def ceiling_rounds(args: argparse.Namespace, orgs: list[str], figures: LoadFigures) -> None:
     """--repeat rounds of the raw statements: the same number of threads, straight to PostgreSQL."""
-    insert_one, select_page = ceiling_statements(orgs)
-    ceiling_seconds = min(args.seconds, 10)
-    for _ in range(args.repeat):
-        figures.add_ceiling(
-            raw_ceiling(clients=args.clients, seconds=ceiling_seconds, statement=insert_one),
-            raw_ceiling(clients=args.clients, seconds=ceiling_seconds, statement=select_page),
-        )
-    with raw_connection() as conn:
-        conn.execute("DELETE FROM llmusage WHERE transno LIKE 'raw-load-%'")
+    rounds = mix_ceiling_rounds(
+        orgs=orgs, clients=args.clients, seconds=min(args.seconds, 10), repeat=args.repeat
+    )
+    for insert, read in rounds:
+        figures.add_ceiling(insert, read)
 
 
 def main() -> None:

@@ -25,7 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import Figure, markdown_table, setup_django, timed  # noqa: E402
+from benchmarks.report import Figure, markdown_table, timed  # noqa: E402
+from benchmarks.startup import setup_django  # noqa: E402
 
 ORGS = [f"org-{i:02d}" for i in range(20)]
 OWNERS = ["openai", "anthropic", "google", "deepseek", "alibaba"]

@@ -23,15 +23,10 @@ from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import (  # noqa: E402
-    Figure,
-    OrgReads,
-    ceiling_connection,
-    markdown_table,
-    query_data_parser,
-    setup_django,
-    wsgi_client,
-)
+from benchmarks.data import OrgReads, ceiling_connection  # noqa: E402
+from benchmarks.processes import wsgi_client  # noqa: E402
+from benchmarks.report import Figure, markdown_table  # noqa: E402
+from benchmarks.startup import query_data_parser, setup_django  # noqa: E402
 
 if TYPE_CHECKING:
     import psycopg

@@ -28,7 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import Figure, fill_usage, markdown_table, raw_connection, setup_django  # noqa: E402
+from benchmarks.data import fill_usage, raw_connection  # noqa: E402
+from benchmarks.report import Figure, markdown_table  # noqa: E402
+from benchmarks.startup import setup_django  # noqa: E402
 
 RAISE = "1.1"  # every demo price rises by 10%
 

@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import DEFAULT_DATABASE_URL  # noqa: E402
+from benchmarks.startup import DEFAULT_DATABASE_URL  # noqa: E402
 
 # query, dialects and admin share one data set (half in history, rollups built); ingest and adapters
 # then write on top of it (ingest tops llmusage up to --rows demo records); backup reuses those demo
