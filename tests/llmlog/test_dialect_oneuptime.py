@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from llmlog.models import AccountingStatus, LLMUsage
 from tests.conftest import bearer
@@ -414,3 +415,30 @@ def test_an_unpriced_records_cost_is_a_number_as_the_seed_requires(api, acme_key
     ).json()
 
     assert answer == {"_id": record_id, "costInUSDCents": 0}
+
+
+def test_sorting_puts_nulls_last_only_where_a_column_can_be_null(api, acme_key):
+    """`use_time DESC NULLS LAST` cannot read the (userorgid, -use_time) index, whose order is NULLS
+    FIRST: PostgreSQL sorted every record of the org for each page. A NOT NULL column gets no NULLS
+    clause; a nullable one (amount) keeps its unpriced records last either way."""
+    ingest_records(
+        usage_payload(model_name="no-price-model", amount=None, cost=None, use_time="2026-11-20T12:00:00Z"),
+        usage_payload(amount="2.5", use_time="2026-11-20T10:00:00Z"),
+        usage_payload(amount="1.5", use_time="2026-11-20T11:00:00Z"),
+    )
+    select = {"costInUSDCents": True, "createdAt": True}
+
+    with CaptureQueriesContext(connection) as queries:
+        newest_first = get_list(api, acme_key, {"select": select, "sort": {"createdAt": -1}}).json()["data"]
+    [page_sql] = [
+        sql for sql in (query["sql"] for query in queries) if 'FROM "llmusage_all"' in sql and "LIMIT" in sql
+    ]
+    assert "DESC" in page_sql and "NULLS" not in page_sql
+    assert [row["createdAt"][11:13] for row in newest_first] == ["12", "11", "10"]
+
+    # By amount: 2.5 (10h), 1.5 (11h), then the unpriced record (12h) last; ascending, it comes first.
+    for direction, hours in ((-1, ["10", "11", "12"]), (1, ["12", "11", "10"])):
+        data = get_list(api, acme_key, {"select": select, "sort": {"costInUSDCents": direction}}).json()[
+            "data"
+        ]
+        assert [row["createdAt"][11:13] for row in data] == hours

@@ -15,7 +15,7 @@ from llmlog.api.dialects.common import (
 )
 from llmlog.api.dialects.oneuptime.fields import FIELDS, NUMBER_LIMIT, QUERYABLE, SORTABLE, STATUS_VALUES
 from llmlog.filters import InvalidFilter, parse_time
-from llmlog.models import AccountingStatus
+from llmlog.models import AccountingStatus, UsageAll
 from llmlog.queries import EQUALITY_COLUMNS, NEWEST_FIRST, NO_STATUS, SortTerms, UsageQuery
 
 # --- query ----------------------------------------------------------------------------------------
@@ -229,11 +229,21 @@ def parse_sort(sort: Any) -> list[Any]:
             descending = False
         else:
             raise bad_input(param, f'Expected -1 or 1 (or "DESC" or "ASC"), got {json.dumps(direction)}.')
-        expression = F(field.column)
-        terms.append(expression.desc(nulls_last=True) if descending else expression.asc(nulls_first=True))
+        terms.append(_sort_term(field.column, descending=descending))
     if "_id" not in sort:
         terms.append(F("id").desc() if descending else F("id").asc())
     return terms
+
+
+def _sort_term(column: str, *, descending: bool) -> Any:
+    """A column's order, newest or largest first when `descending`; a nullable column's NULLs last
+    (first when ascending). A NOT NULL column gets no NULLS clause: PostgreSQL reads an index in an
+    order only when the NULLS placement matches it, and `use_time DESC NULLS LAST` sorted a whole
+    org's records for every page (1.1 s at 270,000 records)."""
+    expression = F(column)
+    if not UsageAll._meta.get_field(column).null:
+        return expression.desc() if descending else expression.asc()
+    return expression.desc(nulls_last=True) if descending else expression.asc(nulls_first=True)
 
 
 def log_query(body: Mapping[str, Any], *, org: str, sort: bool = False) -> UsageQuery:
