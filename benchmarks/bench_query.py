@@ -221,11 +221,12 @@ def count_figures(reads: Reads) -> None:
         "≤ 3x",
     )
     reads.report.time(
-        "count, whole table (estimate)",
+        "count, whole table",
         reads.api("/api/llmusage/count/", reads.platform_key),
         reads.sql("SELECT count(*) FROM llmusage_all"),
         "",
-        "the API answers from the planner's statistics (estimated: true); the ceiling counts",
+        "exact: the rollups' buckets + the open hours' rows (the planner's estimate only while no rollups "
+        "are built); the ceiling counts the rows",
     )
 
 
