@@ -203,6 +203,13 @@ class LLMUsage(UsageRecord):
                 condition=~Q(token_key_hash=""),
                 name="llmusage_key_time_idx",
             ),
+            # Provider cost drift (llmlog.selectors.drift) reads only the records with both costs, by time:
+            # most gateways report no provider cost, and the report then reads nothing else.
+            models.Index(
+                fields=["-use_time"],
+                condition=Q(cost__isnull=False, provider_cost__isnull=False),
+                name="llmusage_drift_time_idx",
+            ),
             # The posting queue: only pending rows, oldest (time-ordered uuid) first.
             models.Index(
                 fields=["id"], condition=Q(accounting_status="pending"), name="llmusage_pending_idx"
@@ -255,6 +262,11 @@ class LLMUsageHistory(UsageRecord):
                 fields=["token_key_hash", "-use_time"],
                 condition=~Q(token_key_hash=""),
                 name="llmusage_hist_key_time_idx",
+            ),
+            models.Index(
+                fields=["-use_time"],
+                condition=Q(cost__isnull=False, provider_cost__isnull=False),
+                name="llmusage_hist_drift_time_idx",
             ),
             # What a given night's backup moved (an operator's audit of one run).
             models.Index(fields=["backup_time"], name="llmusage_hist_backup_idx"),

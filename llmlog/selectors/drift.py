@@ -16,12 +16,12 @@ of two integers.
 """
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db.models import BigIntegerField, Count, ExpressionWrapper, F, Q, Sum, Value
+from django.db.models import BigIntegerField, Count, ExpressionWrapper, F, QuerySet, Sum, Value
 from django.db.models.functions import Abs, Cast, Round, TruncDate
 from django.db.models.lookups import GreaterThan
 from django.utils import timezone
@@ -78,46 +78,76 @@ def usage_cost_drift(
     order: str = BY_DAY,
     limit: int = MAX_DRIFT_ROWS,
 ) -> DriftReport:
-    """The drift rows of the records of `query` (and of `provider`, when given): see the module."""
+    """The drift rows of the records of `query` (and of `provider`, when given): see the module.
+
+    Two reads. The groups come from the records with both costs only (partial indexes on both usage
+    tables find them without reading the others: most gateways report no provider cost, and the
+    dashboard's 30 days used to read every record of the month for none); then `records`, every record of
+    each group returned, from the returned groups' models and days alone."""
     threshold = drift_threshold()
     records = usage_matching(query=query).order_by()
     if provider is not None:
         records = records.filter(provider=provider)
-    both = Q(cost__isnull=False, provider_cost__isnull=False)
-    tz = timezone.get_current_timezone()
-    grouped = (
-        records.annotate(day=TruncDate("use_time", tzinfo=tz))
-        .values("day", "provider", "model_name")
-        .annotate(
-            records=Count("id"),
-            records_with_both=Count("id", filter=both),
-            computed=Sum("cost", filter=both),
-            reported=Sum("provider_cost", filter=both),
-            over=Count("id", filter=over_threshold(threshold)),
-        )
-        .filter(records_with_both__gt=0)
+    reported = _by_group(records.filter(cost__isnull=False, provider_cost__isnull=False)).annotate(
+        records_with_both=Count("id"),
+        computed=Sum("cost"),
+        reported=Sum("provider_cost"),
+        over=Count("id", filter=over_threshold(threshold)),
     )
     if order == BY_DELTA:
-        grouped = grouped.annotate(_abs_delta=Abs(F("reported") - F("computed"))).order_by(
-            "-_abs_delta", "-day", "provider", "model_name"
-        )
-    else:
-        grouped = grouped.order_by("-day", "provider", "model_name")
-    rows = [_row(group) for group in grouped[: limit + 1]]
-    return DriftReport(rows=rows[:limit], truncated=len(rows) > limit, threshold_percent=threshold)
+        reported = reported.annotate(_abs_delta=Abs(F("reported") - F("computed")))
+    groups = list(reported.order_by(*_ORDERS[order])[: limit + 1])
+    counts = _record_counts(records, groups[:limit])
+    rows = [_row(group, counts[_key(group)]) for group in groups[:limit]]
+    return DriftReport(rows=rows, truncated=len(groups) > limit, threshold_percent=threshold)
 
 
-def _row(group: dict[str, Any]) -> dict[str, Any]:
+_ORDERS = {
+    BY_DAY: ("-day", "provider", "model_name"),
+    BY_DELTA: ("-_abs_delta", "-day", "provider", "model_name"),
+}
+
+
+def _by_group(records: QuerySet) -> QuerySet:
+    """`records` grouped by (day in TIME_ZONE, provider, model_name)."""
+    day = TruncDate("use_time", tzinfo=timezone.get_current_timezone())
+    return records.annotate(day=day).values("day", "provider", "model_name")
+
+
+def _key(group: dict[str, Any]) -> tuple[date, str, str]:
+    day = group["day"]
+    day = day if isinstance(day, date) else date.fromisoformat(str(day))
+    return day, group["provider"], group["model_name"]
+
+
+def _record_counts(records: QuerySet, groups: list[dict[str, Any]]) -> dict[tuple, int]:
+    """Every record of each of `groups` (with a cost or not), counted over their models and days only."""
+    if not groups:
+        return {}
+    days = [_key(group)[0] for group in groups]
+    tz = timezone.get_current_timezone()
+    start = datetime.combine(min(days), time.min, tzinfo=tz)
+    end = datetime.combine(max(days) + timedelta(days=1), time.min, tzinfo=tz)
+    span = records.filter(
+        use_time__gte=start,
+        use_time__lt=end,
+        model_name__in={group["model_name"] for group in groups},
+        provider__in={group["provider"] for group in groups},
+    )
+    return {_key(group): group["n"] for group in _by_group(span).annotate(n=Count("id"))}
+
+
+def _row(group: dict[str, Any], records: int) -> dict[str, Any]:
     cost = Decimal(group["computed"] or 0)
     provider_cost = Decimal(group["reported"] or 0)
     delta = provider_cost - cost
     with_both = group["records_with_both"]
-    day = group["day"]
+    day, provider, model_name = _key(group)
     return {
-        "day": day if isinstance(day, date) else date.fromisoformat(str(day)),
-        "provider": group["provider"],
-        "model_name": group["model_name"],
-        "records": group["records"],
+        "day": day,
+        "provider": provider,
+        "model_name": model_name,
+        "records": records,
         "records_with_both": with_both,
         "cost": cost,
         "provider_cost": provider_cost,

@@ -237,8 +237,8 @@ def test_a_new_partition_has_every_index_and_key_of_the_parent():
         return query("SELECT count(*) FROM pg_index WHERE indrelid = %s::regclass", [table])[0][0]
 
     assert (
-        indexes("llmusage_history_y2023m05") == indexes("llmusage_history") == 15
-    )  # 0008: seq, model prefix
+        indexes("llmusage_history_y2023m05") == indexes("llmusage_history") == 16
+    )  # 0008: seq, model prefix; 0011: provider cost drift
     keys = query(
         "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
         "WHERE conrelid = 'llmusage_history_y2023m05'::regclass AND contype IN ('p', 'u') ORDER BY 1"
