@@ -20,6 +20,11 @@ PENDING_MUTATIONS_SQL = (
     "SELECT count() FROM system.mutations"
     " WHERE database = currentDatabase() AND table = %(t)s AND is_done = 0"
 )
+# A table's partitions (history's are months: their ids are YYYYMM).
+PARTITIONS_SQL = (
+    "SELECT DISTINCT partition FROM system.parts"
+    " WHERE database = currentDatabase() AND table = %(t)s AND active"
+)
 
 _local = threading.local()
 

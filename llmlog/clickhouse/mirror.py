@@ -25,11 +25,12 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import transaction
 from django.db.models import Count, Min, Q, QuerySet, Sum
 from django.utils import timezone
 
 from llmlog.clickhouse.client import (
+    PARTITIONS_SQL,
     ClickHouseUnavailable,
     clickhouse_configured,
     clickhouse_execute,
@@ -37,9 +38,9 @@ from llmlog.clickhouse.client import (
 )
 from llmlog.clickhouse.schema import (
     TABLE,
-    column_list,
     history_columns,
     history_table_ddl,
+    insert_records,
     micros,
 )
 from llmlog.models import JobRun, LLMUsageHistory, UsageRollupState
@@ -47,16 +48,8 @@ from llmlog.models import JobRun, LLMUsageHistory, UsageRollupState
 logger = logging.getLogger(__name__)
 
 STATE_NAME = "clickhouse"
-# A table's monthly partitions (their ids are YYYYMM).
-PARTITIONS_SQL = (
-    "SELECT DISTINCT partition FROM system.parts"
-    " WHERE database = currentDatabase() AND table = %(t)s AND active"
-)
 # The nightly move's job name (llmlog.backup.BACKUP_JOB, which imports this module).
 MOVE_JOB = "backup_accounted_llmusage"
-# Rows per INSERT: ClickHouse wants big blocks (each insert makes a part to merge); 50,000 rows of
-# history are a few tens of MB in the driver.
-LOAD_BATCH_SIZE = 50_000
 
 _tables_made: set[str] = set()
 
@@ -96,23 +89,8 @@ def _safe_mark(*, own_run: int | None) -> datetime:
 
 
 def _load(records: QuerySet[LLMUsageHistory]) -> int:
-    """Insert `records` into ClickHouse in big blocks, column by column; returns how many.
-
-    The rows come through a server-side cursor of psycopg's own, already as ClickHouse takes them
-    (`Column.source`): Django's per-row converters were a third of a load's time."""
-    selected = records.order_by().values_list(*(column.source for column in history_columns()))
-    select_sql, select_params = selected.query.sql_with_params()
-    insert_sql = f"INSERT INTO {TABLE} ({column_list()}) VALUES"
-    database = connections[records.db]
-    database.ensure_connection()
-    loaded = 0
-    # A named cursor lives in the caller's transaction (clickhouse_sync and clickhouse_backfill hold one).
-    with database.connection.cursor(name="clickhouse_load") as cursor:
-        cursor.execute(select_sql, select_params)
-        while block := cursor.fetchmany(LOAD_BATCH_SIZE):
-            clickhouse_execute(insert_sql, list(zip(*block, strict=True)), columnar=True)
-            loaded += len(block)
-    return loaded
+    """Insert history `records` into ClickHouse (llmlog.clickhouse.schema.insert_records); how many."""
+    return insert_records(records, table=TABLE, columns=history_columns())
 
 
 def clickhouse_sync(*, own_run: int | None = None) -> dict[str, Any]:

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from llmlog.clickhouse.client import PENDING_MUTATIONS_SQL
-from llmlog.clickhouse.mirror import PARTITIONS_SQL, day_sums_sql, delete_sql
+from llmlog.clickhouse.client import PARTITIONS_SQL, PENDING_MUTATIONS_SQL
+from llmlog.clickhouse.mirror import day_sums_sql, delete_sql
 from llmlog.clickhouse.reads import Split, _day_key, _where, page_sql
 from llmlog.clickhouse.schema import TABLE, Column, column_list, history_columns, history_table_ddl, micros
 from llmlog.queries import EVERY_RECORD, Ordering, UsageQuery
@@ -101,6 +101,14 @@ class Engines:
         self.server.execute(sql, params or {})
         self.chdb.query(self.render(sql, params))
 
+    def insert(self, table: str, columns: tuple[Column, ...], rows: list[tuple]) -> None:
+        """The same rows into both: the server takes blocks, chdb the rows as SQL text, escaped as the
+        driver escapes parameters."""
+        insert = f"INSERT INTO {table} ({column_list(columns)}) VALUES"
+        self.server.execute(insert, rows)
+        values = ", ".join(f"%(r{number})s" for number in range(len(rows)))
+        self.chdb.query(self.render(f"{insert} {values}", {f"r{n}": row for n, row in enumerate(rows)}))
+
 
 @pytest.fixture
 def engines(clickhouse_server_url, tmp_path):
@@ -137,14 +145,9 @@ QUERIES = [
 def test_the_same_statements_answer_the_same_on_the_2018_server_and_todays_engine(engines, settings):
     engines.run(history_table_ddl())
     rows = _rows()
-    engines.server.execute(f"INSERT INTO {TABLE} ({column_list()}) VALUES", rows)
-    values = ", ".join(f"%(r{number})s" for number in range(len(rows)))
-    # chdb takes the rows as SQL text, escaped as the driver escapes parameters (the server takes blocks).
-    inline = engines.render(
-        f"INSERT INTO {TABLE} ({column_list()}) VALUES {values}", {f"r{n}": row for n, row in enumerate(rows)}
-    )
-    engines.chdb.query(inline)
-    engines.server.execute(f"INSERT INTO {TABLE} ({column_list()}) VALUES", rows[:5])  # doubled: FINAL
+    engines.insert(TABLE, history_columns(), rows)
+    doubled = f"INSERT INTO {TABLE} ({column_list(history_columns())}) VALUES"
+    engines.server.execute(doubled, rows[:5])  # FINAL reads them once
     assert engines.same(f"SELECT count() FROM {TABLE} FINAL") == [["60"]]
 
     settings.TIME_ZONE = "Asia/Kolkata"
