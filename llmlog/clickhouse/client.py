@@ -20,7 +20,7 @@ PENDING_MUTATIONS_SQL = (
     "SELECT count() FROM system.mutations"
     " WHERE database = currentDatabase() AND table = %(t)s AND is_done = 0"
 )
-# A table's partitions (history's are months: their ids are YYYYMM).
+# A table's partitions (history's ids are YYYYMM, the rollups' days since the epoch).
 PARTITIONS_SQL = (
     "SELECT DISTINCT partition FROM system.parts"
     " WHERE database = currentDatabase() AND table = %(t)s AND active"

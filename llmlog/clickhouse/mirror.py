@@ -1,4 +1,4 @@
-"""What ClickHouse holds of history, and up to when.
+"""What ClickHouse holds of history, and up to when; and the hourly rollups beside it.
 
 The mark (`synced_through`, kept in PostgreSQL as the `clickhouse` row of llmusage_rollup_state): every
 history record with backup_time <= the mark is in ClickHouse, and ClickHouse holds no record of that
@@ -16,7 +16,13 @@ PostgreSQL alone until a sync reconciles).
 - The purges (`llmlog.backup.purge_history`, `llmlog.retention.usage_delete_before`) clear the mark
   before deleting in PostgreSQL, delete the same records in ClickHouse after, and restore it; if
   ClickHouse fails meanwhile the mark stays clear and the next sync reconciles.
-Writes are idempotent (ReplacingMergeTree on the record's key, llmlog.clickhouse.schema).
+- The hourly rollups (`llmusage_rollup`, every record's, hot ones included) are mirrored too, for the
+  tools that read ClickHouse directly: after history, each sync and the backfill compare them per UTC
+  day and replace the days that differ whole (llmlog.clickhouse.rollup_mirror), in a transaction of
+  their own under the same lock, so a failure there never holds back history's mark. They need no mark:
+  nothing in llmlog reads them, and after each sync they are PostgreSQL's, bucket for bucket, as that
+  sync read them.
+Writes are idempotent (ReplacingMergeTree on the record's or the bucket's key, llmlog.clickhouse.schema).
 """
 
 import logging
@@ -36,12 +42,14 @@ from llmlog.clickhouse.client import (
     clickhouse_execute,
     clickhouse_wait_for_mutations,
 )
+from llmlog.clickhouse.rollup_mirror import rollups_sync
 from llmlog.clickhouse.schema import (
     TABLE,
     history_columns,
     history_table_ddl,
     insert_records,
     micros,
+    rollup_table_ddls,
 )
 from llmlog.models import JobRun, LLMUsageHistory, UsageRollupState
 
@@ -65,8 +73,10 @@ def synced_through(*, using: str = "default") -> datetime | None:
 
 
 def ensure_clickhouse_table() -> None:
+    """Create the tables (history, the rollups and their staging twin) once per process and server."""
     if settings.CLICKHOUSE_URL not in _tables_made:
-        clickhouse_execute(history_table_ddl())
+        for ddl in (history_table_ddl(), *rollup_table_ddls()):
+            clickhouse_execute(ddl)
         _tables_made.add(settings.CLICKHOUSE_URL)
 
 
@@ -93,10 +103,19 @@ def _load(records: QuerySet[LLMUsageHistory]) -> int:
     return insert_records(records, table=TABLE, columns=history_columns())
 
 
+def _mirror_rollups(*, start: date | None = None, end: date | None = None) -> dict[str, int]:
+    """The rollups' mirror (llmlog.clickhouse.rollup_mirror) over the UTC days [start, end], in its own
+    transaction under the mirror's lock: one at a time, and never holding back history's mark."""
+    with transaction.atomic():
+        _locked_state()
+        return rollups_sync(start=start, end=end)
+
+
 def clickhouse_sync(*, own_run: int | None = None) -> dict[str, Any]:
     """Write the history moved since the mark into ClickHouse and move the mark (reconcile every day
-    when there is none). Returns what it did; {} when ClickHouse is not configured. Raises
-    ClickHouseUnavailable (the mark is then where it was: readers keep reading PostgreSQL past it)."""
+    when there is none), then make ClickHouse's rollups equal PostgreSQL's. Returns what it did; {} when
+    ClickHouse is not configured. Raises ClickHouseUnavailable (the mark is then where the last success
+    left it: readers keep reading PostgreSQL past it; rollup days still differing wait for the next)."""
     if not clickhouse_configured():
         return {}
     ensure_clickhouse_table()
@@ -110,7 +129,7 @@ def clickhouse_sync(*, own_run: int | None = None) -> dict[str, Any]:
             counts = {"loaded": _load(moved)}
         state.built_through = max(mark, state.built_through or mark)
         state.save(update_fields=["built_through", "updated_at"])
-    return {**counts, "synced_through": state.built_through.isoformat()}
+    return {**counts, "synced_through": state.built_through.isoformat(), "rollups": _mirror_rollups()}
 
 
 def clickhouse_sync_quietly(*, own_run: int | None = None) -> dict[str, Any]:
@@ -125,8 +144,9 @@ def clickhouse_sync_quietly(*, own_run: int | None = None) -> dict[str, Any]:
 
 def clickhouse_backfill(*, start: date | None = None, end: date | None = None) -> dict[str, Any]:
     """Load what history already holds (use_date in [start, end], None: open), reloading each day whose
-    count or sums differ between PostgreSQL and ClickHouse. Idempotent: a second run reloads nothing.
-    Over every day, it also sets the mark."""
+    count or sums differ between PostgreSQL and ClickHouse, and the rollups of the UTC days [start, end]
+    (llmlog.clickhouse.rollup_mirror). Idempotent: a second run reloads nothing. Over every day, it also
+    sets the mark."""
     if not clickhouse_configured():
         raise ClickHouseUnavailable("CLICKHOUSE_URL is not set")
     ensure_clickhouse_table()
@@ -137,7 +157,8 @@ def clickhouse_backfill(*, start: date | None = None, end: date | None = None) -
         if state.built_through is None and start is None and end is None:
             state.built_through = mark
             state.save(update_fields=["built_through", "updated_at"])
-    return {**counts, "synced_through": state.built_through.isoformat() if state.built_through else None}
+    synced = state.built_through.isoformat() if state.built_through else None
+    return {**counts, "synced_through": synced, "rollups": _mirror_rollups(start=start, end=end)}
 
 
 def _day_sums_postgresql(*, mark: datetime, start: date | None, end: date | None) -> dict[date, tuple]:

@@ -1,17 +1,21 @@
-"""The ClickHouse table of history: the columns of `llmusage_history`, derived from the model (a column
-added there, such as provider_cost, is mirrored without an edit here); values as ClickHouse takes and
-gives them; and the load of PostgreSQL's rows.
+"""The ClickHouse tables: history (`llmusage_history`) and the hourly rollups (`llmusage_rollup`), each
+with the columns of its model, derived from it (a column added there, such as provider_cost, is mirrored
+without an edit here); values as ClickHouse takes and gives them; and the load of PostgreSQL's rows.
 
 The SQL is written for both ends of ClickHouse's life: Debian's server (18.16, 2018: no DateTime64, no
 LowCardinality) and today's engine (the tests run the same statements through chdb). So times are
 Int64 microseconds since the epoch (exact, as PostgreSQL keeps them; DateTime has seconds only), ids are
 their text form (which sorts as PostgreSQL sorts uuids), JSON is its text, money Decimal with the model's
-digits (18, 5).
+digits (18, 5 for a record; ROLLUP_MONEY_DIGITS, 5 for a bucket).
 
 History is a ReplacingMergeTree ordered by (userorgid, use_time, id): a record's key never changes once
 in history, so the same record written twice (a rerun, a crash between the move and the mirror, a
 backfill) is one row after merges, and every read says FINAL so it is one row before them too.
 Partitioned by month of use_date, as PostgreSQL's history is: the retention purge drops whole months.
+
+The rollups are a ReplacingMergeTree ordered by the bucket's key (hour, userorgid, model_name, status),
+read with FINAL too, and partitioned by UTC day of `hour`: the mirror replaces a day whole by swapping
+its partition (llmlog.clickhouse.rollup_mirror), which touches no other day.
 """
 
 import functools
@@ -27,9 +31,14 @@ from django.db.models import BigIntegerField, F, Field, Func, Model, QuerySet, T
 from django.db.models.functions import Cast
 
 from llmlog.clickhouse.client import clickhouse_execute
-from llmlog.models import LLMUsageHistory
+from llmlog.models import LLMUsageHistory, UsageRollup
+from llmlog.rollups import BUCKET_FIELDS
 
 TABLE = LLMUsageHistory._meta.db_table
+ROLLUP_TABLE = UsageRollup._meta.db_table
+# Where a sync loads the rollup days it replaces, before swapping each day's partition in.
+ROLLUP_STAGING_TABLE = f"{ROLLUP_TABLE}_load"
+DAY_MICROSECONDS = 86_400_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
 # PostgreSQL's timestamptz as micros() gives it (EXTRACT returns an exact numeric since PostgreSQL 14).
@@ -49,6 +58,7 @@ _TYPES = {
     "BigIntegerField": "Int64",
     "PositiveIntegerField": "Int64",
     "PositiveBigIntegerField": "Int64",
+    "BigAutoField": "Int64",
 }
 # Rows per INSERT: ClickHouse wants big blocks (each insert makes a part to merge); 50,000 rows of
 # history are a few tens of MB in the driver.
@@ -104,7 +114,7 @@ class Column:
 
 
 def _clickhouse_type(field: Field) -> str:
-    """ClickHouse's type for a model field: money with the field's own digits."""
+    """ClickHouse's type for a model field: money with the field's own digits (a bucket's are wider)."""
     kind = field.get_internal_type()
     # A field of a new kind fails here, loudly, until it is mapped.
     base = f"Decimal({field.max_digits}, {field.decimal_places})" if kind == "DecimalField" else _TYPES[kind]
@@ -124,6 +134,10 @@ def history_columns() -> tuple[Column, ...]:
     return model_columns(LLMUsageHistory)
 
 
+def rollup_columns() -> tuple[Column, ...]:
+    return model_columns(UsageRollup)
+
+
 def _table_ddl(
     name: str, columns: tuple[Column, ...], *, partition_by: str, order_by: tuple[str, ...]
 ) -> str:
@@ -138,6 +152,14 @@ def history_table_ddl() -> str:
     return _table_ddl(
         TABLE, history_columns(), partition_by="toYYYYMM(use_date)", order_by=("userorgid", "use_time", "id")
     )
+
+
+def rollup_table_ddls() -> tuple[str, str]:
+    """The rollup table, and its staging twin (same columns, engine and partitions, as a partition swap
+    requires)."""
+    by_day = f"intDiv(hour, {DAY_MICROSECONDS})"
+    table = _table_ddl(ROLLUP_TABLE, rollup_columns(), partition_by=by_day, order_by=BUCKET_FIELDS)
+    return table, f"CREATE TABLE IF NOT EXISTS {ROLLUP_STAGING_TABLE} AS {ROLLUP_TABLE}"
 
 
 def column_list(columns: tuple[Column, ...]) -> str:

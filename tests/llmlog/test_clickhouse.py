@@ -1,6 +1,8 @@
 """ClickHouse as the analytics store, against a real server (tests/clickhouse_server.py): every stats,
 count, total and page answer with ClickHouse equals PostgreSQL's alone, to the last decimal, across the
 nightly move, an operator's edits, the purges and ClickHouse being away; a rerun never doubles a record.
+The mirrored hourly rollups equal PostgreSQL's bucket for bucket after each sync, as hours are rebuilt
+and emptied, and after ClickHouse missed a sync.
 
 PostgreSQL only (the move, the purges and the partitions are PostgreSQL's); the statements themselves run
 in both passes and on today's engine too (test_clickhouse_sql.py)."""
@@ -9,7 +11,7 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -23,12 +25,13 @@ from llmlog.clickhouse import mirror
 from llmlog.clickhouse.client import clickhouse_execute
 from llmlog.clickhouse.mirror import clickhouse_backfill, clickhouse_sync, synced_through
 from llmlog.clickhouse.reads import clickhouse_split
+from llmlog.clickhouse.schema import ROLLUP_TABLE, column_list, insert_records, rollup_columns
 from llmlog.edits import UsageImmutable, usage_delete, usage_update
-from llmlog.models import LLMUsage, LLMUsageHistory, UsageRollupState
+from llmlog.models import LLMUsage, LLMUsageHistory, UsageRollup, UsageRollupState
 from llmlog.queries import EVERY_RECORD, HISTORY, Ordering, UsageQuery
 from llmlog.repricing import repricing_create
 from llmlog.retention import usage_delete_before
-from llmlog.rollups import build_usage_rollups
+from llmlog.rollups import HOUR, build_usage_rollups, floor_hour
 from llmlog.selectors.records import usage_matching, usage_page
 from llmlog.selectors.stats import usage_stats, usage_sums_by_org
 from llmlog.selectors.totals import usage_count, usage_total
@@ -44,9 +47,10 @@ BY_COST = Ordering(field="cost", descending=True)  # pages by use_time are Postg
 
 @pytest.fixture
 def clickhouse(settings, clickhouse_server_url):
-    """CLICKHOUSE_URL set to the session's server, its table dropped: each test starts empty."""
+    """CLICKHOUSE_URL set to the session's server, its tables dropped: each test starts empty."""
     settings.CLICKHOUSE_URL = clickhouse_server_url
-    clickhouse_execute("DROP TABLE IF EXISTS llmusage_history")
+    for table in ("llmusage_history", ROLLUP_TABLE, f"{ROLLUP_TABLE}_load"):
+        clickhouse_execute(f"DROP TABLE IF EXISTS {table}")
     mirror._tables_made.clear()
     yield clickhouse_server_url
     mirror._tables_made.clear()
@@ -276,3 +280,78 @@ def test_with_clickhouse_unset_nothing_changes_and_the_driver_is_never_imported(
     env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
     ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert "unset ok" in ran.stdout, ran.stderr[-2000:]
+
+
+def _rollups() -> tuple[list[tuple], list[tuple]]:
+    """ClickHouse's rollups and PostgreSQL's, every column (ids and built_at too), in one order."""
+    columns = rollup_columns()
+    clickhouse = clickhouse_execute(f"SELECT {column_list(columns)} FROM {ROLLUP_TABLE} FINAL")
+    return sorted(clickhouse), sorted(UsageRollup.objects.values_list(*(column.source for column in columns)))
+
+
+def assert_rollups_mirrored() -> int:
+    """ClickHouse's rollups are PostgreSQL's, bucket for bucket; returns how many buckets."""
+    clickhouse, postgresql = _rollups()
+    assert clickhouse == postgresql
+    return len(clickhouse)
+
+
+def _late_records(now: datetime) -> tuple[LLMUsage, LLMUsage]:
+    """Two records arriving late on the UTC day of the pending one (six days back, alone on its day):
+    one into its bucket, one into an hour of its own."""
+    hour = floor_hour(LLMUsage.objects.get(accounting_status="pending").use_time)
+    other = hour + HOUR if hour.hour < 23 else hour - HOUR  # the same UTC day
+    return make_usage(use_time=hour + timedelta(seconds=1)), make_usage(use_time=other, userorgid="globex")
+
+
+def test_rollups_equal_postgresqls_bucket_for_bucket_as_hours_are_rebuilt_and_emptied(clickhouse):
+    now = timezone.now()
+    _records(now)
+    build_usage_rollups(now=now)
+    mirrored = backup_accounted_llmusage()["clickhouse"]["rollups"]  # the nightly move syncs them too
+    assert mirrored["days_replaced"] == mirrored["days_checked"] >= 9
+    buckets = assert_rollups_mirrored()
+    assert buckets == UsageRollup.objects.count() == 21  # the accounted records and the pending one
+
+    # Late records: the next build rebuilds the hours they landed in; the sync replaces their day only.
+    _, alone = _late_records(now)
+    build_usage_rollups(now=now)
+    assert clickhouse_sync()["rollups"]["days_replaced"] == 1
+    assert assert_rollups_mirrored() == buckets + 1
+
+    # A delete that empties an hour (its day keeps another), then deletes that empty the day.
+    usage_delete(id=alone.pk, actor="ops")
+    build_usage_rollups(now=now)  # rebuilds the hours a delete marks (after its commit, outside tests)
+    replaced = clickhouse_sync()["rollups"]
+    assert replaced["days_replaced"] == 1 and replaced["loaded"] == 1  # the day's bucket left
+    assert assert_rollups_mirrored() == buckets
+    for record in LLMUsage.objects.filter(use_time__lt=now - timedelta(days=5)):
+        usage_delete(id=record.pk, actor="ops")
+    build_usage_rollups(now=now)
+    replaced = clickhouse_sync()["rollups"]
+    assert replaced["days_replaced"] == 1 and replaced["loaded"] == 0  # dropped
+    assert assert_rollups_mirrored() == buckets - 1
+
+
+def test_rollups_a_sync_missed_are_reconciled_and_a_rerun_never_doubles_a_bucket(clickhouse, settings):
+    now = timezone.now()
+    _records(now)
+    build_usage_rollups(now=now)
+    backup_accounted_llmusage()  # syncs; and the next build takes only hot records for late ones
+    _late_records(now)
+    make_usage(use_time=now - timedelta(days=20, hours=1))  # into an accounted record's bucket
+    build_usage_rollups(now=now)
+
+    url, settings.CLICKHOUSE_URL = settings.CLICKHOUSE_URL, "clickhouse://default@127.0.0.1:1/default"
+    assert "error" in mirror.clickhouse_sync_quietly()  # ClickHouse away: the caller does not fail
+    settings.CLICKHOUSE_URL = url
+    clickhouse_rows, postgresql_rows = _rollups()
+    assert clickhouse_rows != postgresql_rows  # behind
+    assert clickhouse_sync()["rollups"]["days_replaced"] == 2
+    buckets = assert_rollups_mirrored()
+
+    assert clickhouse_sync()["rollups"]["days_replaced"] == 0  # a rerun writes nothing
+    # A sync that died after loading: the same buckets written again are still one each.
+    assert insert_records(UsageRollup.objects.all(), table=ROLLUP_TABLE, columns=rollup_columns()) == buckets
+    assert assert_rollups_mirrored() == buckets
+    assert clickhouse_backfill()["rollups"]["days_replaced"] == 0

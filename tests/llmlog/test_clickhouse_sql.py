@@ -1,7 +1,8 @@
 """The statements llmlog sends to ClickHouse run alike on Debian's server (18.16, 2018) and on today's
-engine (chdb, in-process): the table's DDL, the inserts, every read (sums, groups by model and day in a
-zone, counts, pages in each order), the mirror's day sums, and the purges' mutations and partition drops,
-compared answer for answer. No database needed: both passes run it."""
+engine (chdb, in-process): the tables' DDL, the inserts, every read (sums, groups by model and day in a
+zone, counts, pages in each order), the mirror's day sums, the purges' mutations and partition drops, and
+the rollups' day keys, partition swaps and a BI tool's query, compared answer for answer. No database
+needed: both passes run it."""
 
 import json
 import re
@@ -14,8 +15,22 @@ import pytest
 from llmlog.clickhouse.client import PARTITIONS_SQL, PENDING_MUTATIONS_SQL
 from llmlog.clickhouse.mirror import day_sums_sql, delete_sql
 from llmlog.clickhouse.reads import Split, _day_key, _where, page_sql
-from llmlog.clickhouse.schema import TABLE, Column, column_list, history_columns, history_table_ddl, micros
+from llmlog.clickhouse.rollup_mirror import rollup_day_key, rollup_day_keys_sql, summed_columns, swap_day_sql
+from llmlog.clickhouse.schema import (
+    DAY_MICROSECONDS,
+    ROLLUP_STAGING_TABLE,
+    ROLLUP_TABLE,
+    TABLE,
+    Column,
+    column_list,
+    history_columns,
+    history_table_ddl,
+    micros,
+    rollup_columns,
+    rollup_table_ddls,
+)
 from llmlog.queries import EVERY_RECORD, Ordering, UsageQuery
+from llmlog.rollups import BUCKET_FIELDS
 from tests.factories import usage_row
 
 pytestmark = pytest.mark.clickhouse
@@ -186,3 +201,85 @@ def test_the_same_statements_answer_the_same_on_the_2018_server_and_todays_engin
     assert engines.same(PARTITIONS_SQL + " ORDER BY partition", {"t": TABLE})[0] == ["202610"]
     remaining = engines.same(f"SELECT min(use_date), count() FROM {TABLE} FINAL")
     assert remaining[0][0] >= "2026-10-20" and 0 < int(remaining[0][1]) < 60
+
+
+ROLLUP_START = datetime(2026, 10, 30, tzinfo=UTC)
+# docs/scaling.md's example of a BI tool's query (tokens and money per UTC day and model, since a day).
+BI_QUERY = f"""
+SELECT toDate(toDateTime(intDiv(hour, 1000000)), 'UTC') AS day, model_name,
+       sum(requests) AS calls, sum(total_tokens) AS tokens, sum(amount) AS charged
+FROM {ROLLUP_TABLE} FINAL
+WHERE hour >= toUnixTimestamp(toDateTime('2026-10-31 00:00:00', 'UTC')) * 1000000
+GROUP BY day, model_name
+ORDER BY day, model_name
+"""
+
+
+def _rollup_rows(*, first_id: int = 1, amount_step: int = 7919) -> list[tuple]:
+    """48 buckets, one every 2 hours over four UTC days, money past a record's 18 digits; the last day's
+    built_at near 2**62, so its sum passes 2**63 (ClickHouse wraps it around; the key must too)."""
+    rows, columns = [], rollup_columns()
+    for number in range(48):
+        hour = ROLLUP_START + timedelta(hours=number * 2)
+        values = {
+            "id": first_id + number,
+            "hour": micros(hour),
+            "userorgid": ("acme", "globex")[number % 2],
+            "model_name": ("gpt-4o", "claude-3")[number // 2 % 2],
+            "status": "failed" if number % 5 == 0 else "success",
+            "amount": Decimal(number * amount_step % 100_000).scaleb(-5) + (10**20 if number % 9 == 0 else 0),
+            "cost": Decimal(number).scaleb(-3),
+            "built_at": 2**62 + number if number >= 36 else micros(hour + timedelta(minutes=10)),
+        }
+        # The token sums: a figure of their own in each column.
+        rows.append(tuple(values.get(column.name, number * 1000 + len(column.name)) for column in columns))
+    return rows
+
+
+def _day(row: tuple) -> int:
+    """A rollup row's UTC day (days since the epoch): its hour is the second column, after the id."""
+    return row[1] // DAY_MICROSECONDS
+
+
+def _exact_day_keys(rows: list[tuple]) -> dict[int, tuple]:
+    """Each day's key from the rows, summed exactly in Python (as PostgreSQL sums)."""
+    names = [column.name for column in rollup_columns()]
+    summed = [names.index(column.name) for column in summed_columns()]
+    days: dict[int, list] = {}
+    for row in rows:
+        sums = days.setdefault(_day(row), [0] * (len(summed) + 1))
+        sums[0] += 1
+        for position, index in enumerate(summed, start=1):
+            sums[position] += row[index]
+    return {day: rollup_day_key(sums) for day, sums in days.items()}
+
+
+def test_the_rollup_statements_answer_the_same_on_both_engines(engines):
+    for ddl in rollup_table_ddls():
+        engines.run(ddl)
+    columns, rows = rollup_columns(), _rollup_rows()
+    engines.insert(ROLLUP_TABLE, columns, rows)
+    engines.server.execute(f"INSERT INTO {ROLLUP_TABLE} ({column_list(columns)}) VALUES", rows[:6])  # FINAL
+
+    every_day, params = rollup_day_keys_sql(start=None, end=None)
+    engines.same(every_day + " ORDER BY day", params, rows=4)
+    answered = {row[0]: rollup_day_key(row[1:]) for row in engines.server.execute(every_day, params)}
+    assert answered == _exact_day_keys(rows)  # the last day's wrapped sums too
+    two_days, params = rollup_day_keys_sql(start=date(2026, 10, 31), end=date(2026, 11, 1))
+    engines.same(two_days + " ORDER BY day", params, rows=2)
+
+    # A sync replacing two days: the first rebuilt (new ids and figures, one hour emptied), the second
+    # emptied whole; and a day ClickHouse never had dropped (nothing happens).
+    first = _day(rows[0])
+    rebuilt = [row for row in _rollup_rows(first_id=1000, amount_step=13) if _day(row) == first][:-1]
+    engines.run(f"TRUNCATE TABLE {ROLLUP_STAGING_TABLE}")
+    engines.insert(ROLLUP_STAGING_TABLE, columns, rebuilt)
+    assert engines.same(PARTITIONS_SQL, {"t": ROLLUP_STAGING_TABLE}) == [[str(first)]]
+    for day in (first, first + 1, first + 40):
+        engines.run(swap_day_sql(day, staged=day == first))
+    kept = [row for row in rows if _day(row) > first + 1]
+    expected = sorted(rebuilt + kept, key=lambda row: row[1:5])  # by the bucket's key, after the id
+    order = ", ".join(BUCKET_FIELDS)
+    mirrored = engines.same(f"SELECT {column_list(columns)} FROM {ROLLUP_TABLE} FINAL ORDER BY {order}")
+    assert mirrored == [[_text(value) for value in row] for row in expected]
+    assert len(engines.same(BI_QUERY)) == 4  # two models a day, on the two days left since the 31st
