@@ -51,8 +51,9 @@ THROUGH_THE_DAY = {
 def beat_schedule(*, backup_hour: int, clickhouse: bool) -> dict[str, dict]:
     schedule = {**_nightly(backup_hour), **THROUGH_THE_DAY}
     if clickhouse:
-        # Every 5 minutes, with CLICKHOUSE_URL set: history moved since the last sync goes to ClickHouse
-        # (the nightly move syncs at its end too; this catches up after ClickHouse was away).
+        # Every 5 minutes, with CLICKHOUSE_URL set: history moved since the last sync goes to ClickHouse,
+        # and its copy of the hourly rollups is made equal to PostgreSQL's (the nightly move syncs at its
+        # end too; this catches up after ClickHouse was away).
         schedule["clickhouse_sync"] = {
             "task": "llmlog.tasks.clickhouse_sync",
             "schedule": timedelta(minutes=5),

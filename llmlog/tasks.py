@@ -49,8 +49,9 @@ def purge_history(before: str | None = None) -> dict:
     return backup.purge_history(before=day)
 
 
-# The ClickHouse mirror (CLICKHOUSE_URL): history moved since the last sync. A failure (ClickHouse away)
-# is left to the next run 5 minutes later, which catches up: no retry; `expires` drops a backlog.
+# The ClickHouse mirror (CLICKHOUSE_URL): history moved since the last sync, and the hourly rollups' days
+# that changed. A failure (ClickHouse away) is left to the next run 5 minutes later, which catches up: no
+# retry; `expires` drops a backlog.
 @shared_task(acks_late=True, expires=4 * 60, soft_time_limit=30 * 60, time_limit=30 * 60 + 60)
 def clickhouse_sync() -> dict:
     return mirror.clickhouse_sync_quietly()
