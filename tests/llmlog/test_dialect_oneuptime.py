@@ -8,7 +8,9 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from llmlog.api.dialects.oneuptime.params import log_query
 from llmlog.models import AccountingStatus, LLMUsage
+from llmlog.rollups import build_usage_rollups
 from tests.conftest import bearer
 from tests.dialect_schemas import dialect_answers_match_the_seeds  # noqa: F401 - autouse: every answer checked
 from tests.factories import ingest_records, move_to_history, usage_payload
@@ -442,3 +444,22 @@ def test_sorting_puts_nulls_last_only_where_a_column_can_be_null(api, acme_key):
             "data"
         ]
         assert [row["createdAt"][11:13] for row in data] == hours
+
+
+def test_in_between_on_created_at_is_the_time_range_inclusive_and_the_rollups_count_it(api, acme_key):
+    """InBetween is startValue <= createdAt <= endValue. It is the query's time range [start, end + 1 µs),
+    not a condition of its own, so a count under it is read from the hourly rollups (whole closed hours)
+    and the rows of its edges: exact at both ends, and no scan of the org's records."""
+    times = ["2026-11-18T09:59:59Z", "2026-11-18T10:00:00Z", "2026-11-18T12:30:00Z", "2026-11-19T07:15:00.5Z"]
+    ingest_records(*[usage_payload(use_time=when) for when in [*times, "2026-11-19T07:15:00.500001Z"]])
+    build_usage_rollups(now=datetime(2026, 11, 20, tzinfo=UTC))
+    between = {"_type": "InBetween", "startValue": times[1], "endValue": times[3]}
+
+    query = log_query({"query": {"createdAt": between}}, org="acme")
+    assert query.where is None and query.rollups_can_answer
+    response = api.post(
+        "/api/llm-log/count", {"query": {"createdAt": between}}, format="json", **apikey(acme_key)
+    )
+    assert response.json() == {"count": 3}  # 10:00:00 and 07:15:00.5 themselves, not 09:59:59 nor a µs after
+    listed = get_list(api, acme_key, {"select": {"createdAt": True}, "query": {"createdAt": between}}).json()
+    assert listed["count"] == 3 and len(listed["data"]) == 3

@@ -3,6 +3,7 @@
 import json
 import uuid
 from collections.abc import Mapping
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -171,18 +172,22 @@ def field_q(name: str, condition: Any) -> Q:
 TIME_BOUNDS = {"gte": "start", "lt": "end"}
 
 
-def _query_field(name: str, condition: Any) -> tuple[str, Any] | None:
-    """(UsageQuery field, value) when the (valid) condition is one the query value holds itself: an
-    equality on a column it filters, a status, a [start, end) bound of the time range."""
+def _query_fields(name: str, condition: Any) -> dict[str, Any]:
+    """The UsageQuery fields the (valid) condition is, when the query value holds it itself: an equality
+    on a column it filters, a status, a bound of the time range, or both bounds (InBetween, inclusive:
+    [start, end + 1 µs), so the hourly rollups can answer its counts and totals). {}: none."""
     field = FIELDS[name]
     operator, raw = _condition(condition, f"query.{name}")
+    values = [_operand(field.kind, value, f"query.{name}") for value in raw]
     if field.kind == "text" and operator == "exact" and field.column in EQUALITY_COLUMNS:
-        return field.column, _operand(field.kind, raw[0], f"query.{name}")
+        return {field.column: values[0]}
     if field.kind == "status" and operator == "exact":
-        return "status", _operand(field.kind, raw[0], f"query.{name}") or NO_STATUS
+        return {"status": values[0] or NO_STATUS}
     if field.kind == "date" and operator in TIME_BOUNDS:
-        return TIME_BOUNDS[operator], _operand(field.kind, raw[0], f"query.{name}")
-    return None
+        return {TIME_BOUNDS[operator]: values[0]}
+    if field.kind == "date" and operator == "range":
+        return {"start": values[0], "end": values[1] + timedelta(microseconds=1)}
+    return {}
 
 
 def query_parts(query: Any) -> tuple[dict[str, Any], Q]:
@@ -196,9 +201,9 @@ def query_parts(query: Any) -> tuple[dict[str, Any], Q]:
     rest = Q()
     for name, condition in query.items():
         condition_q = field_q(name, condition)  # validates it, whatever form it takes below
-        simple = _query_field(name, condition)
-        if simple and simple[0] not in fields:
-            fields[simple[0]] = simple[1]
+        simple = _query_fields(name, condition)
+        if simple and not simple.keys() & fields.keys():
+            fields.update(simple)
         else:
             rest &= condition_q
     return fields, rest
