@@ -57,8 +57,8 @@ def insert_usage_row_if_new(row: dict[str, Any]) -> bool:
     True when inserted. One round trip, where look-up then insert take two."""
     _, _, values = _row_writer()
     # Prepared (llmlog.db), with its 50 values bound by the server: each connection parses it once.
-    with bound_cursor() as cursor:
-        cursor.execute(_insert_if_new_sql(), [*values(row), row["transno"], row["userorgid"]], prepare=True)
+    with bound_cursor(native=True) as cursor:
+        cursor.execute(_insert_if_new_sql(), values(row), prepare=True)
         inserted = cursor.fetchone()
     if inserted is None:
         return False
@@ -74,12 +74,8 @@ def insert_usage_rows_if_new(rows: list[dict[str, Any]]) -> list[bool]:
     if not rows:
         return []
     _, _, values = _row_writer()
-    with bound_cursor() as cursor:
-        cursor.executemany(
-            _insert_if_new_sql(),
-            [[*values(row), row["transno"], row["userorgid"]] for row in rows],
-            returning=True,
-        )
+    with bound_cursor(native=True) as cursor:
+        cursor.executemany(_insert_if_new_sql(), map(values, rows), returning=True)
         inserted = []
         for row in rows:
             returned = cursor.fetchone()
@@ -95,15 +91,19 @@ def _insert_if_new_sql() -> str:
     # INSERT ... SELECT types its values by themselves, not by the target columns as INSERT ... VALUES
     # does: each is cast to its column's type. Text stays text: a cast to varchar(n) would cut an
     # over-long value silently, where the insert's own conversion refuses it.
+    # Written for a RawCursor: value n is $n, the row's values in USAGE_FIELDS order, and the look-up in
+    # history names the row's own transno and userorgid again.
     table, columns, _ = _row_writer()
     typed = ", ".join(
-        f"%s::{'text' if isinstance(field, CharField) else field.db_type(connection)}"
-        for field in USAGE_FIELDS
+        f"${n}::{'text' if isinstance(field, CharField) else field.db_type(connection)}"
+        for n, field in enumerate(USAGE_FIELDS, start=1)
     )
+    position = {field.attname: n for n, field in enumerate(USAGE_FIELDS, start=1)}
+    transno, org = f"${position['transno']}::text", f"${position['userorgid']}::text"
     history = LLMUsageHistory._meta.db_table
     return (
         f"INSERT INTO {table} ({columns}) SELECT {typed} "
-        f"WHERE NOT EXISTS (SELECT 1 FROM {history} WHERE transno = %s AND userorgid = %s) "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {history} WHERE transno = {transno} AND userorgid = {org}) "
         "ON CONFLICT (transno, userorgid) DO NOTHING RETURNING seq"
     )
 
