@@ -48,6 +48,9 @@ def _env_count(name: str, default: int) -> int:
 worker_class = "gthread"
 workers = _env_count("WEB_WORKERS", 2)
 threads = _env_count("WEB_THREADS", 8)
+# Requests one keep-alive connection may carry before it is closed (nginx's keepalive_requests);
+# see pre_request.
+_keepalive_requests = _env_count("WEB_KEEPALIVE_REQUESTS", 20)
 
 accesslog = None
 # gunicorn's own lines (starting, booting a worker, a worker timeout) as JSON lines too, like the app's
@@ -83,3 +86,15 @@ def child_exit(server, worker) -> None:
 
 def post_worker_init(worker) -> None:
     gc.freeze()
+
+
+def pre_request(worker, req) -> None:
+    # The kernel gives a new connection to whichever worker accepts it first, and a keep-alive
+    # connection then stays with that worker: a gateway's pool of connections opened together (or
+    # while the other workers were still loading the app) can all land on one process, whose GIL
+    # then serves the whole load while the other cores idle. Closing a connection after
+    # WEB_KEEPALIVE_REQUESTS requests ("Connection: close", which every HTTP client follows by opening a
+    # new one) lets the connections spread again, each reconnect most likely won by the least busy
+    # worker, whose main loop is free to accept.
+    if req.req_number % _keepalive_requests == 0:
+        req.must_close = True
