@@ -161,5 +161,9 @@ def celery_worker(
                 raise RuntimeError(f"Celery worker did not start:\n{log_path.read_text()[-3000:]}")
         yield process
     finally:
-        stop(process, timeout=15)
+        # The test is over: killed, not stopped. A warm or a cold shutdown took 4 s each (the consumer
+        # loop's poll and timer run out first), in some twenty tests of each CI pass; what a worker does
+        # on SIGTERM is tested where it matters (test_deploy, test_faults).
+        process.kill()
+        process.wait()
         log.close()
