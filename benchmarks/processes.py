@@ -56,7 +56,10 @@ def start_app_server(
     server = subprocess.Popen(command, cwd=ROOT, env=env)
     for _ in range(200):
         try:
-            http.client.HTTPConnection("127.0.0.1", port, timeout=1).request("GET", "/admin/login/")
+            # Answered, not only connected: the socket accepts before any worker has loaded the app.
+            probe = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            probe.request("GET", "/admin/login/")
+            probe.getresponse().read()
             return server
         except OSError:
             time.sleep(0.1)
