@@ -39,10 +39,14 @@ def reference_match(term: str) -> Q:
 
 class LedgerLineInline(admin.TabularInline):
     model = LedgerLine
-    fields = ("account", "amount")
+    fields = ("account", "amount_display")
     readonly_fields = fields
     extra = 0
     can_delete = False
+
+    @admin.display(description="amount")
+    def amount_display(self, line: LedgerLine) -> str:
+        return money_html(line.amount)
 
     def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
@@ -57,7 +61,7 @@ class LedgerTransactionAdmin(ReadOnlyAdmin):
         "created_at",
         "kind",
         "reference",
-        "amount",
+        "amount_display",
         "currency",
         "usage_id",
         "memo",
@@ -68,6 +72,10 @@ class LedgerTransactionAdmin(ReadOnlyAdmin):
     search_help_text = "A usage id or transaction id; an org (its newest 10,000); a top-up's reference."
     ordering = ("-id",)  # time-ordered (uuid7): newest first, by the primary key's index
     inlines = (LedgerLineInline,)
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_display(self, transaction: LedgerTransaction) -> str:
+        return money_html(transaction.amount)
 
     def search_matches(self, queryset: QuerySet, term: str) -> QuerySet:
         uuid = as_uuid(term)

@@ -81,6 +81,20 @@ def test_a_transaction_page_shows_its_lines_read_only(operator, ledger):
     assert operator.post(f"/admin/accounting/ledgertransaction/{txn.pk}/delete/").status_code == 403
 
 
+def test_ledger_pages_show_money_in_the_shared_format(operator):
+    make_accounts(funds=Decimal("12345.6"))  # a top-up of 12,345.6 into acme's account
+
+    topup = LedgerTransaction.objects.get(kind="topup")
+    listed = operator.get("/admin/accounting/ledgertransaction/").content.decode()
+    page = operator.get(f"/admin/accounting/ledgertransaction/{topup.pk}/change/").content.decode()
+
+    cells = re.findall(r'<td class="field-amount_display[^"]*">(.*?)</td>', listed, re.S)
+    assert cells == ['<span class="money">12,345.60000</span>'], cells
+    # The transaction's lines: the customer's credit and the platform's debit, both as money.
+    lines = re.findall(r'<td class="field-amount_display">\s*<p>(.*?)</p>', page, re.S)
+    assert sorted(lines) == [f'<span class="money">{sign}12,345.60000</span>' for sign in ("-", "")]
+
+
 def test_an_operator_creates_an_account_in_the_admin(operator):
     response = operator.post(
         "/admin/accounting/account/add/",
