@@ -77,6 +77,27 @@ RetryManyResponseSerializer = inline_serializer(
 )
 
 
+class StrictOrderingFilter(filters.OrderingFilter):
+    """DRF's `ordering`, with a field it does not sort by refused (a 400 naming the choices) where DRF
+    drops it silently and answers in the default order, which a client cannot tell from its own."""
+
+    def get_ordering(self, request: Request, queryset: QuerySet, view: Any) -> Any:
+        given = request.query_params.get(self.ordering_param)
+        if given:
+            allowed = {name for name, _ in self.get_valid_fields(queryset, view, {"request": request})}
+            for term in (part.strip() for part in given.split(",")):
+                if term.removeprefix("-") not in allowed:
+                    choices = ", ".join(sorted(allowed))
+                    raise exceptions.ValidationError(
+                        {
+                            self.ordering_param: [
+                                f"{term!r} is not one of: {choices} (a leading - sorts descending)."
+                            ]
+                        }
+                    )
+        return super().get_ordering(request, queryset, view)
+
+
 @extend_schema_view(
     list=extend_schema(
         summary="Search failed postings (an org key: its own org's)", parameters=[FailureQuerySerializer]
@@ -100,7 +121,7 @@ class AccountingFailureViewSet(
         "ignore": "accounting.change_accountingfailure",
     }
     lookup_value_regex = "[^/]+"
-    filter_backends = [filters.OrderingFilter]
+    filter_backends = [StrictOrderingFilter]
     ordering_fields = ["last_failed_at", "first_failed_at", "use_date", "attempts", "amount", "next_retry_at"]
 
     def get_queryset(self) -> QuerySet[AccountingFailure]:

@@ -353,6 +353,8 @@ def test_a_platform_key_searches_all_failures(api, failures, platform_reader_key
         ("?start_date=yesterday", "start_date"),
         ("?end_date=2026-13-01", "end_date"),
         ("?start_date=2026-11-20&end_date=2026-11-01", "end_date"),
+        ("?ordering=error_message", "ordering"),
+        ("?ordering=-amount,bogus", "ordering"),
     ],
 )
 def test_a_bad_failure_filter_is_a_400_naming_it(api, platform_key, query, field):
@@ -360,6 +362,20 @@ def test_a_bad_failure_filter_is_a_400_naming_it(api, platform_key, query, field
 
     assert response.status_code == 400
     assert field in response.json()
+
+
+def test_failures_are_listed_in_the_order_asked_for(api, platform_key):
+    # Three orgs with no account: three failures, of three amounts.
+    insert_usage([usage_row(transno=f"t-{n}", userorgid=f"org-{n}", amount=Decimal(n)) for n in (2, 3, 1)])
+    account_pending_usage()
+
+    def transnos(ordering: str) -> list[str]:
+        response = api.get(f"/api/accounting-failures/?ordering={ordering}", **bearer(platform_key))
+        assert response.status_code == 200, response.json()
+        return [f["transno"] for f in response.json()["results"]]
+
+    assert transnos("amount") == ["t-1", "t-2", "t-3"]
+    assert transnos("-amount") == ["t-3", "t-2", "t-1"]
 
 
 def test_listing_failures_takes_a_fixed_number_of_queries(
