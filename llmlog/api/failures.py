@@ -88,13 +88,8 @@ class StrictOrderingFilter(filters.OrderingFilter):
             for term in (part.strip() for part in given.split(",")):
                 if term.removeprefix("-") not in allowed:
                     choices = ", ".join(sorted(allowed))
-                    raise exceptions.ValidationError(
-                        {
-                            self.ordering_param: [
-                                f"{term!r} is not one of: {choices} (a leading - sorts descending)."
-                            ]
-                        }
-                    )
+                    problem = f"{term!r} is not one of: {choices} (a leading - sorts descending)."
+                    raise exceptions.ValidationError({self.ordering_param: [problem]})
         return super().get_ordering(request, queryset, view)
 
 
