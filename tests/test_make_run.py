@@ -127,16 +127,14 @@ def test_make_run_restarted_serves_with_the_same_key(tmp_path, fresh_database) -
     with make_run(var, fresh_database) as second:
         assert second.key == first.key
         assert second.get("/api/llmusage/?page_size=1")[0] == 200
-    with make_run(var, fresh_database) as third:
-        assert third.key == first.key
     with make_run(var, fresh_database, reset=True) as fresh:
         assert fresh.key != first.key
         assert fresh.get("/api/llmusage/?page_size=1", key=first.key)[0] == 401
         assert fresh.get("/api/llmusage/?page_size=1")[0] == 200
 
-    # The worker's log is appended to across the four runs, not emptied at each start.
+    # The worker's log is appended to across the three runs, not emptied at each start.
     worker_log = (var / "celery.log").read_text().splitlines()
-    assert sum('"message": "worker starting"' in line for line in worker_log) == 4
+    assert sum('"message": "worker starting"' in line for line in worker_log) == 3
     # Logs are JSON lines: every line of the terminal that is not make run's own banner parses.
     banner = ("llmlog is starting", "  ", "Loaded ", "Celery worker + beat running")
     for line in first.output.read_text().splitlines():
