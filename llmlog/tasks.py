@@ -129,8 +129,14 @@ def request_posting_soon() -> None:
             return
         _last_request = now
     try:
+        # ignore_result: nobody waits for this one's result, and asking for it makes the Redis result
+        # backend subscribe to it first, which with Redis down retried 20 times a second apart inside
+        # the ingest request (a 19 s answer, tests/test_faults.py).
         account_pending_usage.apply_async(
-            kwargs={"only_if_pending": True}, countdown=POSTING_DEBOUNCE_SECONDS, expires=60
+            kwargs={"only_if_pending": True},
+            countdown=POSTING_DEBOUNCE_SECONDS,
+            expires=60,
+            ignore_result=True,
         )
     except Exception:
         logger.warning("could not enqueue account_pending_usage after ingest", exc_info=True)
