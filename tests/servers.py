@@ -153,7 +153,7 @@ def celery_worker(
         "INFO",
     ]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    control = Celery(broker=broker_url).control if broker_url else app.control
+    control = Celery(broker=broker_url, set_as_current=False).control if broker_url else app.control
     try:
         deadline = time.monotonic() + 60
         while not control.ping(destination=[name], timeout=1):

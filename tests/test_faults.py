@@ -353,7 +353,9 @@ def test_a_worker_killed_mid_task_gets_its_task_again_and_posts_each_record_once
             with celery_worker(
                 tmp_path, broker_url=broker.url, prefix="faults", settings_module="faults_settings"
             ) as victim:
-                Celery(broker=broker.url).send_task("llmlog.tasks.account_pending_usage")
+                # Not set as the current app: the app's own tasks would then publish to this broker.
+                private = Celery(broker=broker.url, set_as_current=False)
+                private.send_task("llmlog.tasks.account_pending_usage")
                 wait_for(lambda: waiting_on_lock() is not None, timeout=60, what="the task to reach the lock")
                 pid = waiting_on_lock()
                 victim.send_signal(signal.SIGKILL)
