@@ -48,8 +48,11 @@ lint: $(DEV_STAMP) ## ruff check, ruff format --check, missing migrations
 	$(BIN)/ruff format --check .
 	$(BIN)/python manage.py makemigrations --check --dry-run --settings tests.settings
 
+# Test processes side by side (pytest-xdist), a file each at a time: many tests wait on servers and
+# workers more than they compute. TEST_WORKERS=0 runs them all in one process.
+TEST_WORKERS ?= 2
 test: lint chromium clickhouse ## Lint, then every test (PostgreSQL + Redis when DATABASE_URL / REDIS_URL are set)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The browser tests (tests/e2e) drive Debian's Chromium; Playwright never downloads a browser here.
 # Installed once, only when missing (apt needs root: sudo when not root).
