@@ -87,7 +87,7 @@ def text_validator(value: str) -> None:
 def parse_time(value: str | int | float, *, name: str = "time", unit: str = "auto") -> datetime:
     """An aware datetime from ISO 8601 (a date alone is its midnight), unix seconds or milliseconds.
 
-    `unit` is "auto" (milliseconds from 1e11 on), "s" or "ms" for dialects that fix the unit.
+    `unit` is "auto" (milliseconds from 1e12 on: llmlog.times), "s" or "ms" for dialects that fix the unit.
     A time without an offset is read in TIME_ZONE. Raises InvalidFilter naming `name`.
     """
     text = str(value).strip()

@@ -21,6 +21,7 @@ from llmlog.ingest.wire import IoInfoIn, RecordError, UsageIn
 from llmlog.limits import MAX_MONEY
 from llmlog.models import AccountingStatus
 from llmlog.pricing import TokenCounts
+from llmlog.times import unix_seconds
 
 # Levels of arrays/objects inside metadata, usages or an ioinfo side. Tags and usage objects are flat;
 # the bound keeps a hostile body from costing the database (jsonb) and every later reader
@@ -177,7 +178,7 @@ def _use_time(value: datetime | int | float | None, errors: dict[str, str], *, n
         errors["use_time"] = "Expected an ISO 8601 time or unix seconds/milliseconds."
         return timezone.now()
     else:
-        seconds = value / 1000 if value >= 100_000_000_000 else value  # past 5138 AD in seconds: ms
+        seconds = unix_seconds(value)
         try:
             aware = datetime.fromtimestamp(seconds, tz=UTC)
         except (OverflowError, OSError, ValueError):

@@ -39,6 +39,13 @@ def test_parse_time_with_a_fixed_unit_reads_milliseconds_as_told():
     assert parse_time(1795176000, unit="s") == NOON
 
 
+def test_a_bare_number_is_seconds_below_1e12_and_milliseconds_from_it():
+    assert parse_time("253402214399") == datetime(9999, 12, 30, 23, 59, 59, tzinfo=UTC)  # seconds, not 1978
+    with pytest.raises(InvalidFilter):  # seconds too: the year 33658, past any time
+        parse_time("999999999999")
+    assert parse_time("1000000000000") == datetime(2001, 9, 9, 1, 46, 40, tzinfo=UTC)  # milliseconds
+
+
 @pytest.mark.parametrize("text", ["yesterday", "2026-13-01", "", "1e400", "99999999999999999999999"])
 def test_malformed_time_names_the_parameter(text):
     with pytest.raises(InvalidFilter) as error:
