@@ -5,10 +5,11 @@ reopens it; a retry that succeeds resolves it. `next_retry_at` is the backoff of
 2^attempts minutes after the last failure, at most 6 hours.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 from django.db import transaction
@@ -135,6 +136,36 @@ def failure_record(
         now=now,
     )
     return AccountingFailure.objects.get(usage_id=usage_id)
+
+
+# What a failure row copies of its record: what the failures page shows, and finds it by.
+DESCRIBED_FIELDS = (
+    "transno",
+    "userid",
+    "userorgid",
+    "ownerid",
+    "llmid",
+    "model_name",
+    "amount",
+    "cost",
+    "use_date",
+)
+
+
+def failures_redescribe(*, records: Iterable[Mapping[str, Any]]) -> int:
+    """Records changed after they failed (an operator's edit, an in-place re-pricing): their open failure
+    rows copy DESCRIBED_FIELDS from them again, so the page shows the amount the record now owes and finds
+    it by what it now says. `records`: mappings with `id` (the usage id) and DESCRIBED_FIELDS. A resolved
+    or ignored row keeps what it said when an operator decided about it. Returns the rows updated."""
+    by_id = {record["id"]: record for record in records}
+    rows = list(
+        AccountingFailure.objects.filter(usage_id__in=list(by_id), status=AccountingFailure.Status.OPEN)
+    )
+    for row in rows:
+        for name in DESCRIBED_FIELDS:
+            setattr(row, name, by_id[row.usage_id][name])
+    AccountingFailure.objects.bulk_update(rows, DESCRIBED_FIELDS, batch_size=500)
+    return len(rows)
 
 
 def failures_resolve_posted(*, usage_ids: Iterable[UUID], by: str, now: datetime | None = None) -> int:

@@ -19,7 +19,7 @@ from typing import Any
 from django.db import transaction
 
 from accounting.budgets import budget_usage_apply
-from accounting.failures import failure_close_for_usage
+from accounting.failures import DESCRIBED_FIELDS, failure_close_for_usage, failures_redescribe
 from llmlog.budget_spent import COUNTED_FIELDS, usage_change
 from llmlog.models import AccountingStatus, LLMUsage, UsageAll, UsageAudit
 from llmlog.rollups import usage_rollups_refresh
@@ -121,6 +121,10 @@ def usage_update(*, org: str = "", id: str | uuid.UUID, changes: dict[str, Any],
     )
     if zeroed:
         failure_close_for_usage(usage_id=usage.pk, reason=ZEROED_REASON, by=actor)
+    elif usage.accounting_status == AccountingStatus.FAILED:
+        failures_redescribe(
+            records=[{"id": usage.pk, **{name: getattr(usage, name) for name in DESCRIBED_FIELDS}}]
+        )
     usage_rollups_refresh(use_times=[use_time_before, usage.use_time])
     return usage
 

@@ -32,6 +32,7 @@ from django.db.models import Case, F, Sum, UUIDField, Value, When
 from django.utils import timezone
 
 from accounting.adjustments import AdjustmentGroup, ledger_post_repricing, repricing_items_insert
+from accounting.failures import DESCRIBED_FIELDS, failures_redescribe
 from accounting.models import Repricing, RepricingItem
 from core.money import quantize_money
 from llmlog.models import TOKEN_COUNT_FIELDS, AccountingStatus, LLMUsage, UsageAll, UsageStatus
@@ -367,5 +368,6 @@ def _reprice_in_place(repricing: Repricing) -> None:
                 raise _stale(item.transno, repricing)
             records.append(LLMUsage(id=item.usage_id, **new))
         LLMUsage.objects.bulk_update(records, fields=["amount", "cost", "ownerid", "price"], batch_size=500)
+        failures_redescribe(records=LLMUsage.objects.filter(id__in=rows).values("id", *DESCRIBED_FIELDS))
         usage_rollups_refresh(use_times=[row["use_time"] for row in rows.values()])
         last = batch[-1].id

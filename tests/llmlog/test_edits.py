@@ -150,6 +150,23 @@ def test_a_non_zero_correction_leaves_the_failure_open(api, platform_key):
     failure.refresh_from_db()
     assert failure.status == "open"
     assert UsageAudit.objects.get().before == {"amount": "0.01000"}
+    assert failure.amount == Decimal("0.02")  # the failures page shows what the record owes now
+
+
+def test_a_corrected_failed_record_is_found_among_the_failures_by_what_it_now_says(api, platform_key):
+    usage, failure = failed_usage()
+
+    body = {"model_name": "gpt-4o-mini", "userid": "u-corrected", "amount": "0.5"}
+    assert patch(api, platform_key, usage, body).status_code == 200
+
+    failure.refresh_from_db()
+    assert (failure.model_name, failure.userid, failure.amount) == (
+        "gpt-4o-mini",
+        "u-corrected",
+        Decimal("0.5"),
+    )
+    found = api.get("/api/accounting-failures/?model_name=gpt-4o-mini", **bearer(platform_key)).json()
+    assert [f["transno"] for f in found["results"]] == [usage.transno]
 
 
 def test_an_ignored_failure_stays_ignored_when_its_record_is_deleted():

@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 
 from accounting.ledger import LedgerError, ledger_check
-from accounting.models import LedgerLine, LedgerTransaction, Repricing, RepricingItem
+from accounting.models import AccountingFailure, LedgerLine, LedgerTransaction, Repricing, RepricingItem
 from llmlog.models import LLMUsage, ModelPrice, UsageAll, UsageRollupStale
 from llmlog.posting import account_pending_usage
 from llmlog.queries import UsageQuery
@@ -202,6 +202,17 @@ def test_pending_records_are_repriced_in_place_and_their_hour_marked_stale(books
     before = balance("acme")
     account_pending_usage()
     assert balance("acme") == before - NEW_AMOUNT
+
+
+def test_a_failed_record_repriced_in_place_shows_its_new_amount_among_the_failures(books):
+    (failing,) = insert_usage([usage_row(userorgid="initech")])  # no account: the posting fails
+    account_pending_usage()
+    assert AccountingFailure.objects.get(usage_id=failing).amount == Decimal("0.006")
+
+    repricing_create(start=DAY, end=DAY, apply=True)
+
+    failure = AccountingFailure.objects.get(usage_id=failing)
+    assert (failure.amount, failure.cost, failure.status) == (NEW_AMOUNT, NEW_COST, "open")
 
 
 def test_skipped_records_unpriced_models_and_failed_calls_are_left_alone(books):
