@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_ingest import copy_ceiling, record  # noqa: E402
 from benchmarks.data import ingest_setup  # noqa: E402
-from benchmarks.processes import app_server, post_bodies  # noqa: E402
+from benchmarks.processes import app_server, free_port, post_bodies  # noqa: E402
 from benchmarks.report import Figure, markdown_table  # noqa: E402
 
-PORT = 8769
+PORT = free_port()
 LITELLM_BATCH = 512  # GenericAPILogger's default batch_size
 OTLP_BATCH = 512  # BatchSpanProcessor's default max_export_batch_size
 NATIVE_BATCH = 1000

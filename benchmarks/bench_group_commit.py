@@ -23,11 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_ingest import raw_rows, single_insert_ceiling, single_records  # noqa: E402
 from benchmarks.data import ingest_setup, raw_connection, usage_insert_sql  # noqa: E402
-from benchmarks.processes import app_server, run_threads  # noqa: E402
+from benchmarks.processes import app_server, free_port, run_threads  # noqa: E402
 from benchmarks.report import Figure, markdown_table  # noqa: E402
 from benchmarks.startup import rows_parser  # noqa: E402
 
-PORTS = {"on": 8791, "off": 8792}
+PORTS = {"on": free_port(), "off": free_port()}
 
 
 def concurrent_single_inserts(tag: str, count: int, clients: int) -> float:

@@ -19,11 +19,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.data import ingest_setup, usage_columns_sql, usage_insert_sql, usage_values  # noqa: E402
-from benchmarks.processes import app_server, post_bodies  # noqa: E402
+from benchmarks.processes import app_server, free_port, post_bodies  # noqa: E402
 from benchmarks.report import Figure, markdown_table, timed  # noqa: E402
 from benchmarks.startup import rows_parser  # noqa: E402
 
-PORT = 8765
+PORT = free_port()
 URL = "/api/llmusage/"
 
 

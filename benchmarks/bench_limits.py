@@ -22,10 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.processes import start_app_server, stop_app_server  # noqa: E402
+from benchmarks.processes import free_port, start_app_server, stop_app_server  # noqa: E402
 from benchmarks.startup import setup_django  # noqa: E402
 
-PORT = 8771
+PORT = free_port()
 START = 1_763_600_000
 CAP = 10_000  # LLMLOG_MAX_RECORDS_PER_REQUEST's default
 NATIVE_CAP = 1000

@@ -22,7 +22,6 @@ import argparse
 import http.client
 import json
 import random
-import socket
 import sys
 import threading
 import time
@@ -37,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.data import fill_usage  # noqa: E402
 from benchmarks.load_ceiling import Rate, mix_ceiling_rounds  # noqa: E402
-from benchmarks.processes import app_server  # noqa: E402
+from benchmarks.processes import app_server, free_port  # noqa: E402
 from benchmarks.report import Figure, markdown_table  # noqa: E402
 from benchmarks.startup import bench_parser, setup_django  # noqa: E402
 
@@ -297,12 +296,6 @@ def org_keys() -> tuple[dict[str, str], str]:
     # The gateway's key: the records state their money, which only a platform key may (issue 14).
     gateway_key = api_key_create(userorgid="", role="admin", scopes=["ingest"])[1]
     return keys, gateway_key
-
-
-def free_port() -> int:
-    with socket.socket() as probe:  # a free loopback port
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def load_rounds(

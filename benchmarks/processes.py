@@ -6,6 +6,7 @@ process of its own, with its memory.
 import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +20,13 @@ from benchmarks.startup import ROOT
 # --- the app under gunicorn, and clients over keep-alive connections -------------------------------
 
 BENCH_REDIS_URL = "redis://127.0.0.1:6379/13"
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on: benchmarks run beside each other and beside tests."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def start_app_server(
