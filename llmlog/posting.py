@@ -25,7 +25,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounting.budgets import budget_usage_apply
-from accounting.failures import FailedPosting, failures_record, failures_resolve_posted
+from accounting.failures import DESCRIBED_FIELDS, FailedPosting, failures_record, failures_resolve_posted
 from accounting.holds import holds_settle
 from accounting.models import AccountingFailure
 from accounting.usage_posting import Outcome, PostingResult, UsagePosting, ledger_post_usage_batch
@@ -46,20 +46,8 @@ DEFAULT_BATCH_SIZE = 1000
 # The retry job reads failures in smaller batches: a batch of failures is usually one org's problem.
 RETRY_BATCH_SIZE = 500
 
-# What posting reads of a claimed record (and a failure row copies).
-CLAIM_FIELDS = (
-    "id",
-    "transno",
-    "userid",
-    "userorgid",
-    "ownerid",
-    "llmid",
-    "model_name",
-    "amount",
-    "cost",
-    "currency",
-    "use_date",
-)
+# What posting reads of a claimed record: what a failure row copies, and the currency it posts in.
+CLAIM_FIELDS = ("id", *DESCRIBED_FIELDS, "currency")
 # What pricing reads besides, for the rare record that arrives without a price.
 PRICING_FIELDS = ("use_time", "status", *TOKEN_COUNT_FIELDS)
 # What a repriced record's count in the budgets reads besides (its scope; the rest is claimed or above).
