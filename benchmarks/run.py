@@ -1,9 +1,12 @@
-"""`make bench`: run every benchmark script against PostgreSQL and write BENCHMARKS.md.
+"""`make bench`: run the benchmark scripts against PostgreSQL and write their report.
 
-    python benchmarks/run.py --rows 1000000 [--only ingest,query]
+    python benchmarks/run.py --rows 1000000 [--only ingest,query | --all] [--output FILE]
 
 Each benchmarks/bench_*.py prints a markdown table (figure, llmlog, raw-SQL ceiling, ratio); this
-collects them with the date, the machine and the command that made them.
+collects them with the date, the machine and the command that made them, into var/benchmarks.md
+(BENCHMARKS.md is the curated record, each run read and explained there: a run never overwrites it).
+By default the DEFAULT scripts run (about 16 minutes at a million rows); the others measure one issue
+each (group commit, holds, limits, re-pricing, the adapters' CPU, ClickHouse) and run with --only or --all.
 """
 
 import argparse
@@ -26,6 +29,7 @@ from benchmarks.startup import DEFAULT_DATABASE_URL  # noqa: E402
 # records (it deletes what ingest and adapters wrote, empties history) and load runs on the table
 # backup leaves. Posting goes last: it empties llmusage and makes its own.
 ORDER = ["query", "dialects", "admin", "ingest", "adapters", "backup", "load", "posting"]
+DEFAULT = [*ORDER, "exports"]
 # The posting figure is defined on 100,000 pending records (issue: "posting rate for 100,000").
 MAX_ROWS = {"posting": 100_000}
 
@@ -46,10 +50,14 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {memory}, PostgreSQL {pg}, Python {platform.python_version()}"
 
 
-def scripts(only: set[str] | None) -> list[tuple[str, Path]]:
+def scripts(only: set[str] | None, *, every: bool = False) -> list[tuple[str, Path]]:
+    """The scripts to run, in ORDER then by name: `only` if given, every one with `every`, else DEFAULT's."""
     found = {path.stem.removeprefix("bench_"): path for path in HERE.glob("bench_*.py")}
+    if only and only - set(found):
+        raise SystemExit(f"--only: no benchmark named {', '.join(sorted(only - set(found)))}")
+    wanted = only or (set(found) if every else set(DEFAULT))
     names = [name for name in ORDER if name in found] + sorted(set(found) - set(ORDER))
-    return [(name, found[name]) for name in names if not only or name in only]
+    return [(name, found[name]) for name in names if name in wanted]
 
 
 def main() -> None:
@@ -57,16 +65,19 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--only", default="", help="comma-separated: " + ", ".join(ORDER))
-    parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
+    parser.add_argument("--only", default="", help="comma-separated names: bench_NAME.py")
+    parser.add_argument("--all", action="store_true", help="every benchmark script, not only DEFAULT")
+    parser.add_argument("--output", default=str(ROOT / "var" / "benchmarks.md"))
     args = parser.parse_args()
     only = {name.strip() for name in args.only.split(",") if name.strip()} or None
 
     command = " ".join(
-        ["python benchmarks/run.py", f"--rows {args.rows}"] + ([f"--only {args.only}"] if only else [])
+        ["python benchmarks/run.py", f"--rows {args.rows}"]
+        + ([f"--only {args.only}"] if only else [])
+        + (["--all"] if args.all and not only else [])
     )
     sections = []
-    for name, path in scripts(only):
+    for name, path in scripts(only, every=args.all):
         rows = min(args.rows, MAX_ROWS.get(name, args.rows))
         print(f"== {name}: {path.name} --rows {rows}", flush=True)
         started = time.monotonic()
@@ -95,6 +106,7 @@ def main() -> None:
             *sections,
         ]
     )
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(report)
     print(f"\nwrote {args.output}")
 
