@@ -8,11 +8,13 @@ PostgreSQL only (the move, the purges and the partitions are PostgreSQL's); the 
 in both passes and on today's engine too (test_clickhouse_sql.py)."""
 
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
+from io import StringIO
 from typing import Any
 
 import pytest
@@ -256,10 +258,14 @@ def test_backfill_command_loads_history_already_there_once(clickhouse, settings)
     call_command("backfill_clickhouse", "--start", day.isoformat(), "--end", day.isoformat())
     assert _clickhouse_rows() == 2 and synced_through() is None  # part of history: not read yet
 
-    call_command("backfill_clickhouse")
+    out = StringIO()
+    call_command("backfill_clickhouse", stdout=out)
     assert _clickhouse_rows() == 4 and synced_through() is not None
     assert_same_as_postgresql_alone(settings, now)
     assert clickhouse_backfill()["days_reloaded"] == 0  # idempotent
+    # The operator reads what was loaded: the records' days, and the rollups' days and buckets.
+    said = r"reloaded \d+ \(2 records\).*Rollups: checked \d+ UTC days, replaced \d+ \(\d+ buckets\)"
+    assert re.search(said, out.getvalue()), out.getvalue()
 
 
 def test_with_clickhouse_unset_nothing_changes_and_the_driver_is_never_imported(settings):

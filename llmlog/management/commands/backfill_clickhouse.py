@@ -25,7 +25,10 @@ class Command(BaseCommand):
             counts = clickhouse_backfill(start=start, end=end)
         except ClickHouseUnavailable as exc:
             raise CommandError(f"ClickHouse: {exc}") from exc
+        rollups = counts["rollups"]
         self.stdout.write(
             f"Checked {counts['days_checked']} days, reloaded {counts['days_reloaded']} "
-            f"({counts['loaded']} records); in sync through {counts['synced_through']}."
+            f"({counts['loaded']} records); in sync through {counts['synced_through']}. "
+            f"Rollups: checked {rollups['days_checked']} UTC days, replaced {rollups['days_replaced']} "
+            f"({rollups['loaded']} buckets)."
         )
