@@ -43,6 +43,7 @@ from llmlog.csv_export import neutralise
 from llmlog.exports.period import ExportPeriod
 from llmlog.models import TOKEN_COUNT_FIELDS, AccountingStatus
 from llmlog.queries import UsageQuery
+from llmlog.replicas import PRIMARY, reading_from
 from llmlog.selectors.records import usage_matching
 from llmlog.selectors.sums import sum_of
 
@@ -134,9 +135,10 @@ def focus_groups(
     query = UsageQuery(org=org, userorgid=userorgid, start=period.start, end=period.end, where=charged)
     sums = {name: sum_of(name) for name in (*TOKEN_COUNT_FIELDS, "total_tokens")}
     keys = ("day", "userorgid", "model_name", "provider", "currency")
+    with reading_from(PRIMARY):  # as the adjustments, from the ledger: a bill made of one database's state
+        records = usage_matching(query=query)
     groups = (
-        usage_matching(query=query)
-        .order_by()
+        records.order_by()
         .annotate(day=TruncDate("use_time", tzinfo=period.zone))
         .values(*keys)
         .annotate(requests=Count("id"), amount=Sum("amount"), **sums)

@@ -38,6 +38,7 @@ from llmlog.exports.period import ExportPeriod
 from llmlog.exports.writers import WRITERS
 from llmlog.models import UsageAll
 from llmlog.queries import UsageQuery
+from llmlog.replicas import PRIMARY, reading_from
 from llmlog.selectors.records import usage_matching
 
 FORMATS = tuple(WRITERS)
@@ -133,9 +134,13 @@ def _money_sum(chunk: pa.Table | list[tuple], index: int) -> Decimal:
 
 
 def _records(*, period: ExportPeriod, org: str) -> QuerySet:
-    """The records of `period` (of `org`, "" = every org), oldest first: use_time, then id."""
+    """The records of `period` (of `org`, "" = every org), oldest first: use_time, then id. On the
+    primary, whatever the reads around it use: an export is what gets billed, made from what is
+    committed, not from a replica that may lag; and its COPY and server-side cursor run on Django's own
+    connection, the primary's, so the queryset names the same database."""
     query = UsageQuery(org=org, start=period.start, end=period.end)
-    return usage_matching(query=query).order_by("use_time", "id")
+    with reading_from(PRIMARY):
+        return usage_matching(query=query).order_by("use_time", "id")
 
 
 def record_batches(

@@ -20,8 +20,11 @@ from django.db.models import Count, Sum
 from llmlog.exports import writers
 from llmlog.exports.columns import export_columns
 from llmlog.exports.period import month_period
-from llmlog.exports.records import export_usage
+from llmlog.exports.records import _records, export_usage
 from llmlog.models import UsageAll
+from llmlog.queries import UsageQuery
+from llmlog.replicas import reading_from
+from llmlog.selectors.records import usage_matching
 from tests.factories import make_usage, move_to_history
 
 pytestmark = pytest.mark.django_db
@@ -170,6 +173,14 @@ def test_the_jsonl_file_read_back_equals_the_rows(tmp_path, month):
                 assert line[name] == value, name
     assert manifest["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert Decimal(manifest["amount_sum"]) == sum(Decimal(line["amount"]) for line in lines if line["amount"])
+
+
+def test_an_export_reads_the_primary_where_the_reads_around_it_go_to_a_replica():
+    with reading_from("replica"):  # as inside a read that chose a replica
+        around = usage_matching(query=UsageQuery())
+        records = _records(period=month_period("2026-11"), org="")
+
+    assert (around.db, records.db) == ("replica", "default")
 
 
 def test_one_org(tmp_path, month):

@@ -12,10 +12,11 @@ import pytest
 from django.db.models import Q, Sum
 
 from accounting.models import LedgerTransaction
-from llmlog.exports.focus import FOCUS_COLUMNS, X_COLUMNS
+from llmlog.exports.focus import FOCUS_COLUMNS, X_COLUMNS, focus_groups
 from llmlog.exports.period import InvalidPeriod, month_period
 from llmlog.models import ModelPrice, UsageAll
 from llmlog.posting import account_pending_usage
+from llmlog.replicas import reading_from
 from llmlog.repricing import repricing_create
 from tests.factories import make_accounts, make_usage, move_to_history
 
@@ -87,6 +88,14 @@ def test_billed_cost_sums_to_the_ledgers_usage_charges_of_the_month(api, platfor
     assert billed == charges == Decimal("780.62236")
     assert {row["ChargeCategory"] for row in rows} == {"Usage"}
     assert all(row["ListCost"] == row["EffectiveCost"] == row["BilledCost"] for row in rows)
+
+
+def test_the_bill_reads_the_primary_where_the_reads_around_it_go_to_a_replica(month_of_charges):
+    period = month_period("2026-11")
+    with reading_from("unreachable-replica"):  # a read that chose a replica around the export
+        groups = list(focus_groups(period=period))  # on that alias it would raise: no such database
+
+    assert sum(group.amount for group in groups) == Decimal("780.62236")
 
 
 def test_one_row_per_org_model_and_day_in_time_zone(api, platform_key, month_of_charges):
