@@ -96,5 +96,6 @@ def pre_request(worker, req) -> None:
     # WEB_KEEPALIVE_REQUESTS requests ("Connection: close", which every HTTP client follows by opening a
     # new one) lets the connections spread again, each reconnect most likely won by the least busy
     # worker, whose main loop is free to accept.
+    worker.log.debug("%s %s", req.method, req.path)  # what gunicorn's own pre_request does
     if req.req_number % _keepalive_requests == 0:
         req.must_close = True
