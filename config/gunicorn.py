@@ -9,8 +9,9 @@ without holding a thread. Not gevent: psycopg 3 under Django blocks in C, unseen
 the database calls are made green too; not ASGI: DRF's views are synchronous. Each thread keeps its own
 database connection (Django's are per thread; CONN_MAX_AGE in settings), so the server holds up to
 WEB_WORKERS x WEB_THREADS of them: 16 by default, well inside PostgreSQL's default 100. Measured on 2
-cores (BENCHMARKS.md, "load, worker model"): sync 44 req/s, gthread x4 49, x8 68, x16 73 (within the
-spread of x8): past 8 the CPU is the limit, not waiting, and each thread more is one connection more.
+cores (BENCHMARKS.md, "load, worker model"): while reads took seconds, sync 44 req/s, gthread x4 49, x8 68,
+x16 73; with reads from the rollups all four are level (212-236 req/s, "load: connections over the
+workers"). Past 8 the CPU is the limit, not waiting, and each thread more is one connection more.
 
 Metrics: each gunicorn worker is a process with its own counters, and a scrape reaches one of them.
 prometheus_client's multiprocess mode keeps every worker's values in files under PROMETHEUS_MULTIPROC_DIR
