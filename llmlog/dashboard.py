@@ -2,19 +2,22 @@
 
 Numbers come from llmlog.selectors.stats.usage_stats, which reads closed hours from the hourly rollups and
 only the rest from the rows, so the page stays fast on millions of records. Charts are SVG drawn by
-the template from the geometry computed here: no script and no asset from the internet.
+the template from the geometry llmlog.charts computes: no script and no asset from the internet.
 
 Every chart can be narrowed to one org: `org` narrows the whole page, and `requests_org`, `tokens_org`,
 `amount_org`, `models_org`, `orgs_org` one chart each ("" follows `org`, "all" shows every org).
 Narrowed to an org, the page lists that org's budgets (spent, held, limit, remaining of the current period,
 as the budgets admin shows them) for viewers who may see budgets. "Provider cost drift" lists the rows of
 the last 30 days whose reported cost is furthest from the computed one (llmlog.selectors.drift).
+
+Money carries the currency of the sums (`sums_currency`): the org's, or every org's when they share one.
+The rollups add amounts without their currency, so where the orgs' currencies differ the page shows the
+sums bare and says which currencies they add together.
 """
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
@@ -26,10 +29,11 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from accounting.budgets import budget_statuses
-from accounting.models import AccountingFailure, Budget
+from accounting.models import Account, AccountingFailure, Budget
 from core.admin import MAX_FILTER_VALUES, distinct_values
-from core.formats import DEFAULT_CURRENCY, money_text
+from core.formats import money_text
 from core.text import text_problem
+from llmlog.charts import bar_list, column_chart, full
 from llmlog.models import LLMUsage, LLMUsageHistory
 from llmlog.queries import UsageQuery
 from llmlog.replicas import read_alias, replica_read
@@ -58,7 +62,7 @@ def _day_start(day: date) -> datetime:
     return timezone.make_aware(datetime.combine(day, time()), timezone.get_current_timezone())
 
 
-def dashboard_today(*, org: str = "", now: datetime) -> dict[str, Any]:
+def dashboard_today(*, org: str = "", now: datetime, currency: str = "") -> dict[str, Any]:
     """Today (in TIME_ZONE) for one org or all: requests, tokens, amount, cost, margin, rpm, tpm."""
     today = timezone.localdate(now)
     # Today as a time range, as the charts' days are: its closed hours come from the rollups (a use_date
@@ -75,7 +79,8 @@ def dashboard_today(*, org: str = "", now: datetime) -> dict[str, Any]:
         "rpm": stats["rpm"],
         "tpm": stats["tpm"],
     }
-    return {**figures, "display": {name: full(value) for name, value in figures.items() if name != "day"}}
+    display = {name: full(value, currency=currency) for name, value in figures.items() if name != "day"}
+    return {**figures, "display": display}
 
 
 def month_query(*, org: str = "", now: datetime, days: int = CHART_DAYS) -> UsageQuery:
@@ -85,7 +90,9 @@ def month_query(*, org: str = "", now: datetime, days: int = CHART_DAYS) -> Usag
     return UsageQuery(start=start, end=end, userorgid=org or None)
 
 
-def dashboard_month(*, org: str = "", now: datetime, days: int = CHART_DAYS) -> dict[str, Any]:
+def dashboard_month(
+    *, org: str = "", now: datetime, days: int = CHART_DAYS, currency: str = ""
+) -> dict[str, Any]:
     """The last `days` days: {by_day: one entry per day (zero when nothing), by_model: top models by
     amount}, each entry with requests, total_tokens, amount, cost; and {charges: amount, adjustments,
     net_amount} of the days (re-pricing adjustments apart and together: llmlog.repricing)."""
@@ -99,15 +106,18 @@ def dashboard_month(*, org: str = "", now: datetime, days: int = CHART_DAYS) -> 
     ]
     by_model = sorted(stats["by_model"], key=lambda entry: (-entry["amount"], entry["model_name"]))
     charges = {name: stats[name] for name in ("amount", "adjustments", "net_amount")}
-    charges["display"] = {name: full(value) for name, value in charges.items()}
+    charges["display"] = {name: full(value, currency=currency) for name, value in charges.items()}
     return {"by_day": by_day, "by_model": by_model[:TOP], "charges": charges}
 
 
-def dashboard_drift(*, org: str = "", now: datetime) -> dict[str, Any]:
+def dashboard_drift(*, org: str = "", now: datetime, currency: str = "") -> dict[str, Any]:
     """Provider cost drift of the last CHART_DAYS days: the TOP (day, provider, model) rows by |delta|."""
     report = usage_cost_drift(query=month_query(org=org, now=now), order=BY_DELTA, limit=TOP)
     money = ("cost", "provider_cost", "delta")
-    rows = [{**row, "display": {name: full(row[name]) for name in money}} for row in report.rows]
+    rows = [
+        {**row, "display": {name: full(row[name], currency=currency) for name in money}}
+        for row in report.rows
+    ]
     return {"rows": rows, "threshold_percent": report.threshold_percent}
 
 
@@ -156,135 +166,20 @@ def org_budgets(*, org: str, now: datetime) -> list[dict[str, Any]]:
     return rows
 
 
-# --- charts --------------------------------------------------------------------------------------
+# --- the sums' currency ------------------------------------------------------------------------
 
 
-def compact(value: int | Decimal | float) -> str:
-    """1234 -> 1.2k, 5600000 -> 5.6M; small money keeps its cents."""
-    number = float(value)
-    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(number) >= limit:
-            return f"{number / limit:.1f}{suffix}".replace(".0", "")
-    if isinstance(value, Decimal) and number and abs(number) < 100:
-        return f"{number:.2f}"
-    return f"{number:.0f}"
-
-
-def full(value: int | Decimal) -> str:
-    """Counts thousands separated; money as on every admin page (core.formats), with its currency."""
-    if not isinstance(value, Decimal):
-        return f"{value:,}"
-    return money_text(value, currency=DEFAULT_CURRENCY)
-
-
-def nice_step(peak: float, *, ticks: int = 4) -> Decimal:
-    """A round step (1, 2, 2.5 or 5 times a power of ten) that covers `peak` in at most `ticks` steps."""
-    if peak <= 0:
-        return Decimal(1)
-    raw = Decimal(repr(peak)) / ticks
-    power = Decimal(10) ** raw.adjusted()
-    for multiple in (Decimal(1), Decimal(2), Decimal("2.5"), Decimal(5), Decimal(10)):
-        if multiple * power >= raw:
-            return multiple * power
-    return 10 * power  # not reached: 10 x power is always >= raw
-
-
-@dataclass(frozen=True)
-class Bar:
-    x: float
-    y: float
-    width: float
-    height: float
-    label: str
-    value: str  # the exact value, for the tooltip and data-value
-
-    @property
-    def title(self) -> str:
-        return f"{self.label}: {self.value}"
-
-
-def column_chart(
-    *, points: Sequence[tuple[str, int | Decimal]], unit: str = "", width: int = 520, height: int = 220
-) -> dict[str, Any]:
-    """Geometry of a column chart (one column per point, in a `width` x `height` viewBox)."""
-    left, right, top, bottom = 44, 6, 10, 22
-    plot_width, plot_height = width - left - right, height - top - bottom
-    # The axis runs to a round number above the highest column, ticked at round steps (0, 200, 400, ...).
-    highest = max((value for _, value in points), default=0)
-    step = nice_step(float(highest))
-    if not isinstance(highest, Decimal):
-        step = max(step.to_integral_value(rounding=ROUND_CEILING), Decimal(1))
-    steps = max(1, int((Decimal(highest) / step).to_integral_value(rounding=ROUND_CEILING)))
-    peak = step * steps
-    slot = plot_width / max(len(points), 1)
-    bars = []
-    for index, (label, value) in enumerate(points):
-        bar_height = float(value) / float(peak) * plot_height
-        bars.append(
-            Bar(
-                x=round(left + index * slot + slot * 0.15, 2),
-                y=round(top + plot_height - bar_height, 2),
-                width=round(slot * 0.7, 2),
-                height=round(bar_height, 2),
-                label=label,
-                value=f"{full(value)} {unit.removesuffix('s') if value == 1 else unit}".strip(),
-            )
-        )
-    every = max(1, len(points) // 6)
-    x_labels = [
-        {"x": round(bar.x + bar.width / 2, 2), "text": bar.label[5:]}  # MM-DD of YYYY-MM-DD
-        for index, bar in enumerate(bars)
-        if index % every == 0
-    ]
-    tick_places = max(0, -step.normalize().as_tuple().exponent)
-    y_ticks = []
-    for index in range(steps + 1):
-        tick = step * index
-        share = tick / peak
-        text = compact(int(tick)) if tick >= 1000 or tick == 0 else f"{tick:.{tick_places}f}"
-        y_ticks.append({"y": float(round(top + plot_height * (1 - share), 2)), "text": text})
-    return {
-        "width": width,
-        "height": height,
-        "left": left,
-        "plot_right": width - right,
-        "baseline": top + plot_height,
-        "label_y": height - 6,
-        "bars": bars,
-        "x_labels": x_labels,
-        "y_ticks": y_ticks,
-        "total": full(sum((value for _, value in points), start=0)),
-        "has_data": any(value for _, value in points),
-    }
-
-
-def bar_list(
-    *, rows: Sequence[tuple[str, int | Decimal]], unit: str = "", width: int = 480
-) -> dict[str, Any]:
-    """Geometry of a horizontal bar chart: one row per (label, value), longest first."""
-    label_width, row_height, value_width = 140, 24, 80
-    bar_room = width - label_width - value_width
-    peak = max((value for _, value in rows), default=0) or 1
-    bars = [
-        Bar(
-            x=label_width,
-            y=index * row_height + 4,
-            width=round(max(float(value) / float(peak) * bar_room, 1 if value else 0), 2),
-            height=row_height - 8,
-            label=label or "(no org)",
-            value=f"{full(value)} {unit}".strip(),
-        )
-        for index, (label, value) in enumerate(rows)
-    ]
-    return {
-        "width": width,
-        "height": max(len(rows), 1) * row_height,
-        "label_x": label_width - 8,
-        "value_x": width - 4,
-        "text_dy": row_height / 2 + 4,
-        "bars": bars,
-        "has_data": bool(rows),
-    }
+def sums_currency(org: str = "") -> tuple[str, list[str]]:
+    """(the currency of the sums of `org`, "" = every org; the currencies they add together). From the
+    customer accounts, since posting holds each record to its org's account currency; with no account,
+    the records' default. A currency of "" means the orgs' currencies differ, listed in the second."""
+    accounts = Account.objects.filter(kind=Account.Kind.CUSTOMER)
+    if org:
+        accounts = accounts.filter(org=org)
+    currencies = sorted(set(accounts.values_list("currency", flat=True).distinct()))
+    if not currencies:
+        return LLMUsage._meta.get_field("currency").default, []
+    return (currencies[0], []) if len(currencies) == 1 else ("", currencies)
 
 
 # --- the page ------------------------------------------------------------------------------------
@@ -312,16 +207,17 @@ def dashboard_context(
         chosen = _org_param(params, f"{chart}_org")
         chart_orgs[chart] = "" if chosen == ALL_ORGS else (chosen or org)
 
+    currencies = {of: sums_currency(of) for of in {org, *chart_orgs.values()}}
+    currency = {of: found for of, (found, _) in currencies.items()}
     months: dict[str, dict[str, Any]] = {}
-    for chart in DAY_CHARTS + ("models",):
-        if chart_orgs[chart] not in months:
-            months[chart_orgs[chart]] = dashboard_month(org=chart_orgs[chart], now=now)
+    for of in {org, *(chart_orgs[chart] for chart in (*DAY_CHARTS, "models"))}:
+        months[of] = dashboard_month(org=of, now=now, currency=currency[of])
     by_org = usage_sums_by_org(query=month_query(org=chart_orgs["orgs"], now=now), now=now)[:TOP]
 
     def day_chart(chart: str) -> dict[str, Any]:
         name, unit = DAY_CHARTS_FIELDS[chart]
-        by_day = months[chart_orgs[chart]]["by_day"]
-        return column_chart(points=[(entry["day"].isoformat(), entry[name]) for entry in by_day], unit=unit)
+        points = [(entry["day"].isoformat(), entry[name]) for entry in months[chart_orgs[chart]]["by_day"]]
+        return column_chart(points=points, unit=unit, currency=currency[chart_orgs[chart]])
 
     by_model = months[chart_orgs["models"]]["by_model"]
     return {
@@ -330,16 +226,23 @@ def dashboard_context(
         "org": org,
         "chart_orgs": {chart: _org_param(params, f"{chart}_org") for chart in CHARTS},
         "orgs": known_orgs(),
-        "today": dashboard_today(org=org, now=now),
-        "charges": (months.get(org) or dashboard_month(org=org, now=now))["charges"],
+        "today": dashboard_today(org=org, now=now, currency=currency[org]),
+        "charges": months[org]["charges"],
+        "mixed_currencies": currencies[org][1],
         "open_failures": open_failures(org=org) if with_failures else None,
         "budgets": org_budgets(org=org, now=now) if org and with_budgets else None,
-        "drift": dashboard_drift(org=org, now=now),
+        "drift": dashboard_drift(org=org, now=now, currency=currency[org]),
         "days": CHART_DAYS,
         "charts": {
             **{chart: day_chart(chart) for chart in DAY_CHARTS},
-            "models": bar_list(rows=[(entry["model_name"], entry["amount"]) for entry in by_model]),
-            "orgs": bar_list(rows=[(entry["userorgid"], entry["amount"]) for entry in by_org]),
+            "models": bar_list(
+                rows=[(entry["model_name"], entry["amount"]) for entry in by_model],
+                currency=currency[chart_orgs["models"]],
+            ),
+            "orgs": bar_list(
+                rows=[(entry["userorgid"], entry["amount"]) for entry in by_org],
+                currency=currency[chart_orgs["orgs"]],
+            ),
         },
     }
 

@@ -9,9 +9,11 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 
+from accounting.accounts import account_create
 from accounting.budgets import UsageChange, budget_create, budget_usage_apply
 from accounting.models import AccountingFailure
-from llmlog.dashboard import bar_list, column_chart, dashboard_context, full
+from llmlog.charts import bar_list, column_chart, full
+from llmlog.dashboard import dashboard_context
 from llmlog.models import LLMUsageHistory, UsageRollup
 from llmlog.rollups import build_usage_rollups
 from tests.factories import make_usage
@@ -188,8 +190,34 @@ def test_money_reads_the_same_on_every_figure(usage) -> None:
     assert today["amount"] == "0.53000 USD"
     assert today["cost"] == "0.42400 USD"
     assert today["margin"] == "0.10600 USD"
-    assert full(Decimal("12345.6")) == "12,345.60000 USD"
+    assert full(Decimal("12345.6"), currency="USD") == "12,345.60000 USD"
     assert full(1234567) == "1,234,567"
+
+
+def test_money_carries_the_orgs_currency(usage) -> None:
+    for org in ("acme", "globex"):
+        account_create(org=org, kind="customer", currency="CNY")
+
+    page = dashboard_context(params={}, now=NOW)
+
+    assert page["today"]["display"]["amount"] == "0.53000 CNY"
+    assert page["charges"]["display"]["amount"].endswith(" CNY")
+    assert all(bar.value.endswith(" CNY") for bar in page["charts"]["models"]["bars"])
+    assert page["mixed_currencies"] == []
+
+
+def test_sums_over_orgs_of_different_currencies_say_so_and_carry_none(usage, admin_client) -> None:
+    account_create(org="acme", kind="customer", currency="CNY")
+    account_create(org="globex", kind="customer", currency="USD")
+
+    every_org = dashboard_context(params={}, now=NOW)
+    one_org = dashboard_context(params={"org": "acme"}, now=NOW)
+
+    assert every_org["mixed_currencies"] == ["CNY", "USD"]
+    assert every_org["today"]["display"]["amount"] == "0.53000"  # a bare sum: no one currency is right
+    assert one_org["mixed_currencies"] == [] and one_org["today"]["display"]["amount"].endswith(" CNY")
+    page = admin_client.get(DASHBOARD).content.decode()
+    assert "Amounts add CNY, USD together" in page
 
 
 # --- the org's budgets ----------------------------------------------------------------------------
