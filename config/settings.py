@@ -309,14 +309,19 @@ LLMLOG_AUTH_FAILURE_RATE = env_rate("LLMLOG_AUTH_FAILURE_RATE", "20/min")
 # count. Attempts are kept in the database (the axes tables, in the admin), which every process shares
 # and which needs no cache server.
 AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+# Reverse proxies of the deployment's own in front of gunicorn (deploy/README.md: nginx or Caddy), each
+# appending to X-Forwarded-For: 0 reads the socket's address, which behind a proxy is the proxy's, one for
+# every caller (core.clients).
+LLMLOG_TRUSTED_PROXIES = env_int("LLMLOG_TRUSTED_PROXIES", 0, minimum=0)
 AXES_FAILURE_LIMIT = env_int("LLMLOG_ADMIN_LOGIN_FAILURES", 10, minimum=1)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("LLMLOG_ADMIN_LOCKOUT_MINUTES", 15, minimum=1))
 AXES_LOCKOUT_PARAMETERS = ["ip_address"]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "llmlog.api.throttling.admin_lockout_response"
-# The socket's address only: X-Forwarded-For is written by the client unless a proxy replaces it, and a
-# guesser would rotate it to dodge the lockout.
-AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
+# The caller's address as every address-keyed limit reads it (core.clients): the socket's, or behind
+# LLMLOG_TRUSTED_PROXIES reverse proxies the one the outermost saw; never an X-Forwarded-For entry a
+# guesser could rotate to dodge the lockout.
+AXES_CLIENT_IP_CALLABLE = "core.clients.axes_client_address"
 # Successful logins are in the admin's own history; no access-log row per login.
 AXES_DISABLE_ACCESS_LOG = True
 AXES_VERBOSE = False  # its start-up banner

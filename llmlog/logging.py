@@ -25,6 +25,8 @@ from datetime import UTC, datetime
 
 from django.http import HttpRequest, HttpResponse
 
+from core.clients import client_address
+
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 # What a caller's id may look like (uuids, ULIDs, trace ids, AWS' Root=1-...); anything else is replaced,
 # so a header can never inject text into the logs.
@@ -106,7 +108,7 @@ class RequestIdMiddleware:
                     "status": response.status_code,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                     "api_key_id": getattr(key, "pk", None),
-                    "remote_addr": request.META.get("REMOTE_ADDR"),
+                    "remote_addr": client_address(request),
                 },
             )
             return response

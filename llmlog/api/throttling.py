@@ -23,11 +23,11 @@ The limit fails open: when the cache is unreachable, ingest goes on unthrottled 
 it does not drop them because its rate limiter is down) and the failure is logged once per back-off.
 
 Key guessing (LLMLOG_AUTH_FAILURE_RATE): API-key failures (unknown or revoked key) are counted per client
-address in the same kind of window. Past the limit, every request from that address that carries a key
-gets a 429 with Retry-After before its key is even looked up, until the window ends: a guesser learns
-nothing more, and the database sees no more of its lookups. A clean client pays nothing: the cache is
-read only for an address this process has seen fail in the window. The admin login is django-axes'
-(settings AXES_*); its lockout answer is `admin_lockout_response`.
+address (core.clients: behind the deployment's proxies, the address they saw) in the same kind of window. Past
+the limit, every request from that address that carries a key gets a 429 with Retry-After before its key is
+even looked up, until the window ends: a guesser learns nothing more, and the database sees no more of its
+lookups. A clean client pays nothing: the cache is read only for an address this process has seen fail in the
+window. The admin login is django-axes' (settings AXES_*); its lockout answer is `admin_lockout_response`.
 """
 
 import logging
@@ -41,6 +41,7 @@ from django.http import HttpRequest, HttpResponse
 from rest_framework import exceptions
 from rest_framework.throttling import BaseThrottle
 
+from core.clients import client_address
 from llmlog.models import ApiKey
 
 logger = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ class IngestRateThrottle(BaseThrottle):
         user = getattr(request, "user", None)
         if user is not None and getattr(user, "pk", None) is not None:
             return f"user:{user.pk}"  # a staff session
-        return f"addr:{request.META.get('REMOTE_ADDR', '')}"
+        return f"addr:{client_address(request) or 'unknown'}"
 
 
 def _count(key: str, *, timeout: int) -> int | None:
@@ -143,11 +144,6 @@ _suspects: dict[str, float] = {}
 _SUSPECTS_MAX = 10_000
 
 
-def client_address(request) -> str:
-    """The socket's peer address (gunicorn's REMOTE_ADDR), never a header a client can write."""
-    return request.META.get("REMOTE_ADDR", "") or "unknown"
-
-
 def _failure_window(now: float) -> tuple[int, int, int]:
     limit, period = settings.LLMLOG_AUTH_FAILURE_RATE
     return limit, period, int(now // period)
@@ -157,7 +153,7 @@ def auth_failures_check(request) -> None:
     """Throttled (a 429 with Retry-After) when the caller's address is past its key failures."""
     if settings.LLMLOG_AUTH_FAILURE_RATE is None:
         return
-    address = client_address(request)
+    address = client_address(request) or "unknown"
     if _suspects.get(address, 0.0) < time.monotonic():
         return
     now = time.time()
@@ -183,7 +179,7 @@ def auth_failure_count(request) -> None:
     """Count one API-key failure against the caller's address."""
     if settings.LLMLOG_AUTH_FAILURE_RATE is None:
         return
-    address = client_address(request)
+    address = client_address(request) or "unknown"
     now = time.time()
     _limit, period, window = _failure_window(now)
     if len(_suspects) >= _SUSPECTS_MAX:

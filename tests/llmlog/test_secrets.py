@@ -344,6 +344,51 @@ def test_the_limit_is_per_address_and_counts_only_failures(api, acme_key, make_k
     assert get_with(api, acme_key, address="198.51.100.1").status_code == 200
 
 
+def test_behind_a_trusted_proxy_the_limit_is_per_address_the_proxy_saw(
+    api, acme_key, auth_failure_rate, settings
+):
+    """Behind the deployment's nginx every request comes from 127.0.0.1: one guesser must not lock out
+    every gateway. The address is the one the proxy appended, never what the client wrote left of it."""
+    settings.LLMLOG_TRUSTED_PROXIES = 1
+
+    def via_proxy(key: str, client: str, written: str = ""):
+        forwarded = f"{written}, {client}" if written else client
+        return api.get(
+            "/api/llmusage/count/", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR=forwarded, **bearer(key)
+        )
+
+    for n in range(3):  # a guesser rotating what it writes into X-Forwarded-For
+        assert via_proxy(f"llk_guess{n}", "203.0.113.9", written=f"10.0.0.{n}").status_code == 401
+
+    assert via_proxy("llk_guess3", "203.0.113.9", written="10.0.0.99").status_code == 429
+    assert via_proxy(acme_key, "198.51.100.1").status_code == 200  # another client through the same proxy
+
+
+def test_with_no_trusted_proxy_x_forwarded_for_is_ignored(api, auth_failure_rate, settings):
+    settings.LLMLOG_TRUSTED_PROXIES = 0
+    for n in range(3):
+        get_with(api, f"llk_guess{n}")
+
+    forwarded = {"HTTP_X_FORWARDED_FOR": "203.0.113.50"}  # written by the client: no proxy to trust
+    rotated = api.get("/api/llmusage/count/", REMOTE_ADDR="192.0.2.7", **forwarded, **bearer("llk_9"))
+    assert rotated.status_code == 429
+
+
+def test_admin_logins_behind_a_trusted_proxy_lock_the_address_the_proxy_saw(operator, settings):
+    settings.LLMLOG_TRUSTED_PROXIES = 1
+
+    def login(address: str, password: str):
+        return Client().post(
+            "/admin/login/?next=/admin/",
+            {"username": "operator", "password": password},
+            REMOTE_ADDR="127.0.0.1",
+            HTTP_X_FORWARDED_FOR=address,
+        )
+
+    assert [login("203.0.113.9", "wrong").status_code for _ in range(3)][-1] == 429
+    assert login("198.51.100.1", "right-password").status_code == 302
+
+
 def test_auth_failure_limit_off_never_throttles(api, settings, monkeypatch):
     settings.LLMLOG_AUTH_FAILURE_RATE = None
     monkeypatch.setattr(throttling, "_suspects", {})
