@@ -5,11 +5,11 @@ import pytest
 from benchmarks import run
 
 
-def test_the_default_run_is_the_report_the_benchmarks_file_began_with():
+def test_the_default_run_is_the_first_reports_scripts_the_export_and_group_commit():
     names = [name for name, _ in run.scripts(None)]
 
-    assert names == [*run.ORDER, "exports"]
-    assert {"group_commit", "holds", "limits", "repricing"}.isdisjoint(names)
+    assert names == [*run.ORDER, "exports", "group_commit"]
+    assert {"holds", "limits", "repricing", "clickhouse"}.isdisjoint(names)
 
 
 def test_one_issues_benchmarks_run_by_name_or_with_all():
