@@ -103,7 +103,7 @@ class IngestRateThrottle(BaseThrottle):
         user = getattr(request, "user", None)
         if user is not None and getattr(user, "pk", None) is not None:
             return f"user:{user.pk}"  # a staff session
-        return f"addr:{client_address(request) or 'unknown'}"
+        return f"addr:{_address(request)}"
 
 
 def _count(key: str, *, timeout: int) -> int | None:
@@ -144,6 +144,11 @@ _suspects: dict[str, float] = {}
 _SUSPECTS_MAX = 10_000
 
 
+def _address(request) -> str:
+    """The caller's address as a cache key: "unknown" for a request with none."""
+    return client_address(request) or "unknown"
+
+
 def _failure_window(now: float) -> tuple[int, int, int]:
     limit, period = settings.LLMLOG_AUTH_FAILURE_RATE
     return limit, period, int(now // period)
@@ -153,7 +158,7 @@ def auth_failures_check(request) -> None:
     """Throttled (a 429 with Retry-After) when the caller's address is past its key failures."""
     if settings.LLMLOG_AUTH_FAILURE_RATE is None:
         return
-    address = client_address(request) or "unknown"
+    address = _address(request)
     if _suspects.get(address, 0.0) < time.monotonic():
         return
     now = time.time()
@@ -179,7 +184,7 @@ def auth_failure_count(request) -> None:
     """Count one API-key failure against the caller's address."""
     if settings.LLMLOG_AUTH_FAILURE_RATE is None:
         return
-    address = client_address(request) or "unknown"
+    address = _address(request)
     now = time.time()
     _limit, period, window = _failure_window(now)
     if len(_suspects) >= _SUSPECTS_MAX:
