@@ -387,6 +387,9 @@ def test_admin_logins_behind_a_trusted_proxy_lock_the_address_the_proxy_saw(oper
 
     assert [login("203.0.113.9", "wrong").status_code for _ in range(3)][-1] == 429
     assert login("198.51.100.1", "right-password").status_code == 302
+    # Not an address where the proxy writes one: not a proxy's; the socket's address counts (no 500).
+    written = ("", "not-an-ip", "1.2.3.4, \x00", " , ")
+    assert {login(hop, "wrong").status_code for hop in written} <= {200, 429}
 
 
 def test_auth_failure_limit_off_never_throttles(api, settings, monkeypatch):
